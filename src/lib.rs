@@ -1,0 +1,10 @@
+//! df2redis: replicate a live DragonflyDB into Redis over Dragonfly's replication protocol.
+//!
+//! Layers, each usable on its own:
+//! - [`protocol`]: pure decoders for one flow's byte stream (no I/O).
+//! - [`replay`]: decoded items to Redis commands (types, TTLs, rewrites, policies).
+//! - [`inspect`]: human-readable rendering of a captured flow.
+
+pub mod inspect;
+pub mod protocol;
+pub mod replay;

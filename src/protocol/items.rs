@@ -1,0 +1,284 @@
+//! What a flow decoder emits: typed items, in stream order.
+//!
+//! Snapshot values are emitted as [`ValuePiece`]s: the first piece of a key opens it, the last
+//! closes it, and a large collection arrives as several bounded pieces in between. A small key
+//! is a single piece that is both first and last. Pieces of one key share one `Arc<EntryHead>`,
+//! so a consumer can tell interleaved tagged entries apart and never needs the whole value.
+
+use std::sync::Arc;
+
+/// RDB value type bytes Dragonfly v1.34-v1.40 emits (protocol doc 5.5), plus the older stream
+/// layouts a generic parser may meet.
+pub mod rdb_type {
+    pub const STRING: u8 = 0;
+    pub const SET: u8 = 2;
+    pub const HASH: u8 = 4;
+    pub const ZSET_2: u8 = 5;
+    pub const SET_INTSET: u8 = 11;
+    pub const STREAM_LISTPACKS: u8 = 15;
+    pub const HASH_LISTPACK: u8 = 16;
+    pub const ZSET_LISTPACK: u8 = 17;
+    pub const LIST_QUICKLIST_2: u8 = 18;
+    pub const STREAM_LISTPACKS_2: u8 = 19;
+    pub const STREAM_LISTPACKS_3: u8 = 21;
+    pub const JSON: u8 = 30;
+    pub const HASH_WITH_EXPIRY: u8 = 31;
+    pub const SET_WITH_EXPIRY: u8 = 32;
+    pub const SBF: u8 = 33;
+    pub const SBF2: u8 = 34;
+    pub const CMS: u8 = 35;
+    pub const TOPK: u8 = 36;
+    pub const CUCKOO: u8 = 37;
+
+    /// A short name for logs and summaries.
+    pub fn name(t: u8) -> &'static str {
+        match t {
+            STRING => "string",
+            SET => "set",
+            HASH => "hash",
+            ZSET_2 => "zset",
+            SET_INTSET => "set(intset)",
+            STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 => "stream",
+            HASH_LISTPACK => "hash(listpack)",
+            ZSET_LISTPACK => "zset(listpack)",
+            LIST_QUICKLIST_2 => "list",
+            JSON => "json",
+            HASH_WITH_EXPIRY => "hash(field-ttl)",
+            SET_WITH_EXPIRY => "set(member-ttl)",
+            SBF | SBF2 => "bloom",
+            CMS => "cms",
+            TOPK => "topk",
+            CUCKOO => "cuckoo",
+            _ => "unknown",
+        }
+    }
+
+    /// Types that only Dragonfly has: Redis cannot hold them as they are.
+    pub fn is_dragonfly_only(t: u8) -> bool {
+        (JSON..=CUCKOO).contains(&t)
+    }
+}
+
+/// Member TTLs of types 31/32 are seconds relative to this Unix time (2023-02-01).
+pub const MEMBER_EXPIRY_BASE: i64 = 1_675_209_600;
+
+/// The key a snapshot value belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryHead {
+    pub db: u32,
+    pub key: Vec<u8>,
+    /// Absolute Unix milliseconds (EXPIRETIME_MS), if the key has a TTL.
+    pub expire_at_ms: Option<u64>,
+    /// The RDB type byte.
+    pub rdb_type: u8,
+    /// DF_MASK sticky bit (Dragonfly `STICK`); Redis has no equivalent.
+    pub sticky: bool,
+    /// Memcached client flags (DF_MASK bit 1); Redis has no equivalent.
+    pub mc_flags: Option<u32>,
+}
+
+/// A stream entry ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    pub id: StreamId,
+    /// field, value, field, value, ...
+    pub fields: Vec<Vec<u8>>,
+}
+
+/// Stream metadata that follows the entries (protocol doc 5.5).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamMeta {
+    pub length: u64,
+    pub last_id: StreamId,
+    pub first_id: StreamId,
+    pub max_deleted_id: StreamId,
+    pub entries_added: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEntry {
+    pub id: StreamId,
+    pub delivery_time_ms: u64,
+    pub delivery_count: u64,
+    /// The consumer that owns it (from the consumers' PELs), if any.
+    pub consumer: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConsumer {
+    pub name: Vec<u8>,
+    pub seen_time_ms: u64,
+    pub active_time_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamGroup {
+    pub name: Vec<u8>,
+    pub last_id: StreamId,
+    /// `None` for the older layouts that do not carry it.
+    pub entries_read: Option<u64>,
+    pub pending: Vec<PendingEntry>,
+    pub consumers: Vec<StreamConsumer>,
+}
+
+/// A bounded part of one key's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// A string, or a slice of a long string (later slices append).
+    String(Vec<u8>),
+    ListElems(Vec<Vec<u8>>),
+    SetMembers(Vec<Vec<u8>>),
+    /// Members with their TTL in absolute Unix seconds (`None` = no TTL).
+    SetMembersTtl(Vec<(Vec<u8>, Option<i64>)>),
+    HashFields(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Fields with their TTL in absolute Unix seconds (`None` = no TTL).
+    HashFieldsTtl(Vec<(Vec<u8>, Vec<u8>, Option<i64>)>),
+    ZsetMembers(Vec<(Vec<u8>, f64)>),
+    StreamEntries(Vec<StreamEntry>),
+    StreamMeta(StreamMeta),
+    StreamGroup(StreamGroup),
+    /// A JSON document (type 30), compact text.
+    Json(Vec<u8>),
+    /// Bytes of a Dragonfly-only probabilistic type (33-37) that were parsed and skipped.
+    Opaque(u64),
+}
+
+impl Piece {
+    /// Number of elements (members, fields, entries) in this piece.
+    pub fn elements(&self) -> usize {
+        match self {
+            Piece::String(_) | Piece::Json(_) | Piece::StreamMeta(_) | Piece::Opaque(_) => 0,
+            Piece::ListElems(v) | Piece::SetMembers(v) => v.len(),
+            Piece::SetMembersTtl(v) => v.len(),
+            Piece::HashFields(v) => v.len(),
+            Piece::HashFieldsTtl(v) => v.len(),
+            Piece::ZsetMembers(v) => v.len(),
+            Piece::StreamEntries(v) => v.len(),
+            Piece::StreamGroup(_) => 1,
+        }
+    }
+}
+
+/// One piece of a snapshot value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValuePiece {
+    pub head: Arc<EntryHead>,
+    pub piece: Piece,
+    /// The first piece of this key: the consumer replaces whatever the target holds.
+    pub first: bool,
+    /// The last piece of this key: the value is complete (apply the TTL now).
+    pub last: bool,
+    /// Payload bytes this piece covers on the wire (for progress and inspection).
+    pub wire_bytes: u64,
+}
+
+/// The kind of a journal record (protocol doc 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Command,
+    /// Opcode 9 (v1.37 and older): expiry; its payload is `DEL key`.
+    Expired,
+    Ping,
+}
+
+/// A command's arguments, stored in one buffer (one allocation for the bytes, one for the
+/// bounds) because journal records are the hot path of stable sync.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Argv {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Argv {
+    pub fn with_capacity(bytes: usize, args: usize) -> Self {
+        Argv { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(args) }
+    }
+    pub fn from_slices<S: AsRef<[u8]>>(args: &[S]) -> Self {
+        let mut a = Argv::with_capacity(args.iter().map(|s| s.as_ref().len()).sum(), args.len());
+        for s in args {
+            a.push(s.as_ref());
+        }
+        a
+    }
+    pub fn push(&mut self, arg: &[u8]) {
+        self.data.extend_from_slice(arg);
+        self.ends.push(self.data.len());
+    }
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..end])
+    }
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(move |i| self.get(i).unwrap())
+    }
+    /// Total bytes of all arguments.
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+    /// The command name, upper-cased.
+    pub fn name_upper(&self) -> String {
+        String::from_utf8_lossy(self.get(0).unwrap_or_default()).to_ascii_uppercase()
+    }
+}
+
+impl std::fmt::Debug for Argv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter().map(super::cursor::show)).finish()
+    }
+}
+
+/// A journal record (protocol doc 7.1), inline (inside 0xD2) or from the stable-sync stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRecord {
+    /// The db of the SELECT that preceded it.
+    pub db: u32,
+    pub txid: u64,
+    pub kind: RecordKind,
+    /// Empty for PING.
+    pub argv: Argv,
+    /// The record's LSN in stable sync; `None` for inline records of the full sync, whose
+    /// LSNs lie below JOURNAL_OFFSET and are not acknowledged.
+    pub lsn: Option<u64>,
+}
+
+/// Everything a flow decoder emits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// A header field (`0xFA`).
+    Aux { name: Vec<u8>, value: Vec<u8> },
+    /// A piece of a snapshot value.
+    Value(ValuePiece),
+    /// A journal record.
+    Journal(JournalRecord),
+    /// `0x0F`: the master's LSN marker; `expected` is the LSN of the record before it.
+    LsnMark { announced: u64, expected: Option<u64> },
+    /// `0xC8`: this shard's snapshot is complete.
+    FullSyncEnd,
+    /// `0xD3`: the LSN of the first stable-sync record.
+    JournalOffset(u64),
+    /// `0xFF`: end of the RDB part; the checksum (always 0 from Dragonfly).
+    Eof { checksum: u64 },
+    /// The 40-byte eof token after EOF; stable-sync records follow.
+    Token(Vec<u8>),
+    /// An item that was parsed and deliberately not replayed (HNSW index data, ...).
+    Skipped { opcode: u8, bytes: u64 },
+}
