@@ -8,3 +8,4 @@
 pub mod inspect;
 pub mod protocol;
 pub mod replay;
+pub mod target;

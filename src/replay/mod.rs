@@ -1,0 +1,194 @@
+//! Decoded items to Redis commands: types, TTLs, Dragonfly-only rewrites and policies.
+//!
+//! [`Replayer`] turns each snapshot piece and journal record into zero or more [`Cmd`]s, in
+//! order. It holds no connection: what it produces can go to a standalone Redis, a cluster, or
+//! a test. What Redis cannot hold is handled by an explicit [`Policy`], counted by reason in
+//! [`ReplayStats`] and logged once per key, never dropped in silence.
+
+mod journal;
+mod restore;
+mod value;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::protocol::cursor::show;
+use crate::protocol::{Argv, EntryHead, JournalRecord, Limits, ValuePiece};
+
+/// One command for the target, in the db it must run in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cmd {
+    pub db: u32,
+    pub argv: Argv,
+}
+
+impl Cmd {
+    pub fn new(db: u32, args: &[&[u8]]) -> Self {
+        Cmd { db, argv: Argv::from_slices(args) }
+    }
+    /// The command's first key (argument 1), if it has arguments.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.argv.get(1)
+    }
+    /// A short rendering for error messages: name, key and argument count.
+    pub fn describe(&self) -> String {
+        let name = self.argv.name_upper();
+        match self.key() {
+            Some(k) => format!("{name} {} (db {}, {} args)", show(k), self.db, self.argv.len() - 1),
+            None => format!("{name} (db {})", self.db),
+        }
+    }
+}
+
+/// What to do with JSON documents (type 30 and JSON.* commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonPolicy {
+    /// `JSON.SET key $ <doc>`: the target has RedisJSON.
+    JsonSet,
+    /// Skip the key (counted, logged once, and the target's old value under it removed).
+    Skip,
+}
+
+/// What to do with hashes/sets whose fields or members carry TTLs (types 31/32, HSETEX,
+/// SADDEX). Redis before 7.4 has no field TTLs and no version has member TTLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberTtlPolicy {
+    /// Write a plain hash/set; members already expired are left out, the others lose their TTL.
+    DropTtl,
+    /// Skip the key.
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub json: JsonPolicy,
+    pub member_ttl: MemberTtlPolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { json: JsonPolicy::Skip, member_ttl: MemberTtlPolicy::DropTtl }
+    }
+}
+
+/// Where "now" comes from, for expiry decisions (keys or members already expired on arrival).
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    System,
+    /// A fixed instant in Unix ms (tests replaying a capture as of its own time).
+    Fixed(u64),
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            Clock::Fixed(ms) => *ms,
+        }
+    }
+}
+
+/// How many keys are named in the log per reason before the log goes quiet (counts go on).
+const LOG_KEYS_PER_REASON: usize = 1000;
+
+/// Counts of what could not be written as it was, by reason.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayStats {
+    /// Keys or records not written.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Keys or records written in a changed form.
+    pub altered: BTreeMap<&'static str, u64>,
+    /// Snapshot keys whose TTL had passed when they arrived (not written, as Dragonfly does).
+    pub expired_on_arrival: u64,
+    logged: HashMap<&'static str, HashSet<Vec<u8>>>,
+}
+
+impl ReplayStats {
+    fn note(&mut self, skipped: bool, reason: &'static str, db: u32, key: &[u8]) {
+        let map = if skipped { &mut self.skipped } else { &mut self.altered };
+        *map.entry(reason).or_default() += 1;
+        let seen = self.logged.entry(reason).or_default();
+        if seen.len() < LOG_KEYS_PER_REASON && seen.insert(key.to_vec()) {
+            let what = if skipped { "skipped" } else { "altered" };
+            log::warn!("{what} key {} in db {db}: {reason}", show(key));
+            if seen.len() == LOG_KEYS_PER_REASON {
+                log::warn!("further keys {what} for \"{reason}\" are counted but not logged");
+            }
+        }
+    }
+    /// Add another replayer's counts (flows are replayed by separate replayers).
+    pub fn merge(&mut self, o: &ReplayStats) {
+        for (k, v) in &o.skipped {
+            *self.skipped.entry(k).or_default() += v;
+        }
+        for (k, v) in &o.altered {
+            *self.altered.entry(k).or_default() += v;
+        }
+        self.expired_on_arrival += o.expired_on_arrival;
+    }
+}
+
+/// A failure to turn an item into commands (a damaged RESTORE payload, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayError(pub String);
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ReplayError {}
+
+/// How a journal record must be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordClass {
+    /// Its commands (possibly none) were appended to the output.
+    Normal,
+    /// A global command (FLUSHALL/FLUSHDB) that every flow carries with this txid: wait until
+    /// every flow reaches it, then run [`Replayer::global_command`] once.
+    Global { txid: u64 },
+}
+
+/// Per-entry decision for values that arrive in several pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Write,
+    Skip,
+}
+
+pub struct Replayer {
+    policy: Policy,
+    clock: Clock,
+    limits: Limits,
+    stats: ReplayStats,
+    /// Decisions for entries whose first piece was seen and whose last was not.
+    open: HashMap<*const EntryHead, Decision>,
+}
+
+// The raw pointers are only map keys identifying live `Arc<EntryHead>`s, never dereferenced.
+unsafe impl Send for Replayer {}
+
+impl Replayer {
+    pub fn new(policy: Policy, clock: Clock) -> Self {
+        Replayer { policy, clock, limits: Limits::default(), stats: ReplayStats::default(), open: HashMap::new() }
+    }
+
+    pub fn stats(&self) -> &ReplayStats {
+        &self.stats
+    }
+
+    /// Commands for one piece of a snapshot value, appended to `out`.
+    pub fn value(&mut self, v: &ValuePiece, out: &mut Vec<Cmd>) {
+        value::piece(self, v, out)
+    }
+
+    /// Commands for one journal record, appended to `out`.
+    pub fn record(&mut self, r: &JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
+        journal::record(self, r, out)
+    }
+
+    /// The one command to run for a global record, once every flow reached it.
+    pub fn global_command(r: &JournalRecord) -> Cmd {
+        Cmd { db: r.db, argv: r.argv.clone() }
+    }
+}

@@ -1,0 +1,121 @@
+//! Journal records to commands (protocol doc 7.5 and 12).
+//!
+//! Most records are standard Redis commands and pass through unchanged. Dragonfly-only
+//! syntax is translated where an exact or policy-approved equivalent exists (`STICK` and
+//! `_MCFLAGS` stripped, `SADDEX`/`HSETEX` to `SADD`/`HSET`, `RESTORE` payloads decoded and
+//! rebuilt with ordinary commands) and counted otherwise.
+
+use super::{restore, Cmd, JsonPolicy, MemberTtlPolicy, RecordClass, ReplayError, Replayer};
+use crate::protocol::{Argv, JournalRecord, RecordKind};
+
+/// Dragonfly commands Redis does not have, with the reason logged when one is skipped.
+const DRAGONFLY_ONLY: &[(&str, &str)] = &[
+    ("FIELDEXPIRE", "FIELDEXPIRE (Dragonfly-only command)"),
+    ("DELEX", "DELEX (Dragonfly-only command)"),
+    ("GAT", "GAT (memcache command)"),
+    ("PREPEND", "PREPEND (memcache command)"),
+    ("CL.THROTTLE", "CL.THROTTLE (Dragonfly-only command)"),
+    ("DFLYCLUSTER", "DFLYCLUSTER (Dragonfly cluster command)"),
+];
+
+/// Command prefixes of Dragonfly-only data types, skipped like their snapshot values.
+const DRAGONFLY_TYPE_PREFIXES: &[(&str, &str)] = &[
+    ("BF.", "Bloom filter command (Dragonfly-only type)"),
+    ("CF.", "Cuckoo filter command (Dragonfly-only type)"),
+    ("CMS.", "count-min sketch command (Dragonfly-only type)"),
+    ("TOPK.", "top-k command (Dragonfly-only type)"),
+    ("FT.", "search index command (not replicated)"),
+];
+
+pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
+    if rec.kind == RecordKind::Ping {
+        return Ok(RecordClass::Normal);
+    }
+    let argv = &rec.argv;
+    let name = argv.get(0).unwrap_or_default();
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let key = argv.get(1).unwrap_or_default();
+    let db = rec.db;
+    if is("FLUSHALL") || is("FLUSHDB") {
+        return Ok(RecordClass::Global { txid: rec.txid });
+    }
+    if is("SET") {
+        out.push(Cmd { db, argv: strip_set_extras(argv) });
+    } else if is("RESTORE") {
+        restore::record(r, rec, out)?;
+    } else if is("STICK") {
+        r.stats.note(false, "sticky flag (Dragonfly STICK) dropped", db, key);
+    } else if is("SADDEX") || is("HSETEX") {
+        member_ttl_command(r, rec, out)?;
+    } else if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"JSON.") {
+        if r.policy.json == JsonPolicy::JsonSet {
+            out.push(Cmd { db, argv: argv.clone() });
+        } else {
+            r.stats.note(true, "JSON command (target has no RedisJSON)", db, key);
+        }
+    } else if let Some((_, reason)) = DRAGONFLY_ONLY.iter().find(|(n, _)| is(n)) {
+        r.stats.note(true, reason, db, key);
+    } else if let Some((_, reason)) =
+        DRAGONFLY_TYPE_PREFIXES.iter().find(|(p, _)| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
+    {
+        r.stats.note(true, reason, db, key);
+    } else {
+        out.push(Cmd { db, argv: argv.clone() });
+    }
+    Ok(RecordClass::Normal)
+}
+
+/// `SET key value [options]` without Dragonfly's `STICK` and `_MCFLAGS <n>`.
+fn strip_set_extras(argv: &Argv) -> Argv {
+    let has_extras = argv.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"STICK") || a.eq_ignore_ascii_case(b"_MCFLAGS"));
+    if !has_extras {
+        return argv.clone();
+    }
+    let mut out = Argv::with_capacity(argv.byte_len(), argv.len());
+    let mut skip_next = false;
+    for (i, a) in argv.iter().enumerate() {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if i >= 3 && a.eq_ignore_ascii_case(b"STICK") {
+            continue;
+        }
+        if i >= 3 && a.eq_ignore_ascii_case(b"_MCFLAGS") {
+            skip_next = true;
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// Dragonfly's `SADDEX key seconds member...` and `HSETEX key [NX] [KEEPTTL] seconds field
+/// value...` as `SADD`/`HSET` without the TTL (policy `DropTtl`), or skipped.
+fn member_ttl_command(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) -> Result<(), ReplayError> {
+    let argv = &rec.argv;
+    let key = argv.get(1).unwrap_or_default();
+    if r.policy.member_ttl == MemberTtlPolicy::Skip {
+        r.stats.note(true, "hash field or set member TTLs (policy: skip)", rec.db, key);
+        return Ok(());
+    }
+    let hash = argv.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"HSETEX"));
+    // Skip the flags, then the TTL seconds.
+    let mut i = 2;
+    while argv.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"NX") || a.eq_ignore_ascii_case(b"KEEPTTL")) {
+        i += 1;
+    }
+    let rest: Vec<&[u8]> = argv.iter().skip(i + 1).collect();
+    if rest.is_empty() || (hash && rest.len() % 2 != 0) {
+        return Err(ReplayError(format!("cannot translate journal record {argv:?}: unexpected arguments")));
+    }
+    let mut a = Argv::with_capacity(argv.byte_len(), rest.len() + 2);
+    a.push(if hash { b"HSET" } else { b"SADD" });
+    a.push(key);
+    for x in rest {
+        a.push(x);
+    }
+    r.stats.note(false, "hash field or set member TTLs dropped", rec.db, key);
+    out.push(Cmd { db: rec.db, argv: a });
+    Ok(())
+}

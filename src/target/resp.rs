@@ -1,0 +1,135 @@
+//! Just enough RESP2 for pipelined writes: encode commands into one buffer, read replies.
+//!
+//! The writer builds a whole pipeline in one `Vec<u8>` and sends it with one `write_all`, then
+//! reads exactly one reply per command. Replies are checked one by one so that a rejected
+//! command is reported with its name and key, which redis-rs pipelines do not expose.
+
+use std::io::{self, BufRead};
+
+/// Append `args` as a RESP array of bulk strings.
+pub fn encode<'a>(buf: &mut Vec<u8>, args: impl ExactSizeIterator<Item = &'a [u8]>) {
+    let mut num = itoa_buf();
+    buf.push(b'*');
+    buf.extend_from_slice(fmt_usize(&mut num, args.len()));
+    buf.extend_from_slice(b"\r\n");
+    for a in args {
+        buf.push(b'$');
+        buf.extend_from_slice(fmt_usize(&mut num, a.len()));
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+fn fmt_usize(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// A reply, as far as the writer cares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    pub fn as_error(&self) -> Option<&str> {
+        match self {
+            Reply::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn line(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut l = Vec::with_capacity(16);
+    r.read_until(b'\n', &mut l)?;
+    if l.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed while reading a reply"));
+    }
+    if !l.ends_with(b"\r\n") {
+        return Err(bad("reply line not terminated by CRLF"));
+    }
+    l.truncate(l.len() - 2);
+    Ok(l)
+}
+
+fn int(s: &[u8]) -> io::Result<i64> {
+    std::str::from_utf8(s).ok().and_then(|t| t.parse().ok()).ok_or_else(|| bad("bad integer in reply"))
+}
+
+/// Read one reply.
+pub fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
+    let l = line(r)?;
+    let (&kind, rest) = l.split_first().ok_or_else(|| bad("empty reply line"))?;
+    Ok(match kind {
+        b'+' => Reply::Status(String::from_utf8_lossy(rest).into_owned()),
+        b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
+        b':' => Reply::Int(int(rest)?),
+        b'$' => {
+            let n = int(rest)?;
+            if n < 0 {
+                Reply::Bulk(None)
+            } else {
+                let mut v = vec![0; n as usize + 2];
+                r.read_exact(&mut v)?;
+                if !v.ends_with(b"\r\n") {
+                    return Err(bad("bulk reply not terminated by CRLF"));
+                }
+                v.truncate(n as usize);
+                Reply::Bulk(Some(v))
+            }
+        }
+        b'*' => {
+            let n = int(rest)?;
+            if n < 0 {
+                Reply::Array(None)
+            } else {
+                let mut items = Vec::with_capacity((n as usize).min(1024));
+                for _ in 0..n {
+                    items.push(read_reply(r)?);
+                }
+                Reply::Array(Some(items))
+            }
+        }
+        other => return Err(bad(format!("unexpected reply type byte 0x{other:02X}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_and_reads() {
+        let mut b = Vec::new();
+        encode(&mut b, [b"SET".as_slice(), b"k", b""].into_iter());
+        assert_eq!(b, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
+        let mut input: &[u8] = b"+OK\r\n-ERR no\r\n:5\r\n$3\r\nabc\r\n*2\r\n$-1\r\n:1\r\n";
+        assert_eq!(read_reply(&mut input).unwrap(), Reply::Status("OK".into()));
+        assert_eq!(read_reply(&mut input).unwrap(), Reply::Error("ERR no".into()));
+        assert_eq!(read_reply(&mut input).unwrap(), Reply::Int(5));
+        assert_eq!(read_reply(&mut input).unwrap(), Reply::Bulk(Some(b"abc".to_vec())));
+        assert_eq!(read_reply(&mut input).unwrap(), Reply::Array(Some(vec![Reply::Bulk(None), Reply::Int(1)])));
+    }
+}

@@ -1,0 +1,369 @@
+//! Test support: the shared fixtures, their expected data, real redis-server processes, and
+//! reading a Redis dataset back for comparison.
+#![allow(dead_code)]
+
+pub mod redis_server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use df2redis::protocol::{
+    rdb_type, FlowDecoder, Item, Limits, Piece, StreamGroup, StreamId, StreamMeta,
+};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+pub fn fixtures_root() -> PathBuf {
+    std::env::var_os("DF2REDIS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+}
+
+pub struct Fixture {
+    pub name: String,
+    pub dir: PathBuf,
+    pub session: Value,
+}
+
+impl Fixture {
+    pub fn num_flows(&self) -> usize {
+        self.session["num_flows"].as_u64().unwrap() as usize
+    }
+    pub fn flow_bytes(&self, i: usize) -> Vec<u8> {
+        std::fs::read(self.dir.join(format!("flow-{i}.bin"))).unwrap()
+    }
+    pub fn token(&self, i: usize) -> Vec<u8> {
+        self.session["flows"][i]["eof_token"].as_str().unwrap().as_bytes().to_vec()
+    }
+    pub fn lsn_at_end(&self, i: usize) -> u64 {
+        self.session["master_lsn_at_end"][i].as_u64().unwrap()
+    }
+    pub fn expected(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("expected.json")).unwrap()).unwrap()
+    }
+    pub fn partial(&self) -> Option<Value> {
+        let p = self.dir.join("partial.json");
+        p.exists().then(|| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+    }
+    pub fn partial_bytes(&self, i: usize) -> Vec<u8> {
+        std::fs::read(self.dir.join(format!("partial-flow-{i}.bin"))).unwrap()
+    }
+    /// Decode flow `i` completely, feeding `step` bytes at a time.
+    pub fn decode(&self, i: usize, step: usize) -> Vec<Item> {
+        decode(&self.flow_bytes(i), Some(self.token(i)), step)
+            .unwrap_or_else(|e| panic!("{} flow {i}: {e}", self.name))
+    }
+}
+
+/// Every fixture folder, sorted by name.
+pub fn fixtures() -> Vec<Fixture> {
+    let root = fixtures_root();
+    let mut v: Vec<Fixture> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("fixtures at {}: {e}", root.display()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("session.json").exists())
+        .map(|e| {
+            let dir = e.path();
+            let session = serde_json::from_slice(&std::fs::read(dir.join("session.json")).unwrap()).unwrap();
+            Fixture { name: e.file_name().to_string_lossy().into_owned(), dir, session }
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(!v.is_empty(), "no fixtures under {}", root.display());
+    v
+}
+
+pub fn decode(bytes: &[u8], token: Option<Vec<u8>>, step: usize) -> Result<Vec<Item>, df2redis::protocol::DecodeError> {
+    let mut d = FlowDecoder::new(None, token, Limits::default());
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(step.max(1)) {
+        d.feed(chunk, &mut out)?;
+    }
+    d.finish()?;
+    Ok(out)
+}
+
+/// The snapshot's creation time (AUX `ctime`, Unix seconds) of a decoded flow.
+pub fn ctime(items: &[Item]) -> u64 {
+    items
+        .iter()
+        .find_map(|i| match i {
+            Item::Aux { name, value } if name == b"ctime" => std::str::from_utf8(value).ok()?.parse().ok(),
+            _ => None,
+        })
+        .expect("ctime AUX field")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datasets: what expected.json holds and what we read back from Redis, in one model.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: Vec<u8>,
+    pub last_delivered_id: String,
+    pub entries_read: Option<u64>,
+    /// (id, consumer, delivery count)
+    pub pending: Vec<(String, Vec<u8>, u64)>,
+    pub consumers: BTreeSet<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub entries: Vec<(String, Vec<Vec<u8>>)>,
+    pub last_id: String,
+    pub entries_added: u64,
+    pub max_deleted_id: String,
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Str(Vec<u8>),
+    List(Vec<Vec<u8>>),
+    Set(BTreeSet<Vec<u8>>),
+    Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// In ZRANGE order: by score, then member.
+    Zset(Vec<(Vec<u8>, f64)>),
+    Stream(Stream),
+    /// A type Redis cannot hold (Dragonfly-only); not compared.
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub ty: String,
+    /// Absolute Unix ms, -1 for none.
+    pub expire_at_ms: i64,
+    pub val: Val,
+}
+
+pub type Dataset = BTreeMap<u32, BTreeMap<Vec<u8>, Key>>;
+
+pub const NATIVE: &[&str] = &["string", "list", "set", "hash", "zset", "stream"];
+
+pub fn b64(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        } as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn jbytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Object(o) => b64(o["b64"].as_str().unwrap()),
+        Value::Number(n) => n.to_string().into_bytes(),
+        other => panic!("not a byte string: {other}"),
+    }
+}
+
+fn jkey(s: &str) -> Vec<u8> {
+    match s.strip_prefix("b64:") {
+        Some(b) => b64(b),
+        None => s.as_bytes().to_vec(),
+    }
+}
+
+pub fn score(s: &str) -> f64 {
+    s.parse().unwrap_or_else(|_| panic!("score {s:?}"))
+}
+
+/// One section of expected.json (`at_startstable`, `final`, `after_partial_resume`).
+pub fn parse_dataset(section: &Value) -> Dataset {
+    let mut ds = Dataset::new();
+    for (db, keys) in section.as_object().unwrap() {
+        let m = ds.entry(db.parse().unwrap()).or_default();
+        for (k, v) in keys.as_object().unwrap() {
+            let ty = v["type"].as_str().unwrap().to_string();
+            let val = &v["value"];
+            let val = match ty.as_str() {
+                "string" => Val::Str(jbytes(val)),
+                "list" => Val::List(val.as_array().unwrap().iter().map(jbytes).collect()),
+                "set" => Val::Set(val.as_array().unwrap().iter().map(jbytes).collect()),
+                "hash" => Val::Hash(val.as_object().unwrap().iter().map(|(f, x)| (jkey(f), jbytes(x))).collect()),
+                "zset" => Val::Zset(
+                    val.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| (jbytes(&p[0]), score(p[1].as_str().unwrap())))
+                        .collect(),
+                ),
+                "stream" => Val::Stream(Stream {
+                    entries: val
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| (e[0].as_str().unwrap().to_string(), e[1].as_array().unwrap().iter().map(jbytes).collect()))
+                        .collect(),
+                    last_id: v["last_id"].as_str().unwrap().to_string(),
+                    entries_added: v["entries_added"].as_u64().unwrap(),
+                    max_deleted_id: v["max_deleted_id"].as_str().unwrap().to_string(),
+                    groups: v["groups"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|g| Group {
+                            name: jbytes(&g["name"]),
+                            last_delivered_id: g["last_delivered_id"].as_str().unwrap().to_string(),
+                            entries_read: g["entries_read"].as_u64(),
+                            pending: g["pending"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|p| (p[0].as_str().unwrap().to_string(), jbytes(&p[1]), p[2].as_u64().unwrap()))
+                                .collect(),
+                            consumers: g["consumers"].as_array().unwrap().iter().map(jbytes).collect(),
+                        })
+                        .collect(),
+                }),
+                other => Val::Other(other.to_string()),
+            };
+            m.insert(jkey(k), Key { ty, expire_at_ms: v["expire_at_ms"].as_i64().unwrap(), val });
+        }
+    }
+    ds
+}
+
+/// Build the dataset a sequence of decoded snapshot pieces describes (no journal applied).
+pub fn assemble_snapshot<'a>(items: impl Iterator<Item = &'a Item>) -> Dataset {
+    let mut ds = Dataset::new();
+    let mut meta: BTreeMap<(u32, Vec<u8>), StreamMeta> = BTreeMap::new();
+    let mut groups: BTreeMap<(u32, Vec<u8>), Vec<StreamGroup>> = BTreeMap::new();
+    for item in items {
+        let Item::Value(v) = item else { continue };
+        let h = &v.head;
+        let native = match h.rdb_type {
+            rdb_type::STRING => "string",
+            rdb_type::LIST_QUICKLIST_2 => "list",
+            rdb_type::SET | rdb_type::SET_INTSET | rdb_type::SET_WITH_EXPIRY => "set",
+            rdb_type::HASH | rdb_type::HASH_LISTPACK | rdb_type::HASH_WITH_EXPIRY => "hash",
+            rdb_type::ZSET_2 | rdb_type::ZSET_LISTPACK => "zset",
+            rdb_type::STREAM_LISTPACKS_3 | rdb_type::STREAM_LISTPACKS_2 | rdb_type::STREAM_LISTPACKS => "stream",
+            _ => "dragonfly-only",
+        };
+        let entry = ds.entry(h.db).or_default().entry(h.key.clone()).or_insert_with(|| Key {
+            ty: native.to_string(),
+            expire_at_ms: h.expire_at_ms.map_or(-1, |m| m as i64),
+            val: match native {
+                "string" => Val::Str(Vec::new()),
+                "list" => Val::List(Vec::new()),
+                "set" => Val::Set(BTreeSet::new()),
+                "hash" => Val::Hash(BTreeMap::new()),
+                "zset" => Val::Zset(Vec::new()),
+                "stream" => Val::Stream(Stream {
+                    entries: vec![],
+                    last_id: String::new(),
+                    entries_added: 0,
+                    max_deleted_id: String::new(),
+                    groups: vec![],
+                }),
+                _ => Val::Other(rdb_type::name(h.rdb_type).to_string()),
+            },
+        });
+        match (&mut entry.val, &v.piece) {
+            (Val::Str(s), Piece::String(p)) => s.extend_from_slice(p),
+            (Val::List(l), Piece::ListElems(p)) => l.extend(p.iter().cloned()),
+            (Val::Set(s), Piece::SetMembers(p)) => s.extend(p.iter().cloned()),
+            (Val::Set(s), Piece::SetMembersTtl(p)) => s.extend(p.iter().map(|(m, _)| m.clone())),
+            (Val::Hash(m), Piece::HashFields(p)) => m.extend(p.iter().cloned()),
+            (Val::Hash(m), Piece::HashFieldsTtl(p)) => m.extend(p.iter().map(|(f, x, _)| (f.clone(), x.clone()))),
+            (Val::Zset(z), Piece::ZsetMembers(p)) => z.extend(p.iter().cloned()),
+            (Val::Stream(s), Piece::StreamEntries(p)) => {
+                s.entries.extend(p.iter().map(|e| (e.id.to_string(), e.fields.clone())))
+            }
+            (Val::Stream(_), Piece::StreamMeta(m)) => {
+                meta.insert((h.db, h.key.clone()), m.clone());
+            }
+            (Val::Stream(_), Piece::StreamGroup(g)) => groups.entry((h.db, h.key.clone())).or_default().push(g.clone()),
+            (Val::Other(_), _) => {}
+            (val, piece) => panic!("piece {piece:?} does not fit {val:?}"),
+        }
+    }
+    for (db, keys) in ds.iter_mut() {
+        for (k, key) in keys.iter_mut() {
+            match &mut key.val {
+                Val::Zset(z) => sort_zset(z),
+                Val::Stream(s) => {
+                    let m = &meta[&(*db, k.clone())];
+                    s.last_id = m.last_id.to_string();
+                    s.entries_added = m.entries_added;
+                    s.max_deleted_id = m.max_deleted_id.to_string();
+                    s.groups = groups.remove(&(*db, k.clone())).unwrap_or_default().iter().map(group_of).collect();
+                }
+                _ => {}
+            }
+        }
+    }
+    ds
+}
+
+fn group_of(g: &StreamGroup) -> Group {
+    Group {
+        name: g.name.clone(),
+        last_delivered_id: g.last_id.to_string(),
+        entries_read: g.entries_read,
+        pending: g
+            .pending
+            .iter()
+            .map(|p| (p.id.to_string(), p.consumer.clone().unwrap_or_default(), p.delivery_count))
+            .collect(),
+        consumers: g.consumers.iter().map(|c| c.name.clone()).collect(),
+    }
+}
+
+pub fn sort_zset(z: &mut [(Vec<u8>, f64)]) {
+    z.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then_with(|| a.0.cmp(&b.0)));
+}
+
+pub fn stream_id(s: &str) -> StreamId {
+    let (ms, seq) = s.split_once('-').unwrap();
+    StreamId { ms: ms.parse().unwrap(), seq: seq.parse().unwrap() }
+}
+
+/// Compare two values; `None` when equal. Stream group `entries_read` is compared only when
+/// the expected side knows it (Dragonfly reports it as null).
+pub fn diff_val(exp: &Val, act: &Val) -> Option<String> {
+    match (exp, act) {
+        (Val::Stream(e), Val::Stream(a)) => {
+            let mut e = e.clone();
+            for (ge, ga) in e.groups.iter_mut().zip(&a.groups) {
+                if ge.entries_read.is_none() {
+                    ge.entries_read = ga.entries_read;
+                }
+            }
+            (e != *a).then(|| format!("stream differs:\n  expected {:?}\n  actual   {:?}", short(&e), short(a)))
+        }
+        _ => (exp != act).then(|| format!("expected {:.300}\n  actual   {:.300}", format!("{exp:?}"), format!("{act:?}"))),
+    }
+}
+
+fn short(s: &Stream) -> String {
+    format!(
+        "{} entries (first {:?}, last {:?}), last_id {}, added {}, max_deleted {}, groups {:?}",
+        s.entries.len(),
+        s.entries.first().map(|e| &e.0),
+        s.entries.last().map(|e| &e.0),
+        s.last_id,
+        s.entries_added,
+        s.max_deleted_id,
+        s.groups
+    )
+}

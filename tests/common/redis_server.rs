@@ -1,0 +1,286 @@
+//! A real `redis-server` on a free loopback port, for as long as the value lives; and reading
+//! a whole dataset back from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Value as RV;
+
+use super::{score, sort_zset, Dataset, Group, Key, Stream, Val};
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "df2redis-test-{tag}-{}-{}",
+            std::process::id(),
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl RedisServer {
+    /// Start a standalone server; returns once it logs that it accepts connections.
+    pub fn start(extra: &[&str]) -> RedisServer {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let dir = TempDir::new("redis");
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"])
+                .arg("--dir")
+                .arg(&dir.0)
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            // Wait for the readiness line, with a deadline, on a reader thread.
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut ready_sent = false;
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if !ready_sent && line.contains("Ready to accept connections") {
+                        let _ = tx.send(true);
+                        ready_sent = true;
+                    }
+                    if line.contains("Address already in use") {
+                        let _ = tx.send(false);
+                    }
+                }
+                let _ = tx.send(false);
+            });
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(true) => return RedisServer { port, child, _dir: dir },
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        panic!("redis-server did not start on a free port after 5 attempts");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> T {
+    let mut cmd = redis::Cmd::new();
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query(c).unwrap_or_else(|e| panic!("{:?}: {e}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()))
+}
+
+fn text(v: &RV) -> String {
+    match v {
+        RV::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        RV::SimpleString(s) => s.clone(),
+        RV::Int(i) => i.to_string(),
+        RV::Nil => String::new(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn bytes(v: &RV) -> Vec<u8> {
+    match v {
+        RV::BulkString(b) => b.clone(),
+        other => text(other).into_bytes(),
+    }
+}
+
+/// A flat [k, v, k, v...] reply as a map.
+fn map(v: &RV) -> BTreeMap<String, RV> {
+    let RV::Array(a) = v else { panic!("expected an array, got {v:?}") };
+    a.chunks(2).map(|p| (text(&p[0]), p[1].clone())).collect()
+}
+
+/// Every key of every db in the server (dbs 0..16), in the shared model.
+pub fn read_all(c: &mut redis::Connection) -> Dataset {
+    let mut ds = Dataset::new();
+    for db in 0..16u32 {
+        q::<()>(c, &[b"SELECT", db.to_string().as_bytes()]);
+        let mut keys = BTreeSet::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = q(c, &[b"SCAN", cursor.to_string().as_bytes(), b"COUNT", b"1000"]);
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        for k in keys {
+            if let Some(key) = read_key(c, &k) {
+                ds.entry(db).or_default().insert(k, key);
+            }
+        }
+    }
+    ds
+}
+
+fn read_key(c: &mut redis::Connection, k: &[u8]) -> Option<Key> {
+    let ty: String = q(c, &[b"TYPE", k]);
+    let val = match ty.as_str() {
+        "none" => return None,
+        "string" => Val::Str(q(c, &[b"GET", k])),
+        "list" => Val::List(q(c, &[b"LRANGE", k, b"0", b"-1"])),
+        "set" => Val::Set(q(c, &[b"SMEMBERS", k])),
+        "hash" => Val::Hash(q(c, &[b"HGETALL", k])),
+        "zset" => {
+            let raw: Vec<(Vec<u8>, String)> = q(c, &[b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"]);
+            let mut z: Vec<(Vec<u8>, f64)> = raw.into_iter().map(|(m, s)| (m, score(&s))).collect();
+            sort_zset(&mut z);
+            Val::Zset(z)
+        }
+        "stream" => Val::Stream(read_stream(c, k)),
+        other => Val::Other(other.to_string()),
+    };
+    let exp: i64 = q(c, &[b"PEXPIRETIME", k]);
+    Some(Key { ty, expire_at_ms: if exp < 0 { -1 } else { exp }, val })
+}
+
+fn read_stream(c: &mut redis::Connection, k: &[u8]) -> Stream {
+    let entries: Vec<(String, Vec<Vec<u8>>)> = q(c, &[b"XRANGE", k, b"-", b"+"]);
+    let info = map(&q::<RV>(c, &[b"XINFO", b"STREAM", k]));
+    let groups_raw: Vec<RV> = q(c, &[b"XINFO", b"GROUPS", k]);
+    let mut groups = Vec::new();
+    for g in groups_raw {
+        let g = map(&g);
+        let name = bytes(&g["name"]);
+        let pending: Vec<(String, Vec<u8>, u64, u64)> = q(c, &[b"XPENDING", k, &name, b"-", b"+", b"1000000"]);
+        let consumers: Vec<RV> = q(c, &[b"XINFO", b"CONSUMERS", k, &name]);
+        groups.push(Group {
+            name,
+            last_delivered_id: text(&g["last-delivered-id"]),
+            entries_read: match &g["entries-read"] {
+                RV::Int(i) if *i >= 0 => Some(*i as u64),
+                _ => None,
+            },
+            pending: pending.into_iter().map(|(id, c, _idle, n)| (id, c, n)).collect(),
+            consumers: consumers.iter().map(|c| bytes(&map(c)["name"])).collect(),
+        });
+    }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Stream {
+        entries,
+        last_id: text(&info["last-generated-id"]),
+        entries_added: text(&info["entries-added"]).parse().unwrap(),
+        max_deleted_id: text(&info["max-deleted-entry-id"]),
+        groups,
+    }
+}
+
+/// Unix time in ms.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Compare the native-type keys of `expected` with what the server holds, TTLs within
+/// `tol_ms`. Keys whose TTL passed (by the wall clock) must be gone; keys expiring within the
+/// tolerance window either way are not judged. HyperLogLogs are compared by PFCOUNT, because
+/// Redis re-encodes the registers Dragonfly wrote (sparse/dense, cached cardinality bytes).
+/// Returns one line per difference, and counts of keys compared and of keys judged expired.
+pub fn compare(expected: &Dataset, actual: &Dataset, c: &mut redis::Connection, tol_ms: i64) -> (Vec<String>, usize, usize) {
+    let now = now_ms();
+    let mut diffs = Vec::new();
+    let (mut compared, mut expired) = (0, 0);
+    let empty = BTreeMap::new();
+    for (db, keys) in expected {
+        let act_db = actual.get(db).unwrap_or(&empty);
+        for (k, e) in keys {
+            let name = format!("db {db} key {:?}", String::from_utf8_lossy(k));
+            if !super::NATIVE.contains(&e.ty.as_str()) {
+                continue;
+            }
+            if e.expire_at_ms >= 0 && e.expire_at_ms < now - tol_ms {
+                expired += 1;
+                if act_db.contains_key(k) {
+                    diffs.push(format!("{name}: expired at {} but present", e.expire_at_ms));
+                }
+                continue;
+            }
+            if e.expire_at_ms >= 0 && (e.expire_at_ms - now).abs() <= tol_ms {
+                continue;
+            }
+            compared += 1;
+            let Some(a) = act_db.get(k) else {
+                diffs.push(format!("{name}: missing"));
+                continue;
+            };
+            if a.ty != e.ty {
+                diffs.push(format!("{name}: type {} expected {}", a.ty, e.ty));
+                continue;
+            }
+            if (a.expire_at_ms < 0) != (e.expire_at_ms < 0) || (a.expire_at_ms - e.expire_at_ms).abs() > tol_ms {
+                diffs.push(format!("{name}: expire_at_ms {} expected {}", a.expire_at_ms, e.expire_at_ms));
+            }
+            if let (Val::Str(es), Val::Str(as_)) = (&e.val, &a.val) {
+                if es.starts_with(b"HYLL") && as_.starts_with(b"HYLL") {
+                    let ec = pfcount(c, es);
+                    let ac = pfcount(c, as_);
+                    if ec != ac {
+                        diffs.push(format!("{name}: HyperLogLog PFCOUNT {ac} expected {ec}"));
+                    }
+                    continue;
+                }
+            }
+            if let Some(d) = super::diff_val(&e.val, &a.val) {
+                diffs.push(format!("{name}: {d}"));
+            }
+        }
+    }
+    for (db, keys) in actual {
+        for k in keys.keys() {
+            if !expected.get(db).is_some_and(|m| m.contains_key(k)) {
+                diffs.push(format!("db {db} key {:?}: present in the target but not in the source", String::from_utf8_lossy(k)));
+            }
+        }
+    }
+    (diffs, compared, expired)
+}
+
+/// PFCOUNT of HLL bytes, computed by Redis in a scratch db that `read_all` is not run against.
+fn pfcount(c: &mut redis::Connection, hll: &[u8]) -> i64 {
+    q::<()>(c, &[b"SELECT", b"15"]);
+    q::<()>(c, &[b"SET", b"__df2redis_test_hll", hll]);
+    let n: i64 = q(c, &[b"PFCOUNT", b"__df2redis_test_hll"]);
+    q::<()>(c, &[b"DEL", b"__df2redis_test_hll"]);
+    n
+}
