@@ -4,21 +4,26 @@ use std::io::{self, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use super::resp::{self, Reply};
+use super::resp;
 use crate::replay::Cmd;
 
 /// A command the target rejected, or a connection failure.
 #[derive(Debug)]
 pub enum TargetError {
-    /// The target answered with an error: which command, and what it said.
-    Rejected { command: String, error: String },
+    /// The target answered with an error: which command (its index in the batch and a
+    /// description), what it said, and how many later commands of the batch were rejected too.
+    /// Redis runs every command of a pipeline, so the others were applied.
+    Rejected { index: usize, command: String, error: String, more: usize },
     Io { addr: String, error: io::Error },
 }
 
 impl std::fmt::Display for TargetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TargetError::Rejected { command, error } => write!(f, "target rejected {command}: {error}"),
+            TargetError::Rejected { command, error, more: 0, .. } => write!(f, "target rejected {command}: {error}"),
+            TargetError::Rejected { command, error, more, .. } => {
+                write!(f, "target rejected {command}: {error} (and {more} more commands of the same batch)")
+            }
             TargetError::Io { addr, error } => write!(f, "target {addr}: {error}"),
         }
     }
@@ -92,18 +97,19 @@ impl Standalone {
         }
         let io_err = |addr: &str, error| TargetError::Io { addr: addr.to_string(), error };
         self.out.write_all(&self.buf).map_err(|e| io_err(&self.addr, e))?;
-        let mut first_err = None;
+        let mut first_err: Option<TargetError> = None;
         for slot in &self.slots {
             let reply = resp::read_reply(&mut self.inp).map_err(|e| io_err(&self.addr, e))?;
-            if let (Some(e), None) = (reply.as_error(), &first_err) {
-                let command = match slot {
-                    Some(i) => cmds[*i].describe(),
-                    None => "SELECT".to_string(),
-                };
-                first_err = Some(TargetError::Rejected { command, error: e.to_string() });
-            }
-            if let (None, Reply::Status(_)) = (slot, &reply) {
-                // A SELECT succeeded: track it even if a later command fails.
+            let Some(e) = reply.as_error() else { continue };
+            match &mut first_err {
+                Some(TargetError::Rejected { more, .. }) => *more += 1,
+                _ => {
+                    let (index, command) = match slot {
+                        Some(i) => (*i, cmds[*i].describe()),
+                        None => (usize::MAX, "SELECT".to_string()),
+                    };
+                    first_err = Some(TargetError::Rejected { index, command, error: e.to_string(), more: 0 });
+                }
             }
         }
         self.db = db;
