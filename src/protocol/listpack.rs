@@ -178,7 +178,7 @@ mod tests {
         let blob = lp(&[b"a", b"hello"]);
         assert_eq!(listpack(&blob).unwrap(), vec![LpElem::Str(b"a"), LpElem::Str(b"hello")]);
         // 13-bit negative int: -7 = 0x1FF9 -> C0|0x1F, 0xF9
-        let blob = [9, 0, 0, 0, 1, 0, 0xDF, 0xF9, 2, 0xFF];
+        let blob = [10, 0, 0, 0, 1, 0, 0xDF, 0xF9, 2, 0xFF];
         assert_eq!(listpack(&blob).unwrap(), vec![LpElem::Int(-7)]);
     }
 
