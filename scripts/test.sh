@@ -31,4 +31,4 @@ if [ ! -d "$fixtures" ]; then
   exit 2
 fi
 
-cargo test --locked "$@"
+cargo test --locked --features emulator "$@"

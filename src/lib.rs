@@ -5,6 +5,8 @@
 //! - [`replay`]: decoded items to Redis commands (types, TTLs, rewrites, policies).
 //! - [`inspect`]: human-readable rendering of a captured flow.
 
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod inspect;
 pub mod protocol;
 pub mod replay;

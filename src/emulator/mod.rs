@@ -1,0 +1,1 @@
+//! A Dragonfly-master emulator for tests, the demo and the benchmark (feature `emulator`).
