@@ -7,7 +7,12 @@
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod affinity;
+pub mod config;
 pub mod inspect;
+pub mod pipeline;
 pub mod protocol;
 pub mod replay;
+pub mod signals;
+pub mod source;
 pub mod target;

@@ -5,14 +5,23 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use df2redis::config::{self, Config, Raw};
 use df2redis::inspect::{self, Start};
+use df2redis::pipeline::{self, Mode, Outcome, Summary};
 
 /// Replicate a live DragonflyDB into Redis over Dragonfly's own replication protocol.
 ///
+/// df2redis connects to a Dragonfly master (v1.34 to v1.40) as a replica does: one connection
+/// per master shard ("flow"), a full snapshot of every shard, then the live journal. It writes
+/// the equivalent Redis commands to the target; source db N goes to target db N.
+///
 /// Exit codes: 0 success; 1 runtime failure (the message names the flow, key or node and the
-/// cause); 2 usage or configuration error (the message names the flag or key).
+/// cause); 2 usage or configuration error (the message names the flag or config key).
+///
+/// Logging: RUST_LOG=debug (or info, warn, error; default info). Every setting can also be
+/// given in an INI file (--config); see config.ini.example for the keys and defaults.
 #[derive(Parser)]
 #[command(name = "df2redis", version, about, long_about)]
 struct Cli {
@@ -22,6 +31,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Copy the master and keep the target current until SIGINT or SIGTERM.
+    ///
+    /// Handshake, full sync of every flow, barrier, DFLY STARTSTABLE, then the live journal.
+    /// On SIGINT/SIGTERM: final ACKs, the main connection is half-closed so the master ends
+    /// the session, every flow is read to its end, then exit 0. Progress and per-flow lag are
+    /// logged every --progress-secs.
+    Replicate(RunArgs),
+    /// Copy the master once: the snapshot plus every journal record before JOURNAL_OFFSET,
+    /// then print a summary and exit 0.
+    ///
+    /// Writes made on the master after the cut are not copied; use `replicate` for a copy that
+    /// stays current.
+    Migrate(RunArgs),
     /// Decode a captured flow file and print its items, one line each, then a summary.
     ///
     /// A flow file holds the bytes one flow connection received after its `DFLY FLOW` reply:
@@ -44,11 +66,179 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// INI file with the same settings (keys documented in config.ini.example); flags win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Dragonfly master, host:port.  [file: source.addr]
+    #[arg(long, value_name = "HOST:PORT")]
+    source: Option<String>,
+    /// ACL user on the master.  [file: source.user]
+    #[arg(long, value_name = "USER")]
+    source_user: Option<String>,
+    /// Password on the master.  [file: source.password]
+    #[arg(long, value_name = "PASSWORD")]
+    source_password: Option<String>,
+    /// Target Redis: redis://[user:password@]host:port.  [file: target.url]
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// ACL user on the target (overrides the URL's).  [file: target.user]
+    #[arg(long, value_name = "USER")]
+    target_user: Option<String>,
+    /// Password on the target (overrides the URL's).  [file: target.password]
+    #[arg(long, value_name = "PASSWORD")]
+    target_password: Option<String>,
+    /// Pin the flow threads (flow-0, flow-1, ...) round-robin to these CPUs, e.g. 0-3 or 0,2.
+    /// [file: threads.pin_flows]
+    #[arg(long, value_name = "CPULIST")]
+    pin_flows: Option<String>,
+    /// Pin the writer threads (writer-0, ...) round-robin to these CPUs.  [file: threads.pin_writers]
+    #[arg(long, value_name = "CPULIST")]
+    pin_writers: Option<String>,
+    /// Writer threads, each owning whole flows (default: one per flow).  [file: threads.writers]
+    #[arg(long, value_name = "N")]
+    writers: Option<String>,
+    /// Batches a flow may queue before its reader waits for the target (default 64).
+    /// [file: tuning.channel_capacity]
+    #[arg(long, value_name = "N")]
+    channel_capacity: Option<String>,
+    /// Commands per pipeline (default 2000).  [file: tuning.batch_cmds]
+    #[arg(long, value_name = "N")]
+    batch_cmds: Option<String>,
+    /// Payload bytes per pipeline (default 1048576).  [file: tuning.batch_bytes]
+    #[arg(long, value_name = "BYTES")]
+    batch_bytes: Option<String>,
+    /// Pipelines in flight toward the target over all writers (default 8).
+    /// [file: tuning.inflight_pipelines]
+    #[arg(long, value_name = "N")]
+    inflight: Option<String>,
+    /// JSON documents: auto (JSON.SET if the target has RedisJSON, else skip) | json-set | skip.
+    /// [file: policy.json]
+    #[arg(long, value_name = "POLICY")]
+    json: Option<String>,
+    /// Hash fields / set members with TTLs: drop-ttl (write them without TTL; members already
+    /// expired are left out) | skip (skip the key).  [file: policy.member_ttl]
+    #[arg(long, value_name = "POLICY")]
+    member_ttl: Option<String>,
+    /// A command the target rejects: stop (exit 1 naming the command, key and error) | skip
+    /// (count it and go on).  [file: policy.on_reject]
+    #[arg(long, value_name = "POLICY")]
+    on_reject: Option<String>,
+    /// Seconds between progress lines (default 5).  [file: log.progress_secs]
+    #[arg(long, value_name = "SECS")]
+    progress_secs: Option<String>,
+}
+
+impl RunArgs {
+    fn into_config(self) -> Result<Config, config::ConfigError> {
+        let mut raw: Raw = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
+                config::parse_ini(&text, p)?
+            }
+            None => Raw::new(),
+        };
+        let flags = [
+            ("source.addr", self.source),
+            ("source.user", self.source_user),
+            ("source.password", self.source_password),
+            ("target.url", self.target),
+            ("target.user", self.target_user),
+            ("target.password", self.target_password),
+            ("threads.pin_flows", self.pin_flows),
+            ("threads.pin_writers", self.pin_writers),
+            ("threads.writers", self.writers),
+            ("tuning.channel_capacity", self.channel_capacity),
+            ("tuning.batch_cmds", self.batch_cmds),
+            ("tuning.batch_bytes", self.batch_bytes),
+            ("tuning.inflight_pipelines", self.inflight),
+            ("policy.json", self.json),
+            ("policy.member_ttl", self.member_ttl),
+            ("policy.on_reject", self.on_reject),
+            ("log.progress_secs", self.progress_secs),
+        ];
+        for (k, v) in flags {
+            if let Some(v) = v {
+                raw.insert(k.to_string(), v);
+            }
+        }
+        config::build(&raw)
+    }
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { flow_file, token, partial_from } => run_inspect(flow_file, token, partial_from),
+        Command::Replicate(args) => run(args, Mode::Replicate),
+        Command::Migrate(args) => run(args, Mode::Migrate),
+    }
+}
+
+fn run(args: RunArgs, mode: Mode) -> ExitCode {
+    let cfg = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    df2redis::signals::install();
+    match pipeline::run(&cfg, mode) {
+        Outcome::Ok(s) => {
+            print_summary(&s, mode);
+            ExitCode::SUCCESS
+        }
+        Outcome::Failed(e, s) => {
+            print_summary(&s, mode);
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_summary(s: &Summary, mode: Mode) {
+    let mut out = io::stdout().lock();
+    let what = if mode == Mode::Migrate { "migrate" } else { "replicate" };
+    let _ = writeln!(out, "---- {what} summary ----");
+    let _ = writeln!(out, "elapsed: {:.1} s", s.elapsed.as_secs_f64());
+    let (mut keys, mut bytes, mut records) = (0, 0, 0);
+    for (i, f) in s.flows.iter().enumerate() {
+        let lsn = match f.applied_next_lsn {
+            0 => "journal offset not reached".to_string(),
+            n => format!("next LSN {n}"),
+        };
+        let _ = writeln!(
+            out,
+            "flow {i}: {} keys, {:.1} MB received, {} journal records, {} commands applied, {lsn}",
+            f.keys,
+            f.bytes as f64 / 1e6,
+            f.records,
+            f.commands,
+        );
+        keys += f.keys;
+        bytes += f.bytes;
+        records += f.records;
+    }
+    let _ = writeln!(out, "total: {keys} keys, {:.1} MB, {records} journal records", bytes as f64 / 1e6);
+    if s.stats.expired_on_arrival > 0 {
+        let _ = writeln!(out, "keys already expired when they arrived (not written): {}", s.stats.expired_on_arrival);
+    }
+    for (label, map) in [("skipped", &s.stats.skipped), ("altered", &s.stats.altered)] {
+        for (reason, n) in map {
+            let _ = writeln!(out, "{label}: {n} x {reason}");
+        }
+    }
+    if s.rejected > 0 {
+        let _ = writeln!(out, "commands rejected by the target and skipped: {}", s.rejected);
+    }
+    if let Some(by) = s.stopped_by {
+        let _ = writeln!(out, "stopped by {by}");
     }
 }
 

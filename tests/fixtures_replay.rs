@@ -100,53 +100,6 @@ fn run_with_barrier(flows: &mut [Flow], w: &mut Standalone, late: &mut Late) -> 
     }
 }
 
-/// Absolute expiry times that journal records set: `(db, key, unix ms)`.
-fn absolute_ttls(items: &[Item]) -> Vec<(u32, Vec<u8>, i64)> {
-    let mut out = Vec::new();
-    for it in items {
-        let Item::Journal(r) = it else { continue };
-        let a: Vec<&[u8]> = r.argv.iter().collect();
-        let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok());
-        let name = r.argv.name_upper();
-        let mut push = |t: Option<i64>| {
-            if let (Some(t), Some(k)) = (t, a.get(1)) {
-                out.push((r.db, k.to_vec(), t));
-            }
-        };
-        match name.as_str() {
-            "PEXPIREAT" => push(a.get(2).and_then(|b| num(b))),
-            "EXPIREAT" => push(a.get(2).and_then(|b| num(b)).map(|s| s * 1000)),
-            "RESTORE" => push(a.get(2).and_then(|b| num(b)).filter(|&t| t > 0)),
-            "SET" => {
-                for w in a.windows(2).skip(3) {
-                    if w[0].eq_ignore_ascii_case(b"PXAT") {
-                        push(num(w[1]));
-                    } else if w[0].eq_ignore_ascii_case(b"EXAT") {
-                        push(num(w[1]).map(|s| s * 1000));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Keys the test does not judge: a record gave them an absolute expiry that had passed when
-/// the test replayed it, yet the master (at capture time) still held them. Their fate depends
-/// on how late the capture is replayed; a live replica applies such records within
-/// milliseconds, the test hours later.
-fn late_ttl_keys(ttls: &[(u32, Vec<u8>, i64)], expected: &Dataset) -> BTreeSet<(u32, Vec<u8>)> {
-    let now = common::redis_server::now_ms();
-    ttls.iter()
-        .filter(|(db, k, t)| {
-            *t < now + 2000
-                && expected.get(db).and_then(|m| m.get(k)).is_some_and(|e| e.expire_at_ms < 0 || e.expire_at_ms > now + 2000)
-        })
-        .map(|(db, k, _)| (*db, k.clone()))
-        .collect()
-}
-
 fn check(fx: &str, phase: &str, expected: &serde_json::Value, srv: &RedisServer, ttls: &[(u32, Vec<u8>, i64)], tainted: &BTreeSet<(u32, Vec<u8>)>) {
     let expected = parse_dataset(expected);
     let mut late = late_ttl_keys(ttls, &expected);

@@ -1,5 +1,6 @@
 //! A standalone Redis target: one connection, pipelined, db-aware.
 
+use std::collections::VecDeque;
 use std::io::{self, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -37,8 +38,8 @@ pub struct Standalone {
     /// The db the connection has selected.
     db: u32,
     buf: Vec<u8>,
-    /// Index into the pipeline of each command (`None` for injected SELECTs).
-    slots: Vec<Option<usize>>,
+    /// Per pipeline in flight: the command index of each reply (`None` for injected SELECTs).
+    pending: VecDeque<Vec<Option<usize>>>,
 }
 
 impl Standalone {
@@ -59,7 +60,7 @@ impl Standalone {
             out: s,
             db: 0,
             buf: Vec::with_capacity(256 * 1024),
-            slots: Vec::new(),
+            pending: VecDeque::new(),
         };
         if let Some((user, pass)) = auth {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
@@ -79,27 +80,36 @@ impl Standalone {
     /// Send `cmds` as one pipeline and check every reply. Commands run in order; a `SELECT` is
     /// inserted wherever the db changes.
     pub fn apply(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
-        if cmds.is_empty() {
-            return Ok(());
-        }
+        self.send(cmds)?;
+        self.recv(cmds)
+    }
+
+    /// Send `cmds` as one pipeline without waiting for the replies: several pipelines may be in
+    /// flight; [`recv`](Self::recv) must then be called once per `send`, in the same order, with
+    /// the same commands.
+    pub fn send(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
         self.buf.clear();
-        self.slots.clear();
-        let mut db = self.db;
+        let mut slots = Vec::with_capacity(cmds.len() + 1);
         for (i, c) in cmds.iter().enumerate() {
-            if c.db != db {
+            if c.db != self.db {
                 let n = c.db.to_string();
                 resp::encode(&mut self.buf, [b"SELECT".as_slice(), n.as_bytes()].into_iter());
-                self.slots.push(None);
-                db = c.db;
+                slots.push(None);
+                self.db = c.db;
             }
             resp::encode(&mut self.buf, c.argv.iter());
-            self.slots.push(Some(i));
+            slots.push(Some(i));
         }
-        let io_err = |addr: &str, error| TargetError::Io { addr: addr.to_string(), error };
-        self.out.write_all(&self.buf).map_err(|e| io_err(&self.addr, e))?;
+        self.pending.push_back(slots);
+        self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
+    }
+
+    /// Read the replies of the oldest pipeline in flight and check them.
+    pub fn recv(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
+        let slots = self.pending.pop_front().expect("recv() without a send()");
         let mut first_err: Option<TargetError> = None;
-        for slot in &self.slots {
-            let reply = resp::read_reply(&mut self.inp).map_err(|e| io_err(&self.addr, e))?;
+        for slot in &slots {
+            let reply = resp::read_reply(&mut self.inp).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })?;
             let Some(e) = reply.as_error() else { continue };
             match &mut first_err {
                 Some(TargetError::Rejected { more, .. }) => *more += 1,
@@ -112,10 +122,17 @@ impl Standalone {
                 }
             }
         }
-        self.db = db;
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Run one command and return its reply (for queries such as `MODULE LIST`).
+    pub fn query(&mut self, args: &[&[u8]]) -> Result<resp::Reply, TargetError> {
+        self.buf.clear();
+        resp::encode(&mut self.buf, args.iter().copied());
+        self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })?;
+        resp::read_reply(&mut self.inp).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
     }
 }

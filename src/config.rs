@@ -1,0 +1,282 @@
+//! Settings from an INI file and command-line flags, validated into one [`Config`].
+//!
+//! Every setting has one name in the file (`section.key`) and one flag; flags override the
+//! file. Errors name the flag or key and what would be accepted, and map to exit code 2.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::affinity::CpuList;
+use crate::replay::{JsonPolicy, MemberTtlPolicy};
+
+/// A usage or configuration error (exit code 2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+/// `host:port` plus credentials.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Endpoint {
+    pub addr: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Endpoint {
+    /// AUTH arguments, if a password is set.
+    pub fn auth(&self) -> Option<(&str, &str)> {
+        self.password.as_deref().map(|p| (self.user.as_deref().unwrap_or(""), p))
+    }
+}
+
+/// JSON policy as configured: `auto` asks the target whether it has RedisJSON.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JsonSetting {
+    Auto,
+    Fixed(JsonPolicy),
+}
+
+/// What to do when the target rejects a command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OnReject {
+    Stop,
+    SkipAndCount,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub pin_flows: Option<CpuList>,
+    pub pin_writers: Option<CpuList>,
+    /// Writer threads; `None` = one per flow.
+    pub writers: Option<usize>,
+    /// Batches a flow may queue toward its writer before its reader waits.
+    pub channel_capacity: usize,
+    /// Commands per pipeline.
+    pub batch_cmds: usize,
+    /// Payload bytes per pipeline.
+    pub batch_bytes: usize,
+    /// Pipelines in flight toward the target, over all writers.
+    pub inflight_pipelines: usize,
+    pub json: JsonSetting,
+    pub member_ttl: MemberTtlPolicy,
+    pub on_reject: OnReject,
+    /// Seconds between progress lines.
+    pub progress_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: Endpoint::default(),
+            target: Endpoint::default(),
+            pin_flows: None,
+            pin_writers: None,
+            writers: None,
+            channel_capacity: 64,
+            batch_cmds: 2000,
+            batch_bytes: 1 << 20,
+            inflight_pipelines: 8,
+            json: JsonSetting::Auto,
+            member_ttl: MemberTtlPolicy::DropTtl,
+            on_reject: OnReject::Stop,
+            progress_secs: 5,
+        }
+    }
+}
+
+/// Every setting, as raw text, keyed by its file name (`section.key`). Flags are mapped to the
+/// same names by the CLI, so one validation path serves both.
+pub type Raw = BTreeMap<String, String>;
+
+/// The keys a file may hold, with their flag, default and meaning (also the source of
+/// `config.ini.example`'s contents and of error messages).
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("source.addr", "--source", "Dragonfly master host:port (required)"),
+    ("source.user", "--source-user", "ACL user on the master (default: the default user)"),
+    ("source.password", "--source-password", "password on the master (default: none)"),
+    ("target.url", "--target", "redis://[user:password@]host:port of the target (required)"),
+    ("target.user", "--target-user", "ACL user on the target (overrides the URL's)"),
+    ("target.password", "--target-password", "password on the target (overrides the URL's)"),
+    ("threads.pin_flows", "--pin-flows", "CPU list for the flow threads, e.g. 0-3 or 0,2"),
+    ("threads.pin_writers", "--pin-writers", "CPU list for the writer threads"),
+    ("threads.writers", "--writers", "writer threads (default: one per flow)"),
+    ("tuning.channel_capacity", "--channel-capacity", "batches queued per flow before its reader waits (64)"),
+    ("tuning.batch_cmds", "--batch-cmds", "commands per pipeline (2000)"),
+    ("tuning.batch_bytes", "--batch-bytes", "payload bytes per pipeline (1048576)"),
+    ("tuning.inflight_pipelines", "--inflight", "pipelines in flight over all writers (8)"),
+    ("policy.json", "--json", "JSON documents: auto | json-set | skip (auto)"),
+    ("policy.member_ttl", "--member-ttl", "hash field / set member TTLs: drop-ttl | skip (drop-ttl)"),
+    ("policy.on_reject", "--on-reject", "a command the target rejects: stop | skip (stop)"),
+    ("log.progress_secs", "--progress-secs", "seconds between progress lines (5)"),
+];
+
+fn flag_of(key: &str) -> &'static str {
+    KEYS.iter().find(|k| k.0 == key).map_or("", |k| k.1)
+}
+
+fn name(key: &str) -> String {
+    format!("{} (file key {key})", flag_of(key))
+}
+
+/// Parse an INI file: `[section]` headers, `key = value`, `;`/`#` comments. Keys become
+/// `section.key`; unknown keys are errors (a typo must not silently fall back to a default).
+pub fn parse_ini(text: &str, path: &Path) -> Result<Raw, ConfigError> {
+    let mut raw = Raw::new();
+    let mut section = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[') {
+            section = s.strip_suffix(']').ok_or_else(|| ConfigError(format!("{}: unterminated section header", at())))?.trim().to_string();
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| ConfigError(format!("{}: expected key = value", at())))?;
+        let key = format!("{section}.{}", k.trim());
+        if !KEYS.iter().any(|(name, _, _)| *name == key) {
+            let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
+            return Err(ConfigError(format!("{}: unknown key {key} (known: {})", at(), known.join(", "))));
+        }
+        raw.insert(key, v.trim().to_string());
+    }
+    Ok(raw)
+}
+
+/// Build the config from raw settings (file first, then flags on top).
+pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
+    let mut c = Config::default();
+    let get = |k: &str| raw.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let num = |k: &str, min: usize| -> Result<Option<usize>, ConfigError> {
+        get(k)
+            .map(|v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n >= min)
+                    .ok_or_else(|| ConfigError(format!("{}: expected a whole number >= {min}, got {v:?}", name(k))))
+            })
+            .transpose()
+    };
+    c.source.addr = get("source.addr").ok_or_else(|| ConfigError(format!("{} is required", name("source.addr"))))?.to_string();
+    check_addr(&c.source.addr, "source.addr")?;
+    c.source.user = get("source.user").map(str::to_string);
+    c.source.password = get("source.password").map(str::to_string);
+    let url = get("target.url").ok_or_else(|| ConfigError(format!("{} is required", name("target.url"))))?;
+    c.target = parse_redis_url(url).map_err(|e| ConfigError(format!("{}: {e}", name("target.url"))))?;
+    if let Some(u) = get("target.user") {
+        c.target.user = Some(u.to_string());
+    }
+    if let Some(p) = get("target.password") {
+        c.target.password = Some(p.to_string());
+    }
+    for (key, slot) in [("threads.pin_flows", &mut c.pin_flows), ("threads.pin_writers", &mut c.pin_writers)] {
+        if let Some(v) = get(key) {
+            *slot = Some(CpuList::parse(v).map_err(|e| ConfigError(format!("{}: {e}", name(key))))?);
+        }
+    }
+    c.writers = num("threads.writers", 1)?;
+    if let Some(n) = num("tuning.channel_capacity", 1)? {
+        c.channel_capacity = n;
+    }
+    if let Some(n) = num("tuning.batch_cmds", 1)? {
+        c.batch_cmds = n;
+    }
+    if let Some(n) = num("tuning.batch_bytes", 1024)? {
+        c.batch_bytes = n;
+    }
+    if let Some(n) = num("tuning.inflight_pipelines", 1)? {
+        c.inflight_pipelines = n;
+    }
+    if let Some(n) = num("log.progress_secs", 1)? {
+        c.progress_secs = n as u64;
+    }
+    let choice = |k: &str, opts: &[&str]| -> Result<Option<String>, ConfigError> {
+        get(k)
+            .map(|v| {
+                let v = v.to_ascii_lowercase();
+                if opts.contains(&v.as_str()) {
+                    Ok(v)
+                } else {
+                    Err(ConfigError(format!("{}: expected one of {}, got {v:?}", name(k), opts.join(" | "))))
+                }
+            })
+            .transpose()
+    };
+    c.json = match choice("policy.json", &["auto", "json-set", "skip"])?.as_deref() {
+        None | Some("auto") => JsonSetting::Auto,
+        Some("json-set") => JsonSetting::Fixed(JsonPolicy::JsonSet),
+        _ => JsonSetting::Fixed(JsonPolicy::Skip),
+    };
+    c.member_ttl = match choice("policy.member_ttl", &["drop-ttl", "skip"])?.as_deref() {
+        Some("skip") => MemberTtlPolicy::Skip,
+        _ => MemberTtlPolicy::DropTtl,
+    };
+    c.on_reject = match choice("policy.on_reject", &["stop", "skip"])?.as_deref() {
+        Some("skip") => OnReject::SkipAndCount,
+        _ => OnReject::Stop,
+    };
+    Ok(c)
+}
+
+fn check_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => Err(ConfigError(format!("{}: expected host:port, got {addr:?}", name(key)))),
+    }
+}
+
+/// `redis://[user[:password]@]host:port[/]` (a bare `host:port` is accepted too).
+pub fn parse_redis_url(url: &str) -> Result<Endpoint, String> {
+    let rest = match url.split_once("://") {
+        Some(("redis", r)) => r,
+        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?} in {url:?} (expected redis://)")),
+        None => url,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (auth, hostport) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    if hostport.contains('/') {
+        return Err(format!("{url:?}: a db number in the URL is not supported: source dbs map to the same target dbs"));
+    }
+    check_addr(hostport, "target.url").map_err(|_| format!("expected redis://host:port, got {url:?}"))?;
+    let (user, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+            None => (None, Some(a.to_string())),
+        },
+    };
+    Ok(Endpoint { addr: hostport.to_string(), user, password })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> Raw {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn flags_and_file_validate_with_names() {
+        let c = build(&raw(&[("source.addr", "127.0.0.1:6379"), ("target.url", "redis://u:p@h:7000")])).unwrap();
+        assert_eq!(c.target, Endpoint { addr: "h:7000".into(), user: Some("u".into()), password: Some("p".into()) });
+        let e = build(&raw(&[("source.addr", "nope"), ("target.url", "redis://h:1")])).unwrap_err();
+        assert!(e.0.contains("--source") && e.0.contains("source.addr"), "{e}");
+        let e = build(&raw(&[("source.addr", "h:1"), ("target.url", "h:2"), ("policy.json", "maybe")])).unwrap_err();
+        assert!(e.0.contains("--json") && e.0.contains("auto | json-set | skip"), "{e}");
+        let e = parse_ini("[source]\naddrr = x\n", Path::new("c.ini")).unwrap_err();
+        assert!(e.0.contains("c.ini:2") && e.0.contains("source.addrr"), "{e}");
+    }
+}

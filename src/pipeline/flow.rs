@@ -1,0 +1,319 @@
+//! The reader of one flow: a named thread (`flow-<i>`) that reads its socket, decodes, turns
+//! items into commands and queues them, in order, for the writer that owns the flow.
+//!
+//! This thread never waits for anything but its socket and, when the target is slower than the
+//! master, for room in its bounded queue. In particular it does not wait at the STARTSTABLE
+//! barrier: after FULLSYNC_END the master may still send journal blobs (it flushes them at
+//! 8 KiB), and a reader that stopped reading there would stall the master's writes into the
+//! 30 s replication timeout (the Go predecessor's bug). It only *reports* FULLSYNC_END; the
+//! flow's ACK thread waits at the barrier on its behalf.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+
+use super::shared::Shared;
+use crate::protocol::{FlowDecoder, Item, Limits, RecordKind};
+use crate::replay::{Cmd, RecordClass, Replayer};
+
+/// How the session ends for a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Apply the journal until stopped.
+    Replicate,
+    /// Stop applying at the token: the snapshot and every record before JOURNAL_OFFSET.
+    Migrate,
+}
+
+/// Work for a writer, in flow order.
+pub enum ToWriter {
+    Batch(Batch),
+    /// A global command (FLUSHALL/FLUSHDB) with its txid and LSN: run once when every flow
+    /// reached it.
+    Global { cmd: Cmd, txid: u64, lsn: u64 },
+    /// Migrate: this flow has nothing more to apply.
+    Done,
+}
+
+pub struct Batch {
+    pub flow: usize,
+    pub cmds: Vec<Cmd>,
+    /// The LSN of the last stable record this batch completes, if any.
+    pub last_lsn: Option<u64>,
+    /// Stable records the batch completes (for the ACK cadence).
+    pub records: u64,
+    /// A PING is in it: ACK as soon as it is applied.
+    pub force_ack: bool,
+    bytes: usize,
+}
+
+impl Batch {
+    fn new(flow: usize) -> Self {
+        Batch { flow, cmds: Vec::new(), last_lsn: None, records: 0, force_ack: false, bytes: 0 }
+    }
+    fn is_empty(&self) -> bool {
+        self.cmds.is_empty() && self.last_lsn.is_none()
+    }
+}
+
+/// Events for the coordinator and the flow's ACK thread.
+pub struct Signals {
+    /// FULLSYNC_END seen (to the ACK thread, which waits at the barrier).
+    pub cut: Sender<()>,
+    /// The token was read: stable sync has begun on this flow (to the ACK thread).
+    pub stable: Sender<()>,
+    /// The reader exited (to the coordinator).
+    pub exited: Sender<usize>,
+}
+
+pub struct FlowReader {
+    pub index: usize,
+    pub stream: TcpStream,
+    pub leftover: Vec<u8>,
+    pub token: String,
+    pub mode: Mode,
+    pub replayer: Replayer,
+    pub shared: Arc<Shared>,
+    pub to_writer: Sender<ToWriter>,
+    pub signals: Signals,
+    pub batch_cmds: usize,
+    pub batch_bytes: usize,
+    /// Where the replayer's counts (skipped/altered keys) are published when the reader ends.
+    pub stats_out: Arc<parking_lot::Mutex<crate::replay::ReplayStats>>,
+}
+
+const READ_BUFFER: usize = 1 << 20;
+/// Warn when the reader has waited this long for queue room: the master gives up at 30 s.
+const STALL_WARNING: Duration = Duration::from_secs(10);
+
+impl FlowReader {
+    pub fn run(mut self) {
+        let i = self.index;
+        if let Err(e) = self.read_loop() {
+            if !self.shared.stop.is_stopped() || !e.benign_after_stop {
+                self.shared.fail(e.message);
+            }
+        }
+        *self.stats_out.lock() = self.replayer.stats().clone();
+        let _ = self.signals.exited.send(i);
+    }
+
+    fn read_loop(&mut self) -> Result<(), FlowError> {
+        let i = self.index;
+        let mut st = ReadState {
+            dec: FlowDecoder::new(Some(i as u32), Some(self.token.clone().into_bytes()), Limits::default()),
+            items: Vec::new(),
+            batch: Batch::new(i),
+            applying: true,
+        };
+        let leftover = std::mem::take(&mut self.leftover);
+        if !leftover.is_empty() {
+            self.process(&leftover, &mut st)?;
+        }
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let n = match self.stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(FlowError::after_stop(format!(
+                        "flow {i}: reading from the master failed at byte offset {}: {e}",
+                        st.dec.consumed() + st.dec.buffered() as u64
+                    )))
+                }
+            };
+            if n == 0 {
+                return self.at_eof(&st.dec, st.applying);
+            }
+            self.process(&buf[..n], &mut st)?;
+        }
+    }
+
+    /// Decode bytes just read, turn the items into commands and queue them.
+    fn process(&mut self, data: &[u8], st: &mut ReadState) -> Result<(), FlowError> {
+        let i = self.index;
+        self.shared.flows[i].bytes.fetch_add(data.len() as u64, Relaxed);
+        if !st.applying {
+            // Migrate is complete for this flow: keep draining so the master never stalls.
+            return Ok(());
+        }
+        st.dec.feed(data, &mut st.items).map_err(|e| FlowError::always(format!("{e}")))?;
+        let items = std::mem::take(&mut st.items);
+        for item in items {
+            if !self.handle(item, st)? {
+                break;
+            }
+        }
+        if !st.batch.is_empty() {
+            let b = std::mem::replace(&mut st.batch, Batch::new(i));
+            self.send(b)?;
+        }
+        if !st.applying {
+            self.send_msg(ToWriter::Done)?;
+        }
+        self.shared.flows[i].received_next_lsn.store(st.dec.next_lsn().unwrap_or(0), Relaxed);
+        Ok(())
+    }
+
+    /// Handle one item; returns false when the rest of this read must not be applied.
+    fn handle(&mut self, item: Item, rs: &mut ReadState) -> Result<bool, FlowError> {
+        let i = self.index;
+        let st = &self.shared.flows[i];
+        let batch = &mut rs.batch;
+        match item {
+            Item::Value(v) => {
+                if v.last {
+                    st.keys.fetch_add(1, Relaxed);
+                }
+                batch.bytes += v.wire_bytes as usize;
+                self.replayer.value(&v, &mut batch.cmds);
+            }
+            Item::Journal(rec) => {
+                let is_global = rec.argv.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"FLUSHALL") || n.eq_ignore_ascii_case(b"FLUSHDB"));
+                if rec.lsn.is_none() && is_global {
+                    // Dragonfly's own replica restarts the full sync here (issue #1231 upstream):
+                    // applying a flush in the middle of a snapshot load can delete data that
+                    // must survive.
+                    return Err(FlowError::always(format!(
+                        "flow {i}: the master journaled {} during the full sync; Dragonfly restarts the sync in this \
+                         case. Run df2redis again (a full resync).",
+                        rec.argv.name_upper()
+                    )));
+                }
+                if rec.lsn.is_some() {
+                    st.records.fetch_add(1, Relaxed);
+                }
+                batch.bytes += rec.argv.byte_len();
+                let class = self.replayer.record(&rec, &mut batch.cmds).map_err(|e| FlowError::always(format!("flow {i}: {e}")))?;
+                match (class, rec.lsn) {
+                    (RecordClass::Normal, Some(lsn)) => {
+                        batch.last_lsn = Some(lsn);
+                        batch.records += 1;
+                        batch.force_ack |= rec.kind == RecordKind::Ping;
+                    }
+                    (RecordClass::Normal, None) => {}
+                    (RecordClass::Global { txid }, lsn) => {
+                        // Everything before it goes first; the writer completes its LSN.
+                        let b = std::mem::replace(batch, Batch::new(i));
+                        if !b.is_empty() {
+                            self.send(b)?;
+                        }
+                        let cmd = Replayer::global_command(&rec);
+                        self.send_msg(ToWriter::Global { cmd, txid, lsn: lsn.unwrap_or(0) })?;
+                    }
+                }
+            }
+            Item::LsnMark { announced, expected } => {
+                if Some(announced) != expected {
+                    log::warn!("flow {i}: the master's LSN marker says {announced}, the last record decoded had {expected:?}");
+                }
+            }
+            Item::FullSyncEnd => {
+                st.fullsync_end.store(true, Relaxed);
+                log::info!("flow {i}: snapshot complete (FULLSYNC_END after {} keys)", st.keys.load(Relaxed));
+                let _ = self.signals.cut.send(());
+            }
+            Item::JournalOffset(o) => st.applied_next_lsn.store(o, Relaxed),
+            Item::Token(_) => {
+                st.stable.store(true, Relaxed);
+                let _ = self.signals.stable.send(());
+                if self.mode == Mode::Migrate {
+                    log::info!(
+                        "flow {i}: reached the journal offset {}; nothing after it is applied",
+                        rs.dec.journal_offset().unwrap_or(0)
+                    );
+                    rs.applying = false;
+                    return Ok(false);
+                }
+            }
+            Item::Aux { .. } | Item::Eof { .. } | Item::Skipped { .. } => {}
+        }
+        let batch = &mut rs.batch;
+        if batch.cmds.len() >= self.batch_cmds || batch.bytes >= self.batch_bytes {
+            let b = std::mem::replace(batch, Batch::new(i));
+            self.send(b)?;
+        }
+        Ok(true)
+    }
+
+    fn at_eof(&self, dec: &FlowDecoder, applying: bool) -> Result<(), FlowError> {
+        if self.shared.stop.is_stopped() || !applying {
+            return Ok(());
+        }
+        match dec.finish() {
+            Err(e) => Err(FlowError::always(format!("the master closed the connection of {e}"))),
+            Ok(()) => Err(FlowError::always(format!(
+                "flow {}: the master closed the connection at byte offset {} (it cancelled the replication \
+                 session; its log says why, e.g. a replication timeout)",
+                self.index,
+                dec.consumed()
+            ))),
+        }
+    }
+
+    fn send(&self, b: Batch) -> Result<(), FlowError> {
+        self.send_msg(ToWriter::Batch(b))
+    }
+
+    /// Queue a message for the writer. A full queue means the target is slower than the master:
+    /// wait, and say so long before the master's 30 s limit.
+    fn send_msg(&self, mut msg: ToWriter) -> Result<(), FlowError> {
+        let started = Instant::now();
+        let mut warned = false;
+        loop {
+            match self.to_writer.send_timeout(msg, Duration::from_millis(250)) {
+                Ok(()) => {
+                    if warned {
+                        log::warn!("flow {}: the target caught up after {:.1} s", self.index, started.elapsed().as_secs_f64());
+                    }
+                    return Ok(());
+                }
+                Err(SendTimeoutError::Timeout(m)) => {
+                    if self.shared.stop.is_stopped() {
+                        return Err(FlowError::after_stop(format!("flow {}: stopped while the writer queue was full", self.index)));
+                    }
+                    if !warned && started.elapsed() >= STALL_WARNING {
+                        warned = true;
+                        log::warn!(
+                            "flow {}: the target is slower than the master; this flow has not been read for {} s \
+                             and the master cancels the replication at 30 s (raise --channel-capacity, --inflight, \
+                             or check the target)",
+                            self.index,
+                            started.elapsed().as_secs()
+                        );
+                    }
+                    msg = m;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    return Err(FlowError::after_stop(format!("flow {}: its writer has stopped", self.index)))
+                }
+            }
+        }
+    }
+}
+
+struct ReadState {
+    dec: FlowDecoder,
+    items: Vec<Item>,
+    batch: Batch,
+    applying: bool,
+}
+
+struct FlowError {
+    message: String,
+    /// True for errors that are expected once the session is stopping (closed sockets).
+    benign_after_stop: bool,
+}
+
+impl FlowError {
+    fn always(message: String) -> Self {
+        FlowError { message, benign_after_stop: false }
+    }
+    fn after_stop(message: String) -> Self {
+        FlowError { message, benign_after_stop: true }
+    }
+}

@@ -1,0 +1,346 @@
+//! One replication session, start to end (protocol doc section 1's replica state machine):
+//! handshake, one reader/ACK pair per flow, the writers, `DFLY SYNC`, the barrier,
+//! `DFLY STARTSTABLE`, then either the live journal until a signal (`replicate`) or the
+//! journal offset (`migrate`), and one shutdown path for every ending (section 10).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Barrier};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver};
+
+use super::ack::AckThread;
+use super::flow::{FlowReader, Mode, Signals, ToWriter};
+use super::gate::GlobalGate;
+use super::semaphore::Semaphore;
+use super::shared::Shared;
+use super::writer::Writer;
+use crate::config::{Config, JsonSetting};
+use crate::replay::{Clock, JsonPolicy, Policy, ReplayStats, Replayer};
+use crate::source::{FlowConn, Master, MasterInfo};
+use crate::target::{resp::Reply, Standalone};
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Finished (migrate) or stopped by a signal (replicate).
+    Ok(Summary),
+    /// A runtime failure: the message names the flow, key or node and the cause.
+    Failed(String, Summary),
+}
+
+/// What was done, for the closing summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub flows: Vec<FlowSummary>,
+    pub stats: ReplayStats,
+    pub rejected: u64,
+    pub elapsed: Duration,
+    pub json: Option<JsonPolicy>,
+    pub stopped_by: Option<&'static str>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct FlowSummary {
+    pub keys: u64,
+    pub bytes: u64,
+    pub records: u64,
+    pub commands: u64,
+    pub applied_next_lsn: u64,
+}
+
+/// How long flows may take to reach EOF after the main connection is half-closed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(35);
+
+pub fn run(cfg: &Config, mode: Mode) -> Outcome {
+    let started = Instant::now();
+    let mut sess = match Session::start(cfg, mode) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e, Summary { elapsed: started.elapsed(), ..Default::default() }),
+    };
+    let result = sess.drive(cfg);
+    let summary = sess.shutdown(started);
+    match result.err().or_else(|| sess.shared.error()) {
+        Some(e) => Outcome::Failed(e, summary),
+        None if mode == Mode::Migrate && summary.stopped_by.is_some() => {
+            let by = summary.stopped_by.unwrap_or("a signal");
+            Outcome::Failed(format!("interrupted by {by} before the snapshot was applied; the target is incomplete"), summary)
+        }
+        None => Outcome::Ok(summary),
+    }
+}
+
+struct Session {
+    mode: Mode,
+    master: Master,
+    info: MasterInfo,
+    shared: Arc<Shared>,
+    barrier: Arc<Barrier>,
+    flow_sockets: Vec<std::net::TcpStream>,
+    readers: Vec<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
+    ackers: Vec<JoinHandle<()>>,
+    helpers: Vec<JoinHandle<()>>,
+    reader_exits: Receiver<usize>,
+    flows_done: Receiver<usize>,
+    replayers: Vec<Arc<parking_lot::Mutex<ReplayStats>>>,
+    json: JsonPolicy,
+}
+
+fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    let err_name = name.clone();
+    thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Some(c) = cpu {
+                if let Err(e) = crate::affinity::pin_current_thread(c) {
+                    log::warn!("{name}: cannot pin to CPU {c}: {e}");
+                }
+            }
+            f()
+        })
+        .map_err(|e| format!("cannot start thread {err_name}: {e}"))
+}
+
+impl Session {
+    fn start(cfg: &Config, mode: Mode) -> Result<Session, String> {
+        // The target first: no point in starting a snapshot nobody can write.
+        let mut probe = Standalone::connect(&cfg.target.addr, cfg.target.auth()).map_err(|e| e.to_string())?;
+        match probe.query(&[b"PING"]).map_err(|e| e.to_string())? {
+            Reply::Status(_) => {}
+            other => return Err(format!("target {}: PING answered {other:?}", cfg.target.addr)),
+        }
+        let json = match cfg.json {
+            JsonSetting::Fixed(p) => p,
+            JsonSetting::Auto => {
+                let has_json = match probe.query(&[b"MODULE", b"LIST"]) {
+                    Ok(r) => format!("{r:?}").to_ascii_lowercase().contains("rejson"),
+                    Err(_) => false,
+                };
+                if has_json {
+                    JsonPolicy::JsonSet
+                } else {
+                    JsonPolicy::Skip
+                }
+            }
+        };
+        log::info!("target {}: JSON documents will be {}", cfg.target.addr, if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" });
+
+        let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
+        log::info!(
+            "master {} ({}): replid {}, session {}, {} flows, protocol version {}",
+            cfg.source.addr,
+            info.release.as_deref().unwrap_or("version unknown"),
+            info.replid,
+            info.sync_id,
+            info.num_flows,
+            info.version
+        );
+        let n = info.num_flows;
+        let mut conns = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, None).map_err(|e| e.to_string())?;
+            if !c.reply.full {
+                return Err(format!("flow {i}: the master answered PARTIAL to a full-sync request"));
+            }
+            conns.push(c);
+        }
+
+        let shared = Arc::new(Shared::new(n));
+        let barrier = Arc::new(Barrier::new(n + 1));
+        let nw = cfg.writers.unwrap_or(n).clamp(1, n);
+        let sem = Arc::new(Semaphore::new(cfg.inflight_pipelines));
+        let gate = Arc::new(GlobalGate::new(nw));
+        let (exit_tx, reader_exits) = unbounded();
+        let (done_tx, flows_done) = unbounded();
+        let policy = Policy { json, member_ttl: cfg.member_ttl };
+
+        let mut to_writers: Vec<Vec<(usize, Receiver<ToWriter>)>> = (0..nw).map(|_| Vec::new()).collect();
+        let mut kicks_tx = Vec::new();
+        let mut kicks_rx = Vec::new();
+        for _ in 0..n {
+            let (t, r) = bounded(1);
+            kicks_tx.push(t);
+            kicks_rx.push(r);
+        }
+        let mut sess = Session {
+            mode,
+            master,
+            info,
+            shared: shared.clone(),
+            barrier: barrier.clone(),
+            flow_sockets: Vec::new(),
+            readers: Vec::new(),
+            writers: Vec::new(),
+            ackers: Vec::new(),
+            helpers: Vec::new(),
+            reader_exits,
+            flows_done,
+            replayers: Vec::new(),
+            json,
+        };
+        for (i, (conn, kick_rx)) in conns.into_iter().zip(kicks_rx).enumerate() {
+            let (tx, rx) = bounded(cfg.channel_capacity);
+            to_writers[i % nw].push((i, rx));
+            let (cut_tx, cut_rx) = bounded(1);
+            let (stable_tx, stable_rx) = bounded(1);
+            let ack_stream = conn.stream.try_clone().map_err(|e| format!("flow {i}: {e}"))?;
+            sess.flow_sockets.push(conn.stream.try_clone().map_err(|e| format!("flow {i}: {e}"))?);
+            let stats = Arc::new(parking_lot::Mutex::new(ReplayStats::default()));
+            sess.replayers.push(stats.clone());
+            let reader = FlowReader {
+                index: i,
+                stream: conn.stream,
+                leftover: conn.leftover,
+                token: conn.reply.token,
+                mode,
+                replayer: Replayer::new(policy, Clock::System),
+                shared: shared.clone(),
+                to_writer: tx,
+                signals: Signals { cut: cut_tx, stable: stable_tx, exited: exit_tx.clone() },
+                batch_cmds: cfg.batch_cmds,
+                batch_bytes: cfg.batch_bytes,
+                stats_out: stats,
+            };
+            let cpu = cfg.pin_flows.as_ref().map(|l| l.cpu_for(i));
+            sess.readers.push(spawn(format!("flow-{i}"), cpu, move || reader.run())?);
+            let acker = AckThread {
+                index: i,
+                stream: ack_stream,
+                cut: cut_rx,
+                stable: stable_rx,
+                kick: kick_rx,
+                barrier: barrier.clone(),
+                shared: shared.clone(),
+            };
+            sess.ackers.push(spawn(format!("ack-{i}"), None, move || acker.run())?);
+        }
+        for (w, flows) in to_writers.into_iter().enumerate() {
+            let conn = Standalone::connect(&cfg.target.addr, cfg.target.auth()).map_err(|e| e.to_string())?;
+            let writer = Writer {
+                index: w,
+                flows,
+                conn,
+                shared: shared.clone(),
+                sem: sem.clone(),
+                gate: gate.clone(),
+                on_reject: cfg.on_reject,
+                done: done_tx.clone(),
+                kicks: kicks_tx.clone(),
+                inflight: VecDeque::new(),
+            };
+            let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(w));
+            sess.writers.push(spawn(format!("writer-{w}"), cpu, move || writer.run())?);
+        }
+        // Signals and progress.
+        let sh = shared.clone();
+        sess.helpers.push(spawn("signals".into(), None, move || loop {
+            if let Some(sig) = crate::signals::received() {
+                log::info!("{sig} received: shutting down cleanly");
+                sh.interrupted.store(true, Relaxed);
+                sh.stop.stop();
+                return;
+            }
+            if sh.stop.receiver().recv_timeout(Duration::from_millis(100)).is_err() && sh.stop.is_stopped() {
+                return;
+            }
+        })?);
+        let sh = shared.clone();
+        let every = Duration::from_secs(cfg.progress_secs);
+        sess.helpers.push(spawn("progress".into(), None, move || super::progress::run(&sh, every))?);
+        Ok(sess)
+    }
+
+    /// Full sync, barrier, STARTSTABLE, then wait for the end.
+    fn drive(&mut self, _cfg: &Config) -> Result<(), String> {
+        self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
+        log::info!("full sync started on {} flows", self.info.num_flows);
+        // Every ACK thread arrives once its flow saw FULLSYNC_END (or the session stopped);
+        // the readers keep reading meanwhile.
+        self.barrier.wait();
+        if self.shared.stop.is_stopped() {
+            return Ok(());
+        }
+        log::info!("every flow reached FULLSYNC_END: sending DFLY STARTSTABLE");
+        self.master.start_stable(&self.info.sync_id).map_err(|e| e.to_string())?;
+        log::info!("stable sync: applying the journal");
+        let stop = self.shared.stop.receiver().clone();
+        let mut done = 0;
+        loop {
+            select! {
+                recv(self.flows_done) -> r => {
+                    if r.is_ok() {
+                        done += 1;
+                        if self.mode == Mode::Migrate && done == self.info.num_flows {
+                            log::info!("migrate: every flow applied up to its journal offset");
+                            return Ok(());
+                        }
+                    }
+                },
+                recv(stop) -> _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The one way out (protocol doc section 10): final ACKs, half-close the main connection
+    /// so the master ends the session, read every flow to EOF (bounded), then join and close.
+    fn shutdown(&mut self, started: Instant) -> Summary {
+        let stopped_by = if self.shared.interrupted.load(Relaxed) { crate::signals::received() } else { None };
+        self.shared.stop.stop();
+        // ACK threads send their final ACK on stop.
+        for h in self.ackers.drain(..) {
+            let _ = h.join();
+        }
+        self.master.shutdown_write();
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let mut exited = 0;
+        while exited < self.readers.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.reader_exits.recv_timeout(left) {
+                Ok(_) => exited += 1,
+                Err(_) => {
+                    log::warn!("flows did not reach EOF within {} s after the shutdown; closing them", DRAIN_TIMEOUT.as_secs());
+                    for s in &self.flow_sockets {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    break;
+                }
+            }
+        }
+        for h in self.readers.drain(..) {
+            let _ = h.join();
+        }
+        for h in self.writers.drain(..) {
+            let _ = h.join();
+        }
+        self.master.drain(Duration::from_secs(5));
+        for h in self.helpers.drain(..) {
+            let _ = h.join();
+        }
+        let mut stats = ReplayStats::default();
+        for r in &self.replayers {
+            stats.merge(&r.lock());
+        }
+        Summary {
+            flows: self
+                .shared
+                .flows
+                .iter()
+                .map(|f| FlowSummary {
+                    keys: f.keys.load(Relaxed),
+                    bytes: f.bytes.load(Relaxed),
+                    records: f.records.load(Relaxed),
+                    commands: f.commands.load(Relaxed),
+                    applied_next_lsn: f.applied_next_lsn.load(Relaxed),
+                })
+                .collect(),
+            stats,
+            rejected: self.shared.rejected.load(Relaxed),
+            elapsed: started.elapsed(),
+            json: Some(self.json),
+            stopped_by,
+        }
+    }
+}

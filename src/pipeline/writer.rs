@@ -1,0 +1,191 @@
+//! A writer: a named thread (`writer-<w>`) that owns whole flows and applies their commands to
+//! the target in flow order.
+//!
+//! Per-key order holds because a flow never spreads over writers: the master already
+//! partitioned keys into flows by shard, so partitioning by flow is partitioning by key, and
+//! each writer applies a flow's batches in the order the reader queued them. A writer keeps up
+//! to two pipelines in flight (sending the next while the previous is answered), under the
+//! session-wide [`Semaphore`]. An LSN counts as applied, for ACKs, only once the target has
+//! answered every command of its batch and of every batch before it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Select};
+
+use super::flow::{Batch, ToWriter};
+use super::gate::GlobalGate;
+use super::semaphore::Semaphore;
+use super::shared::Shared;
+use crate::config::OnReject;
+use crate::target::{Standalone, TargetError};
+
+const PER_WRITER_INFLIGHT: usize = 2;
+
+pub struct Writer {
+    pub index: usize,
+    /// (flow index, its queue)
+    pub flows: Vec<(usize, Receiver<ToWriter>)>,
+    pub conn: Standalone,
+    pub shared: Arc<Shared>,
+    pub sem: Arc<Semaphore>,
+    pub gate: Arc<GlobalGate>,
+    pub on_reject: OnReject,
+    /// Called with the flow index when a flow is fully applied (migrate).
+    pub done: crossbeam_channel::Sender<usize>,
+    /// ACK kick per flow (bounded(1); a full channel means a kick is already pending).
+    pub kicks: Vec<crossbeam_channel::Sender<()>>,
+    /// Pipelines sent and not yet answered, oldest first.
+    pub inflight: VecDeque<Batch>,
+}
+
+enum FlowSlot {
+    Open,
+    /// Parked at a global command: (txid, lsn).
+    Parked(u64, u64),
+    Closed,
+}
+
+impl Writer {
+    pub fn run(mut self) {
+        if let Err(e) = self.main_loop() {
+            self.shared.fail(e);
+        }
+        // Whatever is still in flight must not hold permits other writers wait for.
+        while !self.inflight.is_empty() {
+            self.inflight.pop_front();
+            self.sem.release();
+        }
+    }
+
+    fn main_loop(&mut self) -> Result<(), String> {
+        let mut slots: Vec<FlowSlot> = self.flows.iter().map(|_| FlowSlot::Open).collect();
+        let mut global_cmd = None;
+        loop {
+            // Which flows may be read now.
+            let open: Vec<usize> = (0..self.flows.len()).filter(|&k| matches!(slots[k], FlowSlot::Open)).collect();
+            if open.is_empty() {
+                self.complete_all()?;
+                let parked: Vec<(u64, u64)> =
+                    slots.iter().filter_map(|s| if let FlowSlot::Parked(t, l) = s { Some((*t, *l)) } else { None }).collect();
+                if parked.is_empty() {
+                    return Ok(()); // every flow closed
+                }
+                if parked.len() < slots.len() && !self.shared.stop.is_stopped() {
+                    return Err(format!(
+                        "writer {}: a flow ended while others wait at a global command (txid {})",
+                        self.index, parked[0].0
+                    ));
+                }
+                let txid = parked[0].0;
+                if parked.iter().any(|p| p.0 != txid) {
+                    return Err(format!("writer {}: its flows reached different global commands ({parked:?})", self.index));
+                }
+                let cmd: crate::replay::Cmd = global_cmd.take().expect("a parked flow left its command");
+                let conn = &mut self.conn;
+                self.gate.pass(txid, &self.shared.stop, || {
+                    log::info!("running {} once for every flow (txid {txid})", cmd.describe());
+                    conn.apply(std::slice::from_ref(&cmd)).map_err(|e| format!("global command: {e}"))
+                })?;
+                for (k, s) in slots.iter_mut().enumerate() {
+                    if let FlowSlot::Parked(_, lsn) = *s {
+                        self.applied(self.flows[k].0, Some(lsn), 1, false);
+                        *s = FlowSlot::Open;
+                    }
+                }
+                continue;
+            }
+            // Take the next message from any open flow; while pipelines are in flight, prefer
+            // completing the oldest over waiting.
+            let msg = {
+                let mut sel = Select::new();
+                for &k in &open {
+                    sel.recv(&self.flows[k].1);
+                }
+                let op = if self.inflight.is_empty() { Some(sel.select()) } else { sel.try_select().ok() };
+                op.map(|op| {
+                    let k = open[op.index()];
+                    (k, op.recv(&self.flows[k].1))
+                })
+            };
+            let Some(msg) = msg else {
+                self.complete_oldest()?;
+                continue;
+            };
+            match msg {
+                (k, Err(_)) => slots[k] = FlowSlot::Closed,
+                (_, Ok(ToWriter::Batch(b))) => self.start(b)?,
+                (k, Ok(ToWriter::Global { cmd, txid, lsn })) => {
+                    slots[k] = FlowSlot::Parked(txid, lsn);
+                    global_cmd = Some(cmd);
+                }
+                (k, Ok(ToWriter::Done)) => {
+                    self.complete_all()?;
+                    let _ = self.done.send(self.flows[k].0);
+                }
+            }
+        }
+    }
+
+    /// Send a batch as a pipeline (waiting for a permit), keeping at most two in flight.
+    fn start(&mut self, b: Batch) -> Result<(), String> {
+        while self.inflight.len() >= PER_WRITER_INFLIGHT {
+            self.complete_oldest()?;
+        }
+        if !self.sem.try_acquire() {
+            // Free our own permits first: waiting while holding them could starve everyone.
+            self.complete_all()?;
+            self.sem.acquire();
+        }
+        if let Err(e) = self.conn.send(&b.cmds) {
+            self.sem.release();
+            return Err(self.describe(e));
+        }
+        self.inflight.push_back(b);
+        Ok(())
+    }
+
+    fn complete_all(&mut self) -> Result<(), String> {
+        while !self.inflight.is_empty() {
+            self.complete_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn complete_oldest(&mut self) -> Result<(), String> {
+        let Some(b) = self.inflight.pop_front() else { return Ok(()) };
+        let r = self.conn.recv(&b.cmds);
+        self.sem.release();
+        match r {
+            Ok(()) => {}
+            Err(TargetError::Rejected { command, error, more, .. }) if self.on_reject == OnReject::SkipAndCount => {
+                self.shared.rejected.fetch_add(1 + more as u64, Relaxed);
+                log::warn!("flow {}: target rejected {command}: {error}; skipped and counted (policy on_reject = skip)", b.flow);
+            }
+            Err(e) => return Err(format!("flow {}: {}", b.flow, self.describe(e))),
+        }
+        self.shared.flows[b.flow].commands.fetch_add(b.cmds.len() as u64, Relaxed);
+        self.applied(b.flow, b.last_lsn, b.records, b.force_ack);
+        Ok(())
+    }
+
+    /// Record that everything up to `lsn` of `flow` is applied; kick the ACK thread when due.
+    fn applied(&self, flow: usize, lsn: Option<u64>, records: u64, force: bool) {
+        let st = &self.shared.flows[flow];
+        if let Some(l) = lsn {
+            st.applied_next_lsn.fetch_max(l + 1, Relaxed);
+        }
+        let since = st.applied_since_ack.fetch_add(records, Relaxed) + records;
+        if force || since > 1024 {
+            let _ = self.kicks[flow].try_send(());
+        }
+    }
+
+    fn describe(&self, e: TargetError) -> String {
+        match e {
+            TargetError::Rejected { .. } => format!("{e} (set policy.on_reject = skip to count and go on)"),
+            TargetError::Io { .. } => format!("{e}"),
+        }
+    }
+}

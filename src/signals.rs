@@ -1,0 +1,39 @@
+//! SIGINT/SIGTERM: recorded by an async-signal-safe handler, acted on by a watcher thread.
+//!
+//! Two FFI declarations instead of a dependency: the handler only stores the signal number in
+//! an atomic, which is all a signal handler may safely do. SIGPIPE is already ignored by the
+//! Rust runtime, so a write to a closed socket is an error, never a kill.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+extern "C" fn on_signal(sig: i32) {
+    RECEIVED.store(sig, Ordering::SeqCst);
+}
+
+extern "C" {
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+}
+
+/// Install the handlers (once, at start-up).
+pub fn install() {
+    // SAFETY: the handler only performs an atomic store.
+    unsafe {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+    }
+}
+
+/// The signal received, if any ("SIGINT"/"SIGTERM").
+pub fn received() -> Option<&'static str> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        SIGINT => Some("SIGINT"),
+        SIGTERM => Some("SIGTERM"),
+        _ => Some("a signal"),
+    }
+}

@@ -1,0 +1,53 @@
+//! TCP connections to the master, set up as Dragonfly's own replica does.
+//!
+//! Flow sockets get a 10 MB receive buffer (the master's snapshot writes must never block for
+//! long: it cancels the replication after 30 s) and TCP keepalive (an idle master sends nothing
+//! in stable sync, so keepalive, not a read deadline, detects a dead peer).
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+/// A failure on the source side, naming the connection.
+#[derive(Debug)]
+pub struct SourceError(pub String);
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for SourceError {}
+
+pub const RECV_BUFFER: usize = 10 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connect to `addr` with keepalive (idle 300 s, interval 100 s, 3 probes) and, for flows, the
+/// large receive buffer. `what` names the connection in errors ("main connection", "flow 3").
+pub fn connect(addr: &str, big_buffer: bool, what: &str) -> Result<TcpStream, SourceError> {
+    let err = |e: io::Error| SourceError(format!("{what} to {addr}: {e}"));
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| SourceError(format!("{what}: {addr} resolves to no address")))?;
+    let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    if big_buffer {
+        s.set_recv_buffer_size(RECV_BUFFER).map_err(err)?;
+    }
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(300))
+        .with_interval(Duration::from_secs(100))
+        .with_retries(3);
+    s.set_tcp_keepalive(&ka).map_err(err)?;
+    s.set_nodelay(true).map_err(err)?;
+    s.connect_timeout(&sa.into(), CONNECT_TIMEOUT).map_err(err)?;
+    Ok(s.into())
+}
+
+/// The receive buffer the kernel granted (it may cap the request at net.core.rmem_max).
+pub fn recv_buffer(s: &TcpStream) -> usize {
+    SockRef::from(s).recv_buffer_size().unwrap_or(0)
+}

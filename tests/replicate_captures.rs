@@ -1,0 +1,163 @@
+//! `df2redis replicate` against a fake master serving each real capture: the target ends equal
+//! to the master's `final` data; faults on the wire give a correct result or a clear error,
+//! exit code 1, and the master sees a clean close.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::capture_master::{CaptureMaster, Faults};
+use common::redis_server::{compare, read_all, RedisServer};
+use common::*;
+
+fn df2redis(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_df2redis"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM by PID, then the exit status and output.
+fn terminate(child: Child) -> Output {
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn replicate(master: &CaptureMaster, srv: &RedisServer, extra: &[&str]) -> Child {
+    let target = format!("redis://{}", srv.addr());
+    let source = master.addr();
+    let mut args = vec!["replicate", "--source", &source, "--target", &target, "--progress-secs", "1"];
+    args.extend_from_slice(extra);
+    df2redis(&args)
+}
+
+#[test]
+fn replicate_reproduces_every_capture() {
+    for fx in fixtures() {
+        let n = fx.num_flows();
+        let master = CaptureMaster::start(&fx, Faults::default());
+        let srv = RedisServer::start(&[]);
+        // `--on-reject skip`: replaying a capture hours after it was taken can make a record
+        // meet a key whose absolute TTL has passed (see late_ttl_keys); such rejections are
+        // counted, bounded below, and their keys not judged.
+        let child = replicate(&master, &srv, &["--on-reject", "skip"]);
+        let lsns: Vec<u64> = (0..n).map(|i| fx.lsn_at_end(i)).collect();
+        if let Err(e) = master.wait_acks(&lsns, Duration::from_secs(120)) {
+            let out = terminate(child);
+            panic!("{}: {e}\n{}", fx.name, text(&out));
+        }
+        let out = terminate(child);
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{}: exit status\n{log}", fx.name);
+        let (main_clean, flows) = master.wait_closed(Duration::from_secs(30)).unwrap();
+        assert!(main_clean, "{}: the main connection was not closed cleanly", fx.name);
+        assert!(flows.iter().all(|f| *f == Some(true)), "{}: flow closes {flows:?}", fx.name);
+        assert!(!master.commands().iter().any(|c| c.starts_with("VIOLATION")), "{}: {:?}", fx.name, master.commands());
+        assert!(log.contains("---- replicate summary ----"), "{log}");
+
+        let decoded: Vec<_> = (0..n).map(|i| fx.decode(i, 1 << 16)).collect();
+        let ttls: Vec<_> = decoded.iter().flat_map(|d| absolute_ttls(d)).collect();
+        let expected = parse_dataset(&fx.expected()["final"]);
+        let mut late = late_ttl_keys(&ttls, &expected);
+        let rejected = log
+            .lines()
+            .find_map(|l| l.strip_prefix("commands rejected by the target and skipped: "))
+            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+        if rejected > 0 {
+            // Only records about keys whose TTL passed before this replay may fail; their keys
+            // (and the keys those records write) are not judged.
+            let now = redis_server::now_ms();
+            let passed: BTreeSet<(u32, Vec<u8>)> = ttls.iter().filter(|t| t.2 < now).map(|(d, k, _)| (*d, k.clone())).collect();
+            assert!(rejected <= passed.len(), "{}: {rejected} rejected commands\n{log}", fx.name);
+            for d in &decoded {
+                for it in d {
+                    if let df2redis::protocol::Item::Journal(r) = it {
+                        if r.argv.get(1).is_some_and(|k| passed.contains(&(r.db, k.to_vec()))) {
+                            late.extend(r.argv.iter().skip(1).map(|k| (r.db, k.to_vec())));
+                        }
+                    }
+                }
+            }
+        }
+        let mut c = srv.conn();
+        let actual = read_all(&mut c);
+        let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &late);
+        assert!(diffs.is_empty(), "{}: {} differences:\n{}\n{log}", fx.name, diffs.len(), diffs.join("\n"));
+        assert!(compared > 0);
+        eprintln!("{}: replicate reproduced {compared} keys ({} not judged: late TTLs)", fx.name, late.len());
+    }
+}
+
+fn globals() -> Fixture {
+    fixtures().into_iter().find(|f| f.name == "v1.40.1-globals").unwrap()
+}
+
+#[test]
+fn one_byte_tcp_segments_give_the_same_result() {
+    let fx = globals();
+    let master = CaptureMaster::start(&fx, Faults { segment: Some(1), ..Default::default() });
+    let srv = RedisServer::start(&[]);
+    let child = replicate(&master, &srv, &[]);
+    let lsns: Vec<u64> = (0..fx.num_flows()).map(|i| fx.lsn_at_end(i)).collect();
+    let ok = master.wait_acks(&lsns, Duration::from_secs(120));
+    let out = terminate(child);
+    ok.unwrap_or_else(|e| panic!("{e}\n{}", text(&out)));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let expected = parse_dataset(&fx.expected()["final"]);
+    let mut c = srv.conn();
+    let actual = read_all(&mut c);
+    let (diffs, _, _) = compare(&expected, &actual, &mut c, 2000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn token_mismatch_is_a_clear_error_and_a_clean_close() {
+    let fx = globals();
+    let master = CaptureMaster::start(&fx, Faults { wrong_token: true, ..Default::default() });
+    let srv = RedisServer::start(&[]);
+    let out = replicate(&master, &srv, &[]).wait_with_output().unwrap();
+    let log = text(&out);
+    eprintln!("{log}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("eof token mismatch") && log.contains("byte offset") && log.contains("flow "), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let (main_clean, _) = master.wait_closed(Duration::from_secs(30)).unwrap();
+    assert!(main_clean, "the main connection was not closed cleanly");
+}
+
+#[test]
+fn a_flow_closing_mid_stream_is_a_clear_error_and_a_clean_close() {
+    let fx = globals();
+    let master = CaptureMaster::start(&fx, Faults { close_flow_after: Some((1, 1000)), ..Default::default() });
+    let srv = RedisServer::start(&[]);
+    let out = replicate(&master, &srv, &[]).wait_with_output().unwrap();
+    let log = text(&out);
+    eprintln!("{log}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("flow 1") && log.contains("1000"), "the error names the flow and offset: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let (main_clean, _) = master.wait_closed(Duration::from_secs(30)).unwrap();
+    assert!(main_clean, "the main connection was not closed cleanly");
+}
+
+#[test]
+fn usage_errors_exit_2_and_name_the_flag() {
+    let out = df2redis(&["replicate", "--source", "nohost", "--target", "redis://127.0.0.1:1"]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--source"), "{}", text(&out));
+    let out = df2redis(&["migrate", "--source", "127.0.0.1:1", "--target", "redis://127.0.0.1:2", "--pin-flows", "9999"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--pin-flows") && text(&out).contains("9999"), "{}", text(&out));
+}
