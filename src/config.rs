@@ -280,3 +280,33 @@ mod tests {
         assert!(e.0.contains("c.ini:2") && e.0.contains("source.addrr"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// config.ini.example documents every key, and uncommented it is a valid file.
+    #[test]
+    fn example_documents_every_key_and_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.ini.example")).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix(';') {
+                Some(rest) if rest.contains('=') && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let raw = parse_ini(&uncommented, Path::new("config.ini.example")).unwrap();
+        for (key, flag, _) in KEYS {
+            assert!(raw.contains_key(*key), "config.ini.example lacks {key}");
+            assert!(text.contains(flag), "config.ini.example does not name {flag}");
+        }
+        // The uncommented example (all defaults plus the sample addresses) is a valid config.
+        let mut raw = raw;
+        raw.retain(|_, v| !v.is_empty());
+        raw.remove("threads.pin_flows");
+        raw.remove("threads.pin_writers");
+        build(&raw).unwrap();
+    }
+}

@@ -161,3 +161,32 @@ fn usage_errors_exit_2_and_name_the_flag() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--pin-flows") && text(&out).contains("9999"), "{}", text(&out));
 }
+
+#[test]
+fn migrate_from_a_config_file_copies_the_snapshot_and_stops() {
+    let fx = fixtures().into_iter().find(|f| f.name == "v1.40.1-default").unwrap();
+    let master = CaptureMaster::start(&fx, Faults::default());
+    let srv = RedisServer::start(&[]);
+    let dir = redis_server::TempDir::new("cfg");
+    let cfg = dir.0.join("df2redis.ini");
+    // The file names a wrong target port; the flag overrides it.
+    std::fs::write(
+        &cfg,
+        format!("[source]\naddr = {}\n[target]\nurl = redis://127.0.0.1:1\n[tuning]\nbatch_cmds = 100\n", master.addr()),
+    )
+    .unwrap();
+    let target = format!("redis://{}", srv.addr());
+    let out = df2redis(&["migrate", "--config", cfg.to_str().unwrap(), "--target", &target]).wait_with_output().unwrap();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("---- migrate summary ----") && log.contains("total: "), "{log}");
+    assert!(log.contains("skipped: 1 x JSON document"), "skipped keys are counted by reason: {log}");
+    let (main_clean, flows) = master.wait_closed(Duration::from_secs(30)).unwrap();
+    assert!(main_clean && flows.iter().all(|f| *f == Some(true)), "closes: main {main_clean}, flows {flows:?}");
+    let expected = parse_dataset(&fx.expected()["at_startstable"]);
+    let mut c = srv.conn();
+    let actual = read_all(&mut c);
+    let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    assert!(compared > 8000);
+}
