@@ -19,6 +19,14 @@ struct State {
     failed: Option<String>,
 }
 
+/// Why a writer could not pass the gate.
+#[derive(Debug)]
+pub enum GateError {
+    /// The session is stopping: not an error of its own.
+    Stopped,
+    Failed(String),
+}
+
 pub struct GlobalGate {
     parties: usize,
     state: Mutex<State>,
@@ -33,13 +41,13 @@ impl GlobalGate {
     /// Arrive at global command `txid`; the last writer to arrive runs `exec`. Returns when the
     /// command has run, or an error if writers disagree on the txid, `exec` failed, or the
     /// session stopped.
-    pub fn pass(&self, txid: u64, stop: &Stopper, exec: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    pub fn pass(&self, txid: u64, stop: &Stopper, exec: impl FnOnce() -> Result<(), String>) -> Result<(), GateError> {
         let mut s = self.state.lock();
         if let Some(t) = s.txid {
             if t != txid {
-                return Err(format!(
+                return Err(GateError::Failed(format!(
                     "flows reached different global commands (txid {t} and txid {txid}); the master journals each on every flow"
-                ));
+                )));
             }
         }
         s.txid = Some(txid);
@@ -53,17 +61,17 @@ impl GlobalGate {
             s.arrived = 0;
             s.generation += 1;
             self.cv.notify_all();
-            return r;
+            return r.map_err(GateError::Failed);
         }
         let gen = s.generation;
         while s.generation == gen {
             if stop.is_stopped() {
-                return Err("stopped while waiting for the other flows at a global command".into());
+                return Err(GateError::Stopped);
             }
             self.cv.wait_for(&mut s, Duration::from_millis(200));
         }
         match &s.failed {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(GateError::Failed(e.clone())),
             None => Ok(()),
         }
     }

@@ -87,6 +87,9 @@ struct Session {
     flows_done: Receiver<usize>,
     replayers: Vec<Arc<parking_lot::Mutex<ReplayStats>>>,
     json: JsonPolicy,
+    /// Whether the coordinator has taken its place at the barrier (it must, exactly once, or
+    /// the ACK threads would wait there forever).
+    barrier_passed: bool,
 }
 
 fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
@@ -180,7 +183,14 @@ impl Session {
             flows_done,
             replayers: Vec::new(),
             json,
+            barrier_passed: false,
         };
+        // Every target connection before any thread starts: a failure here leaves nothing
+        // running and nothing half-read on the master's sockets.
+        let mut conns_w = Vec::with_capacity(nw);
+        for _ in 0..nw {
+            conns_w.push(Standalone::connect(&cfg.target.addr, cfg.target.auth()).map_err(|e| e.to_string())?);
+        }
         for (i, (conn, kick_rx)) in conns.into_iter().zip(kicks_rx).enumerate() {
             let (tx, rx) = bounded(cfg.channel_capacity);
             to_writers[i % nw].push((i, rx));
@@ -217,8 +227,7 @@ impl Session {
             };
             sess.ackers.push(spawn(format!("ack-{i}"), None, move || acker.run())?);
         }
-        for (w, flows) in to_writers.into_iter().enumerate() {
-            let conn = Standalone::connect(&cfg.target.addr, cfg.target.auth()).map_err(|e| e.to_string())?;
+        for ((w, flows), conn) in to_writers.into_iter().enumerate().zip(conns_w) {
             let writer = Writer {
                 index: w,
                 flows,
@@ -259,6 +268,7 @@ impl Session {
         log::info!("full sync started on {} flows", self.info.num_flows);
         // Every ACK thread arrives once its flow saw FULLSYNC_END (or the session stopped);
         // the readers keep reading meanwhile.
+        self.barrier_passed = true;
         self.barrier.wait();
         if self.shared.stop.is_stopped() {
             return Ok(());
@@ -289,6 +299,11 @@ impl Session {
     fn shutdown(&mut self, started: Instant) -> Summary {
         let stopped_by = if self.shared.interrupted.load(Relaxed) { crate::signals::received() } else { None };
         self.shared.stop.stop();
+        if !self.barrier_passed {
+            // The ACK threads arrive there on stop; release them.
+            self.barrier_passed = true;
+            self.barrier.wait();
+        }
         // ACK threads send their final ACK on stop.
         for h in self.ackers.drain(..) {
             let _ = h.join();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Select};
 
 use super::flow::{Batch, ToWriter};
-use super::gate::GlobalGate;
+use super::gate::{GateError, GlobalGate};
 use super::semaphore::Semaphore;
 use super::shared::Shared;
 use crate::config::OnReject;
@@ -84,10 +84,15 @@ impl Writer {
                 }
                 let cmd: crate::replay::Cmd = global_cmd.take().expect("a parked flow left its command");
                 let conn = &mut self.conn;
-                self.gate.pass(txid, &self.shared.stop, || {
+                let passed = self.gate.pass(txid, &self.shared.stop, || {
                     log::info!("running {} once for every flow (txid {txid})", cmd.describe());
                     conn.apply(std::slice::from_ref(&cmd)).map_err(|e| format!("global command: {e}"))
-                })?;
+                });
+                match passed {
+                    Ok(()) => {}
+                    Err(GateError::Stopped) => return Ok(()),
+                    Err(GateError::Failed(e)) => return Err(e),
+                }
                 for (k, s) in slots.iter_mut().enumerate() {
                     if let FlowSlot::Parked(_, lsn) = *s {
                         self.applied(self.flows[k].0, Some(lsn), 1, false);
