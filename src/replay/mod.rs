@@ -192,3 +192,6 @@ impl Replayer {
         Cmd { db: r.db, argv: r.argv.clone() }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! Unit tests of the item-to-command mapping and its policies.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::protocol::{rdb_type as t, EntryHead, Piece, RecordKind, StreamId, StreamMeta};
+
+fn rp(policy: Policy) -> Replayer {
+    Replayer::new(policy, Clock::Fixed(1_800_000_000_000))
+}
+
+fn head(ty: u8, key: &str, expire: Option<u64>) -> Arc<EntryHead> {
+    Arc::new(EntryHead { db: 3, key: key.into(), expire_at_ms: expire, rdb_type: ty, sticky: false, mc_flags: None })
+}
+
+fn piece(h: &Arc<EntryHead>, p: Piece, first: bool, last: bool) -> ValuePiece {
+    ValuePiece { head: h.clone(), piece: p, first, last, wire_bytes: 0 }
+}
+
+fn strs(cmds: &[Cmd]) -> Vec<String> {
+    cmds.iter()
+        .map(|c| {
+            let a: Vec<String> = c.argv.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect();
+            format!("{}:{}", c.db, a.join(" "))
+        })
+        .collect()
+}
+
+fn record(args: &[&str]) -> JournalRecord {
+    JournalRecord { db: 1, txid: 0, kind: RecordKind::Command, argv: Argv::from_slices(args), lsn: Some(7) }
+}
+
+#[test]
+fn strings_overwrite_and_carry_absolute_ttls() {
+    let mut r = rp(Policy::default());
+    let mut out = vec![];
+    r.value(&piece(&head(t::STRING, "k", Some(1_900_000_000_000)), Piece::String(b"v".to_vec()), true, true), &mut out);
+    let h = head(t::STRING, "big", None);
+    r.value(&piece(&h, Piece::String(b"ab".to_vec()), true, false), &mut out);
+    r.value(&piece(&h, Piece::String(b"cd".to_vec()), false, true), &mut out);
+    assert_eq!(strs(&out), ["3:SET k v PXAT 1900000000000", "3:SET big ab", "3:APPEND big cd"]);
+}
+
+#[test]
+fn keys_expired_on_arrival_are_removed_not_written() {
+    let mut r = rp(Policy::default());
+    let mut out = vec![];
+    let h = head(t::LIST_QUICKLIST_2, "old", Some(1_700_000_000_000));
+    r.value(&piece(&h, Piece::ListElems(vec![b"a".to_vec()]), true, false), &mut out);
+    r.value(&piece(&h, Piece::ListElems(vec![b"b".to_vec()]), false, true), &mut out);
+    assert_eq!(strs(&out), ["3:DEL old"]);
+    assert_eq!(r.stats().expired_on_arrival, 1);
+}
+
+#[test]
+fn collections_start_from_nothing_and_scores_are_exact() {
+    let mut r = rp(Policy::default());
+    let mut out = vec![];
+    let h = head(t::ZSET_2, "z", None);
+    let members = vec![(b"lo".to_vec(), f64::NEG_INFINITY), (b"x".to_vec(), 0.1), (b"y".to_vec(), 1e21), (b"hi".to_vec(), f64::INFINITY)];
+    r.value(&piece(&h, Piece::ZsetMembers(members), true, true), &mut out);
+    assert_eq!(strs(&out), ["3:DEL z", "3:ZADD z -inf lo 0.1 x 1000000000000000000000 y inf hi"]);
+    for s in ["0.1", "1000000000000000000000", "0.00018352938754621442", "-999834216.5494006"] {
+        let f: f64 = s.parse().unwrap();
+        assert_eq!(value::format_score(f).parse::<f64>().unwrap().to_bits(), f.to_bits());
+    }
+}
+
+#[test]
+fn an_empty_stream_still_exists_with_its_ids() {
+    let mut r = rp(Policy::default());
+    let mut out = vec![];
+    let h = head(t::STREAM_LISTPACKS_3, "s", None);
+    let meta = StreamMeta { length: 0, last_id: StreamId { ms: 5, seq: 1 }, entries_added: 3, max_deleted_id: StreamId { ms: 5, seq: 1 }, ..Default::default() };
+    r.value(&piece(&h, Piece::StreamMeta(meta), true, true), &mut out);
+    assert_eq!(
+        strs(&out),
+        [
+            "3:DEL s",
+            "3:XGROUP CREATE s df2redis-tmp 0 MKSTREAM",
+            "3:XGROUP DESTROY s df2redis-tmp",
+            "3:XSETID s 5-1 ENTRIESADDED 3 MAXDELETEDID 5-1"
+        ]
+    );
+}
+
+#[test]
+fn dragonfly_only_values_follow_the_policy_and_are_counted() {
+    let mut r = rp(Policy::default());
+    let mut out = vec![];
+    r.value(&piece(&head(t::JSON, "j", None), Piece::Json(b"{}".to_vec()), true, true), &mut out);
+    r.value(&piece(&head(t::SBF2, "bf", None), Piece::Opaque(10), true, true), &mut out);
+    let h = head(t::SET_WITH_EXPIRY, "st", None);
+    let now_s = 1_800_000_000;
+    r.value(&piece(&h, Piece::SetMembersTtl(vec![(b"gone".to_vec(), Some(now_s - 1)), (b"live".to_vec(), Some(now_s + 60)), (b"forever".to_vec(), None)]), true, true), &mut out);
+    assert_eq!(strs(&out), ["3:DEL j", "3:DEL bf", "3:DEL st", "3:SADD st live forever"]);
+    assert_eq!(r.stats().skipped.values().sum::<u64>(), 2);
+    assert_eq!(r.stats().altered.values().sum::<u64>(), 1);
+
+    let mut r = rp(Policy { json: JsonPolicy::JsonSet, member_ttl: MemberTtlPolicy::Skip });
+    let mut out = vec![];
+    r.value(&piece(&head(t::JSON, "j", None), Piece::Json(b"{}".to_vec()), true, true), &mut out);
+    r.value(&piece(&h, Piece::SetMembersTtl(vec![(b"m".to_vec(), None)]), true, true), &mut out);
+    assert_eq!(strs(&out), ["3:DEL j", "3:JSON.SET j $ {}", "3:DEL st"]);
+}
+
+#[test]
+fn journal_rewrites() {
+    let mut r = rp(Policy::default());
+    let mut out = vec![];
+    for rec in [
+        record(&["SET", "k", "v", "PXAT", "1900000000000", "STICK", "_MCFLAGS", "7"]),
+        record(&["SET", "k", "v"]),
+        record(&["STICK", "k"]),
+        record(&["SADDEX", "s", "60", "a", "b"]),
+        record(&["HSETEX", "h", "KEEPTTL", "60", "f", "v"]),
+        record(&["JSON.SET", "j", "$.a", "2"]),
+        record(&["PREPEND", "k", "x"]),
+        record(&["INCRBYFLOAT", "f", "1.5"]),
+    ] {
+        assert_eq!(r.record(&rec, &mut out).unwrap(), RecordClass::Normal);
+    }
+    assert_eq!(
+        strs(&out),
+        ["1:SET k v PXAT 1900000000000", "1:SET k v", "1:SADD s a b", "1:HSET h f v", "1:INCRBYFLOAT f 1.5"]
+    );
+    assert_eq!(r.stats().skipped.values().sum::<u64>(), 2, "{:?}", r.stats());
+    let flush = JournalRecord { txid: 9, ..record(&["FLUSHDB"]) };
+    assert_eq!(r.record(&flush, &mut out).unwrap(), RecordClass::Global { txid: 9 });
+    let ping = JournalRecord { kind: RecordKind::Ping, argv: Argv::default(), ..record(&[]) };
+    assert_eq!(r.record(&ping, &mut vec![]).unwrap(), RecordClass::Normal);
+}
+
+#[test]
+fn restore_payloads_are_decoded_and_checked() {
+    // From fixture v1.40.1-default: RESTORE j:renamed <abs ms> <type 0 "pZZ"> REPLACE ABSTTL
+    let payload = [0x00, 0x03, 0x70, 0x5A, 0x5A, 0x09, 0x00, 0x3A, 0x73, 0xB5, 0xF7, 0x79, 0x7B, 0xC4, 0xE5];
+    let mut r = rp(Policy::default());
+    let mut out = vec![];
+    let rec = |p: &[u8]| JournalRecord {
+        argv: Argv::from_slices(&[b"RESTORE".as_slice(), b"j:renamed", b"1900000000000", p, b"REPLACE", b"ABSTTL"]),
+        ..record(&[])
+    };
+    r.record(&rec(&payload), &mut out).unwrap();
+    assert_eq!(strs(&out), ["1:SET j:renamed pZZ PXAT 1900000000000"]);
+    let mut bad = payload;
+    bad[3] ^= 1;
+    let e = r.record(&rec(&bad), &mut out).unwrap_err();
+    assert!(e.0.contains("CRC") && e.0.contains("j:renamed"), "{e}");
+}
