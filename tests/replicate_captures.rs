@@ -190,3 +190,24 @@ fn migrate_from_a_config_file_copies_the_snapshot_and_stops() {
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     assert!(compared > 8000);
 }
+
+#[test]
+fn target_credentials_from_the_url_and_wrong_ones_are_named() {
+    let fx = globals();
+    let master = CaptureMaster::start(&fx, Faults::default());
+    let srv = RedisServer::start(&["--requirepass", "s3cret"]);
+    let source = master.addr();
+    let bad = format!("redis://:wrong@{}", srv.addr());
+    let out = df2redis(&["migrate", "--source", &source, "--target", &bad]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&srv.addr()) && text(&out).contains("AUTH"), "{}", text(&out));
+
+    let good = format!("redis://:s3cret@{}", srv.addr());
+    let out = df2redis(&["migrate", "--source", &source, "--target", &good]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let expected = parse_dataset(&fx.expected()["at_startstable"]);
+    let mut c = srv.conn_auth("s3cret");
+    let actual = read_all(&mut c);
+    let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &BTreeSet::new());
+    assert!(diffs.is_empty() && compared > 500, "{}", diffs.join("\n"));
+}

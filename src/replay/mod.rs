@@ -33,6 +33,9 @@ impl Cmd {
     /// A short rendering for error messages: name, key and argument count.
     pub fn describe(&self) -> String {
         let name = self.argv.name_upper();
+        if name == "AUTH" {
+            return "AUTH (arguments not shown)".to_string();
+        }
         match self.key() {
             Some(k) => format!("{name} {} (db {}, {} args)", show(k), self.db, self.argv.len() - 1),
             None => format!("{name} (db {})", self.db),

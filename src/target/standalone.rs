@@ -68,7 +68,16 @@ impl Standalone {
                 args.push(user.as_bytes());
             }
             args.push(pass.as_bytes());
-            w.apply(&[Cmd::new(0, &args)])?;
+            // Its own message: the generic one would show the command's arguments.
+            if let resp::Reply::Error(e) = w.query(&args)? {
+                return Err(TargetError::Io {
+                    addr: addr.to_string(),
+                    error: io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("AUTH failed: {e} (check the credentials in --target or --target-user/--target-password)"),
+                    ),
+                });
+            }
         }
         Ok(w)
     }

@@ -91,6 +91,11 @@ impl RedisServer {
     pub fn conn(&self) -> redis::Connection {
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection().unwrap()
     }
+
+    /// A connection that authenticates with `password` first.
+    pub fn conn_auth(&self, password: &str) -> redis::Connection {
+        redis::Client::open(format!("redis://:{password}@127.0.0.1:{}/", self.port)).unwrap().get_connection().unwrap()
+    }
 }
 
 impl Drop for RedisServer {
