@@ -60,13 +60,14 @@ pub fn listpack(blob: &[u8]) -> Result<Vec<LpElem<'_>>, String> {
     Ok(out)
 }
 
-/// Size of the back-length field that follows an element of `len` encoded bytes.
+/// Size of the back-length field that follows an element of `len` encoded bytes. The
+/// boundaries are Redis's `lpEncodeBacklen` exactly: `< 16383`, not `<= 16383`, and so on.
 fn backlen_size(len: usize) -> usize {
     match len {
         0..=127 => 1,
-        128..=16383 => 2,
-        16384..=2097151 => 3,
-        2097152..=268435455 => 4,
+        128..=16382 => 2,
+        16383..=2097150 => 3,
+        2097151..=268435454 => 4,
         _ => 5,
     }
 }
@@ -180,6 +181,23 @@ mod tests {
         // 13-bit negative int: -7 = 0x1FF9 -> C0|0x1F, 0xF9
         let blob = [10, 0, 0, 0, 1, 0, 0xDF, 0xF9, 2, 0xFF];
         assert_eq!(listpack(&blob).unwrap(), vec![LpElem::Int(-7)]);
+    }
+
+    #[test]
+    fn backlen_boundaries_follow_redis() {
+        // One string of 16378 bytes: 0xF0 + u32 length + data = 16383 encoded bytes, whose
+        // back-length takes 3 bytes in Redis (the boundary is < 16383).
+        let data = vec![b'x'; 16378];
+        let mut body = vec![0xF0];
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&data);
+        body.extend_from_slice(&[0x7F, 0x7F, 0x01]); // 16383 as a 3-byte backlen
+        let mut blob = ((body.len() + 7) as u32).to_le_bytes().to_vec();
+        blob.extend_from_slice(&1u16.to_le_bytes());
+        blob.extend_from_slice(&body);
+        blob.push(0xFF);
+        assert_eq!(listpack(&blob).unwrap(), vec![LpElem::Str(&data)]);
+        assert_eq!((backlen_size(127), backlen_size(128), backlen_size(16382), backlen_size(16383)), (1, 2, 2, 3));
     }
 
     #[test]
