@@ -1,1 +1,252 @@
 //! A Dragonfly-master emulator for tests, the demo and the benchmark (feature `emulator`).
+//!
+//! It speaks the master side of Dragonfly's replication protocol (protocol doc section 14):
+//! the REPLCONF/DFLY handshake with Dragonfly's error strings, one flow per shard with a
+//! point-in-time snapshot (every RDB type and encoding Dragonfly v1.40 emits, LZF/LZ4/zstd,
+//! tagged chunks), inline journal blobs for writes made during the snapshot, the held-back
+//! post-cut journal, JOURNAL_OFFSET/EOF/token at STARTSTABLE, the live journal with LSN
+//! markers, partial resume from a ring buffer, ACK tracking, session teardown, back-pressure
+//! timeouts and injectable faults.
+//!
+//! Layout: [`data`] (values), [`commands`] (write semantics and their journal forms),
+//! [`encode`] and [`listpack`] (bytes), [`snapshot`] (one flow's full-sync writer), `engine`
+//! (shards, write path, journal, snapshot steps), `sessions` (REPLCONF/DFLY session state),
+//! `flow` (the socket writer of one flow), `server` (TCP, RESP, command dispatch), `hash`
+//! (XXH64 shard mapping), [`datasets`] (generators).
+//!
+//! Threads: `emu-listen` accepts; each connection gets `emu-conn-<n>`, which after `DFLY
+//! FLOW` keeps reading ACKs and starts `emu-flow-<i>` to write the flow. All are joined by
+//! [`Emulator::stop`] (or on drop). No async runtime: blocking sockets and condition variables.
+//!
+//! Where it is knowingly simpler than Dragonfly: a stalled write cancels the session in
+//! stable sync too (Dragonfly: 1 MiB pending for 30 s); no PING records, no `WAIT`; no v1.34
+//! partial-sync dialect; `DFLY SYNC` after PARTIAL flows is refused in both dialects (v1.36
+//! also records a violation, since a real v1.35-v1.39 master would corrupt the stream);
+//! snapshot order is per key, not per bucket; no `journal_omit_redundant_writes` LSN gaps.
+
+pub mod commands;
+pub mod data;
+pub mod datasets;
+pub mod encode;
+mod engine;
+mod flow;
+mod hash;
+pub mod listpack;
+mod resp;
+mod server;
+mod sessions;
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use data::{Consumer, Entry, Group, Keyspace, Pending, Stream, StreamId, StreamRecord, Value};
+
+/// Which Dragonfly release the emulator pretends to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// v1.36.0: `*4` capa reply (version 4), no tagged chunks by default, expiry as opcode
+    /// EXPIRED, `shard_cnt` = shards the transaction touched.
+    V1_36,
+    /// v1.40.1: `*5` capa reply with lineage (version 5), tagged chunks, SYNC after PARTIAL
+    /// rejected, expiry as `DEL`, `shard_cnt` 1.
+    V1_40,
+}
+
+impl Dialect {
+    pub fn version(&self) -> &'static str {
+        match self {
+            Dialect::V1_36 => "df-v1.36.0",
+            Dialect::V1_40 => "df-v1.40.1",
+        }
+    }
+}
+
+/// Dragonfly's `--compression_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// 0: nothing compressed.
+    None,
+    /// 1: LZF per string (0xC3), no blobs.
+    Lzf,
+    /// 3 (the default): flushed buffers as LZ4 frames (0xCA).
+    Lz4,
+    /// 2: flushed buffers as zstd frames (0xC9).
+    Zstd,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Number of shards = flows.
+    pub shards: usize,
+    pub dialect: Dialect,
+    pub compression: Compression,
+    /// `None` = the dialect's default (v1.40 on, v1.36 off).
+    pub tagged_chunks: Option<bool>,
+    /// `--serialization_max_chunk_size`: big entries are cut at element boundaries past it,
+    /// and the snapshot buffer is flushed when it reaches it.
+    pub chunk_size: usize,
+    /// Keep two big entries open at once and alternate their chunks (with other entries in
+    /// between), which the source allows and the decoder supports.
+    pub two_open_entries: bool,
+    /// `requirepass`: every connection must AUTH first.
+    pub password: Option<String>,
+    /// An LSN marker follows a record when more than this passed since the last one.
+    pub lsn_marker_period: Duration,
+    /// A single flow-socket write blocked longer than this cancels the session.
+    pub replication_timeout: Duration,
+    /// Journal records kept per shard for partial resume.
+    pub backlog_len: usize,
+    /// Fault: write flow bytes in segments of this many bytes (TCP_NODELAY on).
+    pub segment_size: Option<usize>,
+    /// Fault: the eof token in the stream differs from the one in the FLOW reply.
+    pub wrong_token: bool,
+    /// Fault: close flow `.0` after `.1` bytes (this cancels the session).
+    pub close_flow_after: Option<(usize, u64)>,
+    /// Pause each flow's snapshot after this many entries until [`Emulator::resume_snapshot`].
+    pub pause_snapshot_after: Option<usize>,
+    /// Delay executing `DFLY STARTSTABLE` until [`Emulator::release_startstable`].
+    pub hold_startstable: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: 4,
+            dialect: Dialect::V1_40,
+            compression: Compression::Lz4,
+            tagged_chunks: None,
+            chunk_size: 64 * 1024,
+            two_open_entries: false,
+            password: None,
+            lsn_marker_period: Duration::from_secs(3),
+            replication_timeout: Duration::from_secs(30),
+            backlog_len: 8192,
+            segment_size: None,
+            wrong_token: false,
+            close_flow_after: None,
+            pause_snapshot_after: None,
+            hold_startstable: false,
+        }
+    }
+}
+
+impl Config {
+    pub fn tagged(&self) -> bool {
+        self.tagged_chunks.unwrap_or(self.dialect == Dialect::V1_40)
+    }
+}
+
+/// A running emulator. Dropping it stops it.
+pub struct Emulator {
+    core: Arc<engine::Core>,
+    server: Option<server::Server>,
+}
+
+impl Emulator {
+    /// Listen on 127.0.0.1 (an ephemeral port) and serve in background threads.
+    pub fn start(cfg: Config) -> std::io::Result<Emulator> {
+        Self::start_on(cfg, 0)
+    }
+
+    /// As [`Emulator::start`], on a given port (0 = ephemeral).
+    pub fn start_on(cfg: Config, port: u16) -> std::io::Result<Emulator> {
+        if cfg.shards == 0 || cfg.shards > 1024 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "shards must be 1..=1024"));
+        }
+        let core = Arc::new(engine::Core::new(cfg));
+        let server = server::Server::start(core.clone(), port)?;
+        Ok(Emulator { core, server: Some(server) })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.core.cfg
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").addr()
+    }
+    pub fn master_replid(&self) -> String {
+        self.core.replid.clone()
+    }
+    /// Load data directly (no journal), e.g. a dataset before any replica connects.
+    pub fn load(&self, db: u32, key: &[u8], entry: Entry) {
+        self.core.load(db, key, entry)
+    }
+    /// Execute a client write as Dragonfly would: route to shards, split multi-key commands,
+    /// journal.
+    pub fn write(&self, db: u32, args: &[&[u8]]) -> Result<(), String> {
+        self.core.write(db, args)
+    }
+    /// Run active expiry now (journals `DEL` for each due key).
+    pub fn expire_now(&self) {
+        self.core.expire_now()
+    }
+    /// The whole dataset (all shards merged, expired keys dropped).
+    pub fn data(&self) -> BTreeMap<u32, BTreeMap<Vec<u8>, Entry>> {
+        self.core.data()
+    }
+    /// The shard a key lives on (XXH64 with Dragonfly's seed, modulo the shard count).
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        self.core.shard_of(key)
+    }
+    /// Per-shard next LSN (as `DFLY REPLICAOFFSET` answers).
+    pub fn lsns(&self) -> Vec<u64> {
+        self.core.lsns()
+    }
+    /// Last `REPLCONF ACK` per flow of the latest session; 0 when none yet.
+    pub fn acked(&self) -> Vec<u64> {
+        self.core.acked()
+    }
+    /// Block until `acked() == lsns()` for every flow of the latest session, or the timeout.
+    pub fn wait_acked_all(&self, timeout: Duration) -> bool {
+        self.core.wait_acked_all(timeout)
+    }
+    /// Block until every flow of the latest session has been sent FULLSYNC_END.
+    pub fn wait_fullsync_end(&self, timeout: Duration) -> bool {
+        self.core.wait_fullsync_end(timeout)
+    }
+    pub fn resume_snapshot(&self) {
+        self.core.resume_snapshot()
+    }
+    pub fn release_startstable(&self) {
+        self.core.release_startstable()
+    }
+    /// Per flow connection of the latest session: `Some(true)` if the replica closed it
+    /// cleanly (EOF), `Some(false)` on reset/error, `None` while open.
+    pub fn flow_closed_cleanly(&self) -> Vec<Option<bool>> {
+        self.core.flow_closed_cleanly()
+    }
+    /// Block until all connections of the latest session are closed.
+    pub fn wait_session_closed(&self, timeout: Duration) -> bool {
+        self.core.wait_session_closed(timeout)
+    }
+    /// Longest single blocked write to a flow socket so far, in ms.
+    pub fn max_stall_ms(&self) -> u64 {
+        self.core.max_stall_ms()
+    }
+    /// Protocol misuse the emulator detected. Tests assert it is empty.
+    pub fn violations(&self) -> Vec<String> {
+        self.core.violations()
+    }
+    /// Sessions created so far (`SYNC<k>` numbers handed out).
+    pub fn sessions_created(&self) -> u32 {
+        self.core.sessions_created()
+    }
+    /// Close the listener and all connections, join every thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+    fn shutdown(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop(&self.core);
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

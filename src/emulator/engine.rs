@@ -1,0 +1,508 @@
+//! The master's state: shards (data, journal, and the flows attached to them), the write
+//! path (routing, serialize-before-mutate, journaling) and the snapshot steps. Sessions are
+//! in `sessions`.
+//!
+//! Locks, always taken in this order: `sessions` → shard (ascending index) → a pipe → the
+//! progress counter. Nothing waits while holding `sessions` or a shard lock, except on a
+//! shard lock. All waiting API calls wait on [`Progress`], which every relevant change bumps.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::commands::{self, apply, Shape};
+use super::data::{now_ms, Entry, Keyspace, Value};
+use super::encode;
+use super::flow::Pipe;
+use super::hash::{random_hex, xxh64};
+use super::sessions::Sessions;
+use super::snapshot::{SerOpts, Serializer, Traversal};
+use super::{Config, Dialect};
+
+/// Dragonfly's key-to-shard hash seed (`Shard()`: XXH64 of the key with this seed, modulo
+/// the shard count); checked against the key placement in the v1.40.1 captures.
+const SHARD_HASH_SEED: u64 = 120_577_240_643;
+
+/// A change counter with a condition variable: waiters re-check their predicate after every
+/// bump, so no wait loop sleeps.
+#[derive(Default)]
+pub(crate) struct Progress {
+    gen: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Progress {
+    pub fn bump(&self) {
+        *self.gen.lock() += 1;
+        self.cv.notify_all();
+    }
+    /// Wait until `pred()` holds (true) or the deadline passes (false).
+    pub fn wait_until(&self, deadline: Option<Instant>, mut pred: impl FnMut() -> bool) -> bool {
+        loop {
+            let seen = *self.gen.lock();
+            if pred() {
+                return true;
+            }
+            let mut g = self.gen.lock();
+            while *g == seen {
+                match deadline {
+                    Some(d) => {
+                        if self.cv.wait_until(&mut g, d).timed_out() {
+                            drop(g);
+                            return pred();
+                        }
+                    }
+                    None => self.cv.wait(&mut g),
+                }
+            }
+        }
+    }
+}
+
+/// Where a flow attached to a shard is in its life.
+pub(super) enum Stage {
+    Snapshot(Traversal),
+    /// FULLSYNC_END written; journal blobs are held in the serializer.
+    PostCut,
+    /// Journal records go straight to the socket.
+    Stable,
+}
+
+/// One flow of one session, attached to its shard.
+pub(super) struct Feed {
+    pub(super) session: u32,
+    pub(super) pipe: Arc<Pipe>,
+    pub(super) stage: Stage,
+    pub(super) ser: Serializer,
+    /// When the last LSN marker was written (stable sync).
+    pub(super) last_mark: Option<Instant>,
+}
+
+impl Feed {
+    /// Hand the serializer's output to the socket writer.
+    pub(super) fn drain(&mut self) {
+        if self.ser.has_ready() {
+            let bytes = self.ser.take_ready();
+            self.pipe.push(&bytes);
+        }
+    }
+
+    /// A journal record of this shard: inline blob during full sync, raw in stable sync
+    /// (followed by an LSN marker when the period passed).
+    pub(super) fn record(&mut self, lsn: u64, rec: &[u8], period: Duration) {
+        match self.stage {
+            Stage::Snapshot(_) => self.ser.journal_blob(rec, false),
+            Stage::PostCut => self.ser.journal_blob(rec, true),
+            Stage::Stable => {
+                let mut b = Vec::with_capacity(rec.len() + 4);
+                b.extend_from_slice(rec);
+                if self.last_mark.is_none_or(|t| t.elapsed() > period) {
+                    encode::lsn_marker(&mut b, lsn);
+                    self.last_mark = Some(Instant::now());
+                }
+                self.pipe.push(&b);
+                return;
+            }
+        }
+        self.drain();
+    }
+}
+
+pub(super) struct Shard {
+    pub(super) dbs: BTreeMap<u32, Keyspace>,
+    /// LSN of the next journal record.
+    pub(super) next_lsn: u64,
+    /// The last `backlog_len` records: (lsn, SELECT+COMMAND bytes).
+    pub(super) ring: VecDeque<(u64, Arc<Vec<u8>>)>,
+    pub(super) feeds: Vec<Feed>,
+}
+
+impl Shard {
+    pub(super) fn lsn_available(&self, lsn: u64) -> bool {
+        lsn == self.next_lsn
+            || matches!((self.ring.front(), self.ring.back()), (Some(f), Some(b)) if f.0 <= lsn && lsn <= b.0)
+    }
+}
+
+enum Step {
+    Progress,
+    Paused,
+    Done,
+}
+
+pub(crate) struct Core {
+    pub cfg: Config,
+    pub replid: String,
+    pub(super) shards: Vec<Mutex<Shard>>,
+    pub(super) sessions: Mutex<Sessions>,
+    /// The journal starts with the first `DFLY FLOW`; earlier writes consume no LSN.
+    pub(super) journal_on: AtomicBool,
+    pub(super) next_txid: AtomicU64,
+    pub progress: Progress,
+    pub(super) resumed: AtomicBool,
+    pub(super) startstable_released: AtomicBool,
+    pub(super) max_stall_ms: AtomicU64,
+    pub(super) violations: Mutex<Vec<String>>,
+    pub stopping: AtomicBool,
+}
+
+impl Core {
+    pub fn new(cfg: Config) -> Self {
+        let shards = (0..cfg.shards)
+            .map(|_| Mutex::new(Shard { dbs: BTreeMap::new(), next_lsn: 1, ring: VecDeque::new(), feeds: Vec::new() }))
+            .collect();
+        Core {
+            replid: random_hex(),
+            shards,
+            sessions: Mutex::new(Sessions::default()),
+            journal_on: AtomicBool::new(false),
+            next_txid: AtomicU64::new(1),
+            progress: Progress::default(),
+            resumed: AtomicBool::new(false),
+            startstable_released: AtomicBool::new(false),
+            max_stall_ms: AtomicU64::new(0),
+            violations: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            cfg,
+        }
+    }
+
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        (xxh64(key, SHARD_HASH_SEED) % self.cfg.shards as u64) as usize
+    }
+
+    pub(super) fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i].lock()
+    }
+
+    pub fn violation(&self, what: String) {
+        log::error!("protocol violation by the replica: {what}");
+        self.violations.lock().push(what);
+        self.progress.bump();
+    }
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().clone()
+    }
+    pub fn note_stall(&self, took: Duration) {
+        self.max_stall_ms.fetch_max(took.as_millis() as u64, Ordering::Relaxed);
+    }
+    pub fn max_stall_ms(&self) -> u64 {
+        self.max_stall_ms.load(Ordering::Relaxed)
+    }
+
+    // ---- data --------------------------------------------------------------------------------
+
+    pub fn load(&self, db: u32, key: &[u8], entry: Entry) {
+        let mut sh = self.shard(self.shard_of(key));
+        self.touch(&mut sh, db, key);
+        sh.dbs.entry(db).or_default().insert(key.to_vec(), entry);
+    }
+
+    pub fn data(&self) -> BTreeMap<u32, BTreeMap<Vec<u8>, Entry>> {
+        let now = now_ms();
+        let mut out: BTreeMap<u32, BTreeMap<Vec<u8>, Entry>> = BTreeMap::new();
+        for s in &self.shards {
+            let sh = s.lock();
+            for (db, ks) in &sh.dbs {
+                let live = ks.iter().filter(|(_, e)| !e.is_expired(now)).map(|(k, e)| (k.clone(), e.clone()));
+                out.entry(*db).or_default().extend(live);
+            }
+        }
+        out.retain(|_, m| !m.is_empty());
+        out
+    }
+
+    pub fn lsns(&self) -> Vec<u64> {
+        self.shards.iter().map(|s| s.lock().next_lsn).collect()
+    }
+
+    /// `shard_cnt` of a COMMAND record: v1.38+ always 1, before the shards the transaction
+    /// touched.
+    fn shard_cnt(&self, touched: usize) -> u64 {
+        match self.cfg.dialect {
+            Dialect::V1_40 => 1,
+            Dialect::V1_36 => touched as u64,
+        }
+    }
+
+    fn txid(&self) -> u64 {
+        self.next_txid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn write(&self, db: u32, args: &[&[u8]]) -> Result<(), String> {
+        let Some(name) = args.first() else { return Err("ERR empty command".into()) };
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let wrong_args = || format!("ERR wrong number of arguments for '{}' command", name.to_lowercase());
+        let now = now_ms();
+        match commands::shape(&name) {
+            None => Err(format!("ERR unknown or unsupported write command '{name}'")),
+            Some(Shape::Single) => {
+                let key = *args.get(1).ok_or_else(wrong_args)?;
+                let key = if name == "XGROUP" { *args.get(2).ok_or_else(wrong_args)? } else { key };
+                let mut sh = self.shard(self.shard_of(key));
+                self.expire_if_due(&mut sh, db, key, now);
+                self.touch(&mut sh, db, key);
+                let ks = sh.dbs.entry(db).or_default();
+                if let Some(j) = apply(ks, now, args)? {
+                    let shard_cnt = self.shard_cnt(1);
+                    self.journal(&mut sh, db, encode::J_COMMAND, 0, shard_cnt, &j);
+                }
+                Ok(())
+            }
+            Some(Shape::Keys) | Some(Shape::Pairs) => {
+                let pairs = commands::shape(&name) == Some(Shape::Pairs);
+                let step = if pairs { 2 } else { 1 };
+                let rest = &args[1..];
+                if rest.is_empty() || rest.len() % step != 0 {
+                    return Err(wrong_args());
+                }
+                let mut by_shard: BTreeMap<usize, Vec<&[u8]>> = BTreeMap::new();
+                for unit in rest.chunks(step) {
+                    by_shard.entry(self.shard_of(unit[0])).or_default().extend_from_slice(unit);
+                }
+                let txid = if rest.len() > step { self.txid() } else { 0 };
+                let shard_cnt = self.shard_cnt(by_shard.len());
+                for (s, part) in by_shard {
+                    let mut sh = self.shard(s);
+                    for unit in part.chunks(step) {
+                        self.expire_if_due(&mut sh, db, unit[0], now);
+                        self.touch(&mut sh, db, unit[0]);
+                        let ks = sh.dbs.entry(db).or_default();
+                        if pairs {
+                            let sticky = ks.get(unit[0]).is_some_and(|e| e.sticky);
+                            let mut e = Entry::new(Value::String(unit[1].to_vec()));
+                            e.sticky = sticky;
+                            ks.insert(unit[0].to_vec(), e);
+                        } else {
+                            ks.remove(unit[0]);
+                        }
+                    }
+                    let mut j: Vec<&[u8]> = vec![name.as_bytes()];
+                    j.extend(part);
+                    self.journal(&mut sh, db, encode::J_COMMAND, txid, shard_cnt, &j);
+                }
+                Ok(())
+            }
+            Some(Shape::Global) => {
+                let all = name == "FLUSHALL";
+                let txid = self.txid();
+                let shard_cnt = self.shard_cnt(self.shards.len());
+                // A global transaction: every shard is locked while it runs.
+                let mut guards: Vec<MutexGuard<'_, Shard>> = self.shards.iter().map(|s| s.lock()).collect();
+                for sh in guards.iter_mut() {
+                    self.claim_all(sh, if all { None } else { Some(db) });
+                    if all {
+                        sh.dbs.clear();
+                    } else {
+                        sh.dbs.remove(&db);
+                    }
+                    self.journal(sh, db, encode::J_COMMAND, txid, shard_cnt, &[name.as_bytes()]);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Active expiry: delete every key whose TTL passed and journal it.
+    pub fn expire_now(&self) {
+        let now = now_ms();
+        for s in &self.shards {
+            let mut sh = s.lock();
+            let due: Vec<(u32, Vec<u8>)> = sh
+                .dbs
+                .iter()
+                .flat_map(|(db, ks)| ks.iter().filter(|(_, e)| e.is_expired(now)).map(move |(k, _)| (*db, k.clone())))
+                .collect();
+            for (db, key) in due {
+                self.expire_if_due(&mut sh, db, &key, now);
+            }
+        }
+    }
+
+    /// Lazy/active expiry of one key: delete it and journal `DEL key` (txid 0), as opcode
+    /// EXPIRED before v1.38.
+    fn expire_if_due(&self, sh: &mut Shard, db: u32, key: &[u8], now: u64) {
+        if !sh.dbs.get(&db).and_then(|ks| ks.get(key)).is_some_and(|e| e.is_expired(now)) {
+            return;
+        }
+        self.touch(sh, db, key);
+        if let Some(ks) = sh.dbs.get_mut(&db) {
+            ks.remove(key);
+        }
+        let op = match self.cfg.dialect {
+            Dialect::V1_36 => encode::J_EXPIRED,
+            Dialect::V1_40 => encode::J_COMMAND,
+        };
+        self.journal(sh, db, op, 0, 1, &[b"DEL".as_slice(), key]);
+    }
+
+    /// Serialize-before-mutate: a key some flow has not serialized yet is written now, as it
+    /// is before the change; an open chunked entry of the key is finished first.
+    fn touch(&self, sh: &mut Shard, db: u32, key: &[u8]) {
+        let Shard { dbs, feeds, .. } = sh;
+        let now = now_ms();
+        for f in feeds.iter_mut() {
+            let Stage::Snapshot(tr) = &mut f.stage else { continue };
+            if tr.claim(db, key) {
+                if let Some(e) = dbs.get(&db).and_then(|ks| ks.get(key)).filter(|e| !e.is_expired(now)) {
+                    f.ser.entry(db, key, e, true);
+                }
+            }
+            f.ser.complete_key(db, key);
+            f.drain();
+        }
+    }
+
+    /// FLUSHDB/FLUSHALL during a snapshot: every pending key of the scope is serialized first.
+    fn claim_all(&self, sh: &mut Shard, db: Option<u32>) {
+        let Shard { dbs, feeds, .. } = sh;
+        let now = now_ms();
+        for f in feeds.iter_mut() {
+            let Stage::Snapshot(tr) = &mut f.stage else { continue };
+            for (d, k) in tr.claim_db(db) {
+                if let Some(e) = dbs.get(&d).and_then(|ks| ks.get(&k)).filter(|e| !e.is_expired(now)) {
+                    f.ser.entry(d, &k, e, true);
+                }
+                f.ser.complete_key(d, &k);
+            }
+            f.drain();
+        }
+    }
+
+    /// Append a record to the shard's journal: next LSN, ring buffer, every attached flow.
+    fn journal<T: AsRef<[u8]>>(&self, sh: &mut Shard, db: u32, op: u64, txid: u64, shard_cnt: u64, args: &[T]) {
+        if !self.journal_on.load(Ordering::SeqCst) {
+            return;
+        }
+        let lsn = sh.next_lsn;
+        sh.next_lsn += 1;
+        let rec = Arc::new(encode::journal_record(db, op, txid, shard_cnt, args));
+        sh.ring.push_back((lsn, rec.clone()));
+        while sh.ring.len() > self.cfg.backlog_len {
+            sh.ring.pop_front();
+        }
+        for f in sh.feeds.iter_mut() {
+            f.record(lsn, &rec, self.cfg.lsn_marker_period);
+        }
+    }
+
+    // ---- snapshot ----------------------------------------------------------------------------
+
+    pub(super) fn ser_opts(&self) -> SerOpts {
+        SerOpts {
+            compression: self.cfg.compression,
+            tagged: self.cfg.tagged(),
+            chunk_size: self.cfg.chunk_size,
+            two_open: self.cfg.two_open_entries,
+        }
+    }
+
+    /// AUX fields in Dragonfly's order; `shard-count` and `table-mem` on flow 0 only.
+    pub(super) fn aux(&self, flow: usize, sh: &Shard) -> Vec<(&'static str, Vec<u8>)> {
+        let used: usize = sh.dbs.values().map(|ks| ks.len() * 64).sum::<usize>() + 1_000_000;
+        let mut aux = vec![
+            ("redis-ver", b"6.2.11".to_vec()),
+            ("df-ver", self.cfg.dialect.version().as_bytes().to_vec()),
+            ("redis-bits", b"64".to_vec()),
+            ("ctime", (now_ms() / 1000).to_string().into_bytes()),
+            ("used-mem", (used * self.cfg.shards).to_string().into_bytes()),
+            ("aof-preamble", b"0".to_vec()),
+        ];
+        if flow == 0 {
+            aux.push(("shard-count", self.cfg.shards.to_string().into_bytes()));
+            aux.push(("table-mem", (used / 2).to_string().into_bytes()));
+        }
+        aux.push(("shard-id", flow.to_string().into_bytes()));
+        aux
+    }
+
+    /// One step of flow `flow`'s snapshot, run by its writer thread: serialize until a flush
+    /// produced bytes, the pause point, or the end (FULLSYNC_END).
+    pub fn snapshot_step(&self, sid: u32, flow: usize, pipe: &Arc<Pipe>) {
+        let mut sh = self.shard(flow);
+        let now = now_ms();
+        let Shard { dbs, feeds, .. } = &mut *sh;
+        let Some(f) = feeds.iter_mut().find(|f| f.session == sid && Arc::ptr_eq(&f.pipe, pipe)) else {
+            pipe.update(|st| st.snapshot_work = false);
+            return;
+        };
+        let max_open = if self.cfg.two_open_entries { 2 } else { 1 };
+        let step = loop {
+            let Stage::Snapshot(tr) = &mut f.stage else { break Step::Done };
+            let paused =
+                self.cfg.pause_snapshot_after.is_some_and(|n| tr.entries >= n && !self.resumed.load(Ordering::SeqCst));
+            if paused {
+                f.ser.flush();
+                break Step::Paused;
+            }
+            let open = f.ser.open_entries();
+            if open >= max_open || (open > 0 && tr.is_done()) {
+                f.ser.advance();
+            } else if let Some((db, key)) = tr.next_key() {
+                if let Some(e) = dbs.get(&db).and_then(|ks| ks.get(&key)).filter(|e| !e.is_expired(now)) {
+                    f.ser.entry(db, &key, e, false);
+                    tr.entries += 1;
+                }
+            } else {
+                f.ser.fullsync_end();
+                f.stage = Stage::PostCut;
+                break Step::Done;
+            }
+            if f.ser.has_ready() {
+                break Step::Progress;
+            }
+        };
+        f.drain();
+        match step {
+            Step::Progress => {}
+            Step::Paused => pipe.update(|st| {
+                // Checked under the pipe lock so a concurrent resume_snapshot() is not lost.
+                if !self.resumed.load(Ordering::SeqCst) {
+                    st.paused = true;
+                }
+            }),
+            Step::Done => {
+                pipe.update(|st| {
+                    st.snapshot_work = false;
+                    st.snapshot_done = true;
+                    st.fse_at = Some(st.enqueued);
+                });
+                drop(sh);
+                self.progress.bump();
+            }
+        }
+    }
+
+    pub fn resume_snapshot(&self) {
+        self.resumed.store(true, Ordering::SeqCst);
+        for s in &self.shards {
+            for f in &s.lock().feeds {
+                f.pipe.update(|st| st.paused = false);
+            }
+        }
+    }
+
+    pub fn release_startstable(&self) {
+        self.startstable_released.store(true, Ordering::SeqCst);
+        self.progress.bump();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_land_on_the_shards_a_real_master_put_them_on() {
+        // From the v1.40.1-default capture (3 shards).
+        let core = Core::new(Config { shards: 3, ..Config::default() });
+        for (key, shard) in
+            [("bulk:001911", 0), ("zset:big", 0), ("hash:big", 1), ("cms:1", 1), ("stream:big", 2), ("cf:1", 2)]
+        {
+            assert_eq!(core.shard_of(key.as_bytes()), shard, "{key}");
+        }
+    }
+}
