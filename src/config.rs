@@ -20,10 +20,13 @@ impl std::fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 
-/// `host:port` plus credentials.
+/// `host:port` plus credentials. A cluster target may list several seed addresses.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
+    /// The first address (the only one for the source).
     pub addr: String,
+    /// Every address given (cluster seeds); `addr` is the first.
+    pub seeds: Vec<String>,
     pub user: Option<String>,
     pub password: Option<String>,
 }
@@ -70,6 +73,9 @@ pub struct Config {
     pub on_reject: OnReject,
     /// Seconds between progress lines.
     pub progress_secs: u64,
+    /// Source db -> target db. Unlisted dbs keep their number (standalone) and are an error on a
+    /// cluster, which has only db 0.
+    pub db_map: BTreeMap<u32, u32>,
 }
 
 impl Default for Config {
@@ -88,6 +94,7 @@ impl Default for Config {
             member_ttl: MemberTtlPolicy::DropTtl,
             on_reject: OnReject::Stop,
             progress_secs: 5,
+            db_map: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +112,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("target.url", "--target", "redis://[user:password@]host:port of the target (required)"),
     ("target.user", "--target-user", "ACL user on the target (overrides the URL's)"),
     ("target.password", "--target-password", "password on the target (overrides the URL's)"),
+    ("target.db_map", "--db-map", "source db -> target db, e.g. 0:0,1:0 (a cluster has only db 0)"),
     ("threads.pin_flows", "--pin-flows", "CPU list for the flow threads, e.g. 0-3 or 0,2"),
     ("threads.pin_writers", "--pin-writers", "CPU list for the writer threads"),
     ("threads.writers", "--writers", "writer threads (default: one per flow)"),
@@ -147,7 +155,18 @@ pub fn parse_ini(text: &str, path: &Path) -> Result<Raw, ConfigError> {
             let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
             return Err(ConfigError(format!("{}: unknown key {key} (known: {})", at(), known.join(", "))));
         }
-        raw.insert(key, v.trim().to_string());
+        // Several cluster seeds may be given by repeating the url key.
+        match raw.get_mut(&key) {
+            Some(prev) if key == "target.url" => {
+                let v = v.trim();
+                let v = v.split_once("://").map_or(v, |x| x.1);
+                prev.push(',');
+                prev.push_str(v.rsplit_once('@').map_or(v, |x| x.1));
+            }
+            _ => {
+                raw.insert(key, v.trim().to_string());
+            }
+        }
     }
     Ok(raw)
 }
@@ -168,6 +187,7 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     };
     c.source.addr = get("source.addr").ok_or_else(|| ConfigError(format!("{} is required", name("source.addr"))))?.to_string();
     check_addr(&c.source.addr, "source.addr")?;
+    c.source.seeds = vec![c.source.addr.clone()];
     c.source.user = get("source.user").map(str::to_string);
     c.source.password = get("source.password").map(str::to_string);
     let url = get("target.url").ok_or_else(|| ConfigError(format!("{} is required", name("target.url"))))?;
@@ -199,6 +219,9 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     if let Some(n) = num("log.progress_secs", 1)? {
         c.progress_secs = n as u64;
     }
+    if let Some(v) = get("target.db_map") {
+        c.db_map = parse_db_map(v).map_err(|e| ConfigError(format!("{}: {e}", name("target.db_map"))))?;
+    }
     let choice = |k: &str, opts: &[&str]| -> Result<Option<String>, ConfigError> {
         get(k)
             .map(|v| {
@@ -227,6 +250,21 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     Ok(c)
 }
 
+/// `0:0,1:0` -> {0: 0, 1: 0}.
+pub fn parse_db_map(s: &str) -> Result<BTreeMap<u32, u32>, String> {
+    let mut m = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair.split_once(':').and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)));
+        let Some((a, b)) = parsed else {
+            return Err(format!("{pair:?} is not SRC:DST (expected e.g. 0:0,1:0)"));
+        };
+        if m.insert(a, b).is_some() {
+            return Err(format!("source db {a} is mapped twice"));
+        }
+    }
+    Ok(m)
+}
+
 fn check_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
@@ -234,7 +272,8 @@ fn check_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// `redis://[user[:password]@]host:port[/]` (a bare `host:port` is accepted too).
+/// `redis://[user[:password]@]host:port[,host:port...][/]` (a bare `host:port` is accepted
+/// too). Several addresses are cluster seeds.
 pub fn parse_redis_url(url: &str) -> Result<Endpoint, String> {
     let rest = match url.split_once("://") {
         Some(("redis", r)) => r,
@@ -247,9 +286,15 @@ pub fn parse_redis_url(url: &str) -> Result<Endpoint, String> {
         None => (None, rest),
     };
     if hostport.contains('/') {
-        return Err(format!("{url:?}: a db number in the URL is not supported: source dbs map to the same target dbs"));
+        return Err(format!("{url:?}: a db number in the URL is not supported: source dbs map to the same target dbs (see db_map)"));
     }
-    check_addr(hostport, "target.url").map_err(|_| format!("expected redis://host:port, got {url:?}"))?;
+    let seeds: Vec<String> = hostport.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+    for h in &seeds {
+        check_addr(h, "target.url").map_err(|_| format!("expected redis://host:port[,host:port...], got {url:?}"))?;
+    }
+    if seeds.is_empty() {
+        return Err(format!("no address in {url:?}"));
+    }
     let (user, password) = match auth {
         None => (None, None),
         Some(a) => match a.split_once(':') {
@@ -257,7 +302,7 @@ pub fn parse_redis_url(url: &str) -> Result<Endpoint, String> {
             None => (None, Some(a.to_string())),
         },
     };
-    Ok(Endpoint { addr: hostport.to_string(), user, password })
+    Ok(Endpoint { addr: seeds[0].clone(), seeds, user, password })
 }
 
 #[cfg(test)]
@@ -271,7 +316,15 @@ mod tests {
     #[test]
     fn flags_and_file_validate_with_names() {
         let c = build(&raw(&[("source.addr", "127.0.0.1:6379"), ("target.url", "redis://u:p@h:7000")])).unwrap();
-        assert_eq!(c.target, Endpoint { addr: "h:7000".into(), user: Some("u".into()), password: Some("p".into()) });
+        assert_eq!(
+            c.target,
+            Endpoint { addr: "h:7000".into(), seeds: vec!["h:7000".into()], user: Some("u".into()), password: Some("p".into()) }
+        );
+        let c = build(&raw(&[("source.addr", "a:1"), ("target.url", "redis://h:1,h:2"), ("target.db_map", "0:0, 1:0")])).unwrap();
+        assert_eq!(c.target.seeds, ["h:1", "h:2"]);
+        assert_eq!(c.db_map.get(&1), Some(&0));
+        let raw2 = parse_ini("[target]\nurl = redis://h:1\nurl = redis://h:2\n", Path::new("x")).unwrap();
+        assert_eq!(raw2["target.url"], "redis://h:1,h:2");
         let e = build(&raw(&[("source.addr", "nope"), ("target.url", "redis://h:1")])).unwrap_err();
         assert!(e.0.contains("--source") && e.0.contains("source.addr"), "{e}");
         let e = build(&raw(&[("source.addr", "h:1"), ("target.url", "h:2"), ("policy.json", "maybe")])).unwrap_err();

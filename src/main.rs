@@ -80,9 +80,14 @@ struct RunArgs {
     /// Password on the master.  [file: source.password]
     #[arg(long, value_name = "PASSWORD")]
     source_password: Option<String>,
-    /// Target Redis: redis://[user:password@]host:port.  [file: target.url]
+    /// Target Redis or Redis Cluster: redis://[user:password@]host:port[,host:port...]. A cluster
+    /// is detected (CLUSTER INFO); several addresses are seeds.  [file: target.url, repeatable]
     #[arg(long, value_name = "URL")]
     target: Option<String>,
+    /// Source db -> target db, e.g. 0:0,1:0 (required for data outside db 0 on a cluster, which
+    /// has only db 0; dbs not listed keep their number).  [file: target.db_map]
+    #[arg(long, value_name = "MAP")]
+    db_map: Option<String>,
     /// ACL user on the target (overrides the URL's).  [file: target.user]
     #[arg(long, value_name = "USER")]
     target_user: Option<String>,
@@ -147,6 +152,7 @@ impl RunArgs {
             ("target.url", self.target),
             ("target.user", self.target_user),
             ("target.password", self.target_password),
+            ("target.db_map", self.db_map),
             ("threads.pin_flows", self.pin_flows),
             ("threads.pin_writers", self.pin_writers),
             ("threads.writers", self.writers),
@@ -194,6 +200,10 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
             print_summary(&s, mode);
             ExitCode::SUCCESS
         }
+        Outcome::Usage(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Outcome::Failed(e, s) => {
             print_summary(&s, mode);
             eprintln!("error: {e}");
@@ -233,6 +243,12 @@ fn print_summary(s: &Summary, mode: Mode) {
         for (reason, n) in map {
             let _ = writeln!(out, "{label}: {n} x {reason}");
         }
+    }
+    for (node, n) in &s.node_writes {
+        let _ = writeln!(out, "node {node}: {n} writes");
+    }
+    if s.redirects != (0, 0) {
+        let _ = writeln!(out, "cluster redirects followed: {} MOVED, {} ASK", s.redirects.0, s.redirects.1);
     }
     if s.rejected > 0 {
         let _ = writeln!(out, "commands rejected by the target and skipped: {}", s.rejected);

@@ -92,7 +92,7 @@ fn run_with_barrier(flows: &mut [Flow], w: &mut Standalone, late: &mut Late) -> 
             "flows stopped at different global commands or ended before one: {blocked:?}"
         );
         let Item::Journal(r) = &flows[0].items[flows[0].pos] else { unreachable!() };
-        apply(w, &[Replayer::global_command(r)], late);
+        apply(w, &[flows[0].replayer.global_command(r)], late);
         globals += 1;
         for f in flows.iter_mut() {
             f.pos += 1;

@@ -202,7 +202,7 @@ impl FlowReader {
                         if !b.is_empty() {
                             self.send(b)?;
                         }
-                        let cmd = Replayer::global_command(&rec);
+                        let cmd = self.replayer.global_command(&rec);
                         self.send_msg(ToWriter::Global { cmd, txid, lsn: lsn.unwrap_or(0) })?;
                     }
                 }

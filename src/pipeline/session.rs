@@ -20,13 +20,15 @@ use super::writer::Writer;
 use crate::config::{Config, JsonSetting};
 use crate::replay::{Clock, JsonPolicy, Policy, ReplayStats, Replayer};
 use crate::source::{FlowConn, Master, MasterInfo};
-use crate::target::{resp::Reply, Standalone};
+use crate::target::{resp::Reply, Standalone, Target};
 
 /// How a session ended.
 #[derive(Debug)]
 pub enum Outcome {
     /// Finished (migrate) or stopped by a signal (replicate).
     Ok(Summary),
+    /// The settings cannot work with this source and target (exit code 2).
+    Usage(String),
     /// A runtime failure: the message names the flow, key or node and the cause.
     Failed(String, Summary),
 }
@@ -40,6 +42,9 @@ pub struct Summary {
     pub elapsed: Duration,
     pub json: Option<JsonPolicy>,
     pub stopped_by: Option<&'static str>,
+    /// Cluster targets: writes per master node, and redirects followed (MOVED, ASK).
+    pub node_writes: std::collections::BTreeMap<String, u64>,
+    pub redirects: (u64, u64),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -58,7 +63,8 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     let started = Instant::now();
     let mut sess = match Session::start(cfg, mode) {
         Ok(s) => s,
-        Err(e) => return Outcome::Failed(e, Summary { elapsed: started.elapsed(), ..Default::default() }),
+        Err(StartError::Usage(e)) => return Outcome::Usage(e),
+        Err(StartError::Failed(e)) => return Outcome::Failed(e, Summary { elapsed: started.elapsed(), ..Default::default() }),
     };
     let result = sess.drive(cfg);
     let summary = sess.shutdown(started);
@@ -107,13 +113,40 @@ fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) ->
         .map_err(|e| format!("cannot start thread {err_name}: {e}"))
 }
 
+enum StartError {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<String> for StartError {
+    fn from(e: String) -> Self {
+        StartError::Failed(e)
+    }
+}
+
 impl Session {
-    fn start(cfg: &Config, mode: Mode) -> Result<Session, String> {
+    fn start(cfg: &Config, mode: Mode) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
-        let mut probe = Standalone::connect(&cfg.target.addr, cfg.target.auth()).map_err(|e| e.to_string())?;
+        let mut probe = {
+            let mut last = String::new();
+            let mut found = None;
+            for seed in &cfg.target.seeds {
+                match Standalone::connect(seed, cfg.target.auth()) {
+                    Ok(p) => {
+                        found = Some(p);
+                        break;
+                    }
+                    Err(e) => {
+                        log::warn!("{e}");
+                        last = e.to_string();
+                    }
+                }
+            }
+            found.ok_or(last)?
+        };
         match probe.query(&[b"PING"]).map_err(|e| e.to_string())? {
             Reply::Status(_) => {}
-            other => return Err(format!("target {}: PING answered {other:?}", cfg.target.addr)),
+            other => return Err(format!("target {}: PING answered {other:?}", probe.addr()).into()),
         }
         let json = match cfg.json {
             JsonSetting::Fixed(p) => p,
@@ -129,9 +162,31 @@ impl Session {
                 }
             }
         };
-        log::info!("target {}: JSON documents will be {}", cfg.target.addr, if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" });
+        log::info!("target {}: JSON documents will be {}", probe.addr(), if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" });
+        drop(probe);
+        let first_target = Target::connect(&cfg.target.seeds, cfg.target.auth()).map_err(|e| e.to_string())?;
+        let cluster = first_target.is_cluster();
 
-        let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
+        let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
+        if cluster {
+            // Redis Cluster has only db 0: data elsewhere must be mapped explicitly, never merged
+            // in silence.
+            let keyspace = master.keyspace().map_err(|e| e.to_string())?;
+            let unmapped: Vec<String> = keyspace
+                .iter()
+                .filter(|&(&db, &keys)| keys > 0 && cfg.db_map.get(&db).copied().unwrap_or(db) != 0)
+                .map(|(db, keys)| format!("db {db} holds {keys} keys"))
+                .collect();
+            if !unmapped.is_empty() {
+                return Err(StartError::Usage(format!(
+                    "the target is a Redis Cluster, which has only db 0, and on the master {}: map those dbs \
+                     explicitly (--db-map, e.g. {}) to merge them into db 0",
+                    unmapped.join(", "),
+                    keyspace.keys().map(|d| format!("{d}:0")).collect::<Vec<_>>().join(",")
+                )));
+            }
+            log::info!("target is a Redis Cluster; dbs written to db 0: {:?}", keyspace.keys().collect::<Vec<_>>());
+        }
         log::info!(
             "master {} ({}): replid {}, session {}, {} flows, protocol version {}",
             cfg.source.addr,
@@ -146,7 +201,7 @@ impl Session {
         for i in 0..n {
             let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, None).map_err(|e| e.to_string())?;
             if !c.reply.full {
-                return Err(format!("flow {i}: the master answered PARTIAL to a full-sync request"));
+                return Err(format!("flow {i}: the master answered PARTIAL to a full-sync request").into());
             }
             conns.push(c);
         }
@@ -188,8 +243,9 @@ impl Session {
         // Every target connection before any thread starts: a failure here leaves nothing
         // running and nothing half-read on the master's sockets.
         let mut conns_w = Vec::with_capacity(nw);
-        for _ in 0..nw {
-            conns_w.push(Standalone::connect(&cfg.target.addr, cfg.target.auth()).map_err(|e| e.to_string())?);
+        conns_w.push(first_target);
+        for _ in 1..nw {
+            conns_w.push(Target::connect(&cfg.target.seeds, cfg.target.auth()).map_err(|e| e.to_string())?);
         }
         for (i, (conn, kick_rx)) in conns.into_iter().zip(kicks_rx).enumerate() {
             let (tx, rx) = bounded(cfg.channel_capacity);
@@ -206,7 +262,7 @@ impl Session {
                 leftover: conn.leftover,
                 token: conn.reply.token,
                 mode,
-                replayer: Replayer::new(policy, Clock::System),
+                replayer: Replayer::new(policy, Clock::System).with_db_map(cfg.db_map.clone()),
                 shared: shared.clone(),
                 to_writer: tx,
                 signals: Signals { cut: cut_tx, stable: stable_tx, exited: exit_tx.clone() },
@@ -338,6 +394,7 @@ impl Session {
         for r in &self.replayers {
             stats.merge(&r.lock());
         }
+        let (node_writes, moved, asked) = self.shared.node_writes.lock().clone();
         Summary {
             flows: self
                 .shared
@@ -356,6 +413,8 @@ impl Session {
             elapsed: started.elapsed(),
             json: Some(self.json),
             stopped_by,
+            node_writes,
+            redirects: (moved, asked),
         }
     }
 }

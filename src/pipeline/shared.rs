@@ -67,6 +67,8 @@ pub struct Shared {
     pub interrupted: AtomicBool,
     /// Commands the target rejected and the policy skipped.
     pub rejected: AtomicU64,
+    /// Writes per cluster node, and redirects followed (MOVED, ASK), summed over writers.
+    pub node_writes: Mutex<(std::collections::BTreeMap<String, u64>, u64, u64)>,
 }
 
 impl Shared {
@@ -77,6 +79,7 @@ impl Shared {
             flows: (0..flows).map(|_| FlowState::default()).collect(),
             interrupted: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
+            node_writes: Mutex::new(Default::default()),
         }
     }
     /// Record the first error and stop the session.
@@ -90,6 +93,15 @@ impl Shared {
         }
         self.stop.stop();
     }
+    pub fn add_node_writes(&self, w: &std::collections::BTreeMap<String, u64>, (moved, asked): (u64, u64)) {
+        let mut g = self.node_writes.lock();
+        for (k, v) in w {
+            *g.0.entry(k.clone()).or_default() += v;
+        }
+        g.1 += moved;
+        g.2 += asked;
+    }
+
     pub fn error(&self) -> Option<String> {
         self.error.lock().clone()
     }

@@ -19,7 +19,7 @@ use super::gate::{GateError, GlobalGate};
 use super::semaphore::Semaphore;
 use super::shared::Shared;
 use crate::config::OnReject;
-use crate::target::{Standalone, TargetError};
+use crate::target::{Target, TargetError};
 
 const PER_WRITER_INFLIGHT: usize = 2;
 
@@ -27,7 +27,7 @@ pub struct Writer {
     pub index: usize,
     /// (flow index, its queue)
     pub flows: Vec<(usize, Receiver<ToWriter>)>,
-    pub conn: Standalone,
+    pub conn: Target,
     pub shared: Arc<Shared>,
     pub sem: Arc<Semaphore>,
     pub gate: Arc<GlobalGate>,
@@ -52,6 +52,7 @@ impl Writer {
         if let Err(e) = self.main_loop() {
             self.shared.fail(e);
         }
+        self.shared.add_node_writes(&self.conn.node_writes(), self.conn.redirects());
         // Whatever is still in flight must not hold permits other writers wait for.
         while !self.inflight.is_empty() {
             self.inflight.pop_front();
@@ -86,7 +87,7 @@ impl Writer {
                 let conn = &mut self.conn;
                 let passed = self.gate.pass(txid, &self.shared.stop, || {
                     log::info!("running {} once for every flow (txid {txid})", cmd.describe());
-                    conn.apply(std::slice::from_ref(&cmd)).map_err(|e| format!("global command: {e}"))
+                    conn.run_global(&cmd).map_err(|e| format!("global command: {e}"))
                 });
                 match passed {
                     Ok(()) => {}
@@ -135,7 +136,8 @@ impl Writer {
 
     /// Send a batch as a pipeline (waiting for a permit), keeping at most two in flight.
     fn start(&mut self, b: Batch) -> Result<(), String> {
-        while self.inflight.len() >= PER_WRITER_INFLIGHT {
+        let limit = if self.conn.needs_exclusive(&b.cmds) { 1 } else { PER_WRITER_INFLIGHT };
+        while self.inflight.len() >= limit {
             self.complete_oldest()?;
         }
         if !self.sem.try_acquire() {

@@ -164,6 +164,8 @@ pub struct Replayer {
     clock: Clock,
     limits: Limits,
     stats: ReplayStats,
+    /// Source db -> target db; unlisted dbs keep their number.
+    db_map: BTreeMap<u32, u32>,
     /// Decisions for entries whose first piece was seen and whose last was not.
     open: HashMap<*const EntryHead, Decision>,
 }
@@ -173,7 +175,23 @@ unsafe impl Send for Replayer {}
 
 impl Replayer {
     pub fn new(policy: Policy, clock: Clock) -> Self {
-        Replayer { policy, clock, limits: Limits::default(), stats: ReplayStats::default(), open: HashMap::new() }
+        Replayer { policy, clock, limits: Limits::default(), stats: ReplayStats::default(), db_map: BTreeMap::new(), open: HashMap::new() }
+    }
+
+    /// Write source db N to target db `map[N]` (dbs not in the map keep their number).
+    pub fn with_db_map(mut self, map: BTreeMap<u32, u32>) -> Self {
+        self.db_map = map;
+        self
+    }
+
+    fn map_dbs(&self, cmds: &mut [Cmd]) {
+        if !self.db_map.is_empty() {
+            for c in cmds {
+                if let Some(&d) = self.db_map.get(&c.db) {
+                    c.db = d;
+                }
+            }
+        }
     }
 
     pub fn stats(&self) -> &ReplayStats {
@@ -182,17 +200,35 @@ impl Replayer {
 
     /// Commands for one piece of a snapshot value, appended to `out`.
     pub fn value(&mut self, v: &ValuePiece, out: &mut Vec<Cmd>) {
-        value::piece(self, v, out)
+        let from = out.len();
+        value::piece(self, v, out);
+        self.map_dbs(&mut out[from..]);
     }
 
     /// Commands for one journal record, appended to `out`.
     pub fn record(&mut self, r: &JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
-        journal::record(self, r, out)
+        let from = out.len();
+        let class = journal::record(self, r, out)?;
+        self.map_dbs(&mut out[from..]);
+        if class != RecordClass::Normal && r.argv.name_upper() == "FLUSHDB" {
+            let target = self.db_map.get(&r.db).copied().unwrap_or(r.db);
+            let sharing: Vec<u32> =
+                self.db_map.iter().filter(|&(&src, &dst)| dst == target && src != r.db).map(|(&src, _)| src).collect();
+            if !sharing.is_empty() {
+                return Err(ReplayError(format!(
+                    "FLUSHDB in source db {} cannot be replayed exactly: source dbs {sharing:?} are also mapped to target db \
+                     {target} and would be flushed too (change db_map)",
+                    r.db
+                )));
+            }
+        }
+        Ok(class)
     }
 
-    /// The one command to run for a global record, once every flow reached it.
-    pub fn global_command(r: &JournalRecord) -> Cmd {
-        Cmd { db: r.db, argv: r.argv.clone() }
+    /// The one command to run for a global record, once every flow reached it (db mapped).
+    pub fn global_command(&self, r: &JournalRecord) -> Cmd {
+        let db = self.db_map.get(&r.db).copied().unwrap_or(r.db);
+        Cmd { db, argv: r.argv.clone() }
     }
 }
 

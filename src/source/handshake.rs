@@ -143,6 +143,21 @@ impl Master {
         }
     }
 
+    /// Keys per db, from `INFO KEYSPACE` (`db1:keys=4,expires=0,...`).
+    pub fn keyspace(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, SourceError> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Reply::Bulk(Some(text)) = self.call(&["INFO", "KEYSPACE"])? {
+            for line in String::from_utf8_lossy(&text).lines() {
+                let Some((db, rest)) = line.strip_prefix("db").and_then(|l| l.split_once(':')) else { continue };
+                let keys = rest.split(',').find_map(|kv| kv.strip_prefix("keys=")).and_then(|k| k.trim().parse().ok());
+                if let (Ok(db), Some(keys)) = (db.parse::<u32>(), keys) {
+                    out.insert(db, keys);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `DFLY SYNC <sid>`: start the full sync on every flow.
     pub fn sync(&mut self, sync_id: &str) -> Result<(), SourceError> {
         match self.call_timeout(&["DFLY", "SYNC", sync_id], PHASE_TIMEOUT)? {

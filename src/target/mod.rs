@@ -1,6 +1,99 @@
-//! The Redis side: connections that apply [`Cmd`](crate::replay::Cmd)s in pipelines.
+//! The Redis side: connections that apply [`Cmd`](crate::replay::Cmd)s in pipelines, to a
+//! standalone server or a cluster (detected with `CLUSTER INFO`).
 
+mod cluster;
+pub mod keyspec;
 pub mod resp;
+pub mod slots;
 mod standalone;
 
+use std::collections::BTreeMap;
+
+pub use cluster::Cluster;
 pub use standalone::{Standalone, TargetError};
+
+use crate::replay::Cmd;
+
+pub enum Target {
+    Standalone(Standalone),
+    Cluster(Cluster),
+}
+
+impl Target {
+    /// Connect to the first reachable seed; a node with cluster support enabled makes this a
+    /// cluster target, using every seed to learn the topology.
+    pub fn connect(seeds: &[String], auth: Option<(&str, &str)>) -> Result<Target, TargetError> {
+        let mut last = None;
+        for seed in seeds {
+            let mut probe = match Standalone::connect(seed, auth) {
+                Ok(p) => p,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            return match probe.query(&[b"CLUSTER", b"INFO"])? {
+                resp::Reply::Bulk(Some(info)) if String::from_utf8_lossy(&info).contains("cluster_state:") => {
+                    let state = String::from_utf8_lossy(&info).lines().find(|l| l.starts_with("cluster_state:")).unwrap_or("").to_string();
+                    if !state.ends_with("ok") {
+                        log::warn!("cluster {seed}: {state}");
+                    }
+                    Ok(Target::Cluster(Cluster::connect(seeds, auth)?))
+                }
+                // "ERR This instance has cluster support disabled": a standalone server.
+                _ => Ok(Target::Standalone(probe)),
+            };
+        }
+        Err(last.unwrap_or_else(|| TargetError::Io { addr: String::new(), error: std::io::Error::other("no target address given") }))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+
+    /// Whether the batch must run with nothing else in flight (cluster RENAME emulation).
+    pub fn needs_exclusive(&self, cmds: &[Cmd]) -> bool {
+        match self {
+            Target::Standalone(_) => false,
+            Target::Cluster(c) => c.needs_exclusive(cmds),
+        }
+    }
+
+    pub fn send(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
+        match self {
+            Target::Standalone(s) => s.send(cmds),
+            Target::Cluster(c) => c.send(cmds),
+        }
+    }
+
+    pub fn recv(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
+        match self {
+            Target::Standalone(s) => s.recv(cmds),
+            Target::Cluster(c) => c.recv(cmds),
+        }
+    }
+
+    /// Run a global command (FLUSHALL/FLUSHDB) once: on the server, or on every master.
+    pub fn run_global(&mut self, cmd: &Cmd) -> Result<(), TargetError> {
+        match self {
+            Target::Standalone(s) => s.apply(std::slice::from_ref(cmd)),
+            Target::Cluster(c) => c.on_every_master(cmd),
+        }
+    }
+
+    /// Writes acknowledged per node (cluster), or under the single address.
+    pub fn node_writes(&self) -> BTreeMap<String, u64> {
+        match self {
+            Target::Standalone(_) => BTreeMap::new(),
+            Target::Cluster(c) => c.node_writes(),
+        }
+    }
+
+    /// Redirects followed: (MOVED, ASK).
+    pub fn redirects(&self) -> (u64, u64) {
+        match self {
+            Target::Standalone(_) => (0, 0),
+            Target::Cluster(c) => (c.moved, c.asked),
+        }
+    }
+}

@@ -113,6 +113,38 @@ impl Standalone {
         self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
     }
 
+    /// Send commands (any iterator) as one pipeline; replies are read with
+    /// [`recv_raw`](Self::recv_raw). No db handling: for cluster nodes, which have only db 0.
+    pub fn send_iter<'a>(&mut self, cmds: impl Iterator<Item = &'a Cmd>) -> Result<(), TargetError> {
+        self.buf.clear();
+        let mut slots = Vec::new();
+        for (i, c) in cmds.enumerate() {
+            resp::encode(&mut self.buf, c.argv.iter());
+            slots.push(Some(i));
+        }
+        self.pending.push_back(slots);
+        self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
+    }
+
+    /// The replies of the oldest pipeline in flight, one per command, unchecked.
+    pub fn recv_raw(&mut self) -> Result<Vec<resp::Reply>, TargetError> {
+        let slots = self.pending.pop_front().expect("recv_raw() without a send");
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let reply = resp::read_reply(&mut self.inp).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })?;
+            if slot.is_some() {
+                out.push(reply);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Send and read back (nothing else may be in flight on this connection).
+    pub fn apply_raw<'a>(&mut self, cmds: impl Iterator<Item = &'a Cmd>) -> Result<Vec<resp::Reply>, TargetError> {
+        self.send_iter(cmds)?;
+        self.recv_raw()
+    }
+
     /// Read the replies of the oldest pipeline in flight and check them.
     pub fn recv(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
         let slots = self.pending.pop_front().expect("recv() without a send()");

@@ -51,6 +51,10 @@ impl CaptureMaster {
         ));
         let flows: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|i| fx.flow_bytes(i)).collect());
         let session = fx.session.clone();
+        // INFO KEYSPACE as the master answered it at the capture: keys per db at STARTSTABLE.
+        let keyspace: Arc<Vec<(u32, usize)>> = Arc::new(
+            fx.expected()["at_startstable"].as_object().unwrap().iter().map(|(db, keys)| (db.parse().unwrap(), keys.as_object().unwrap().len())).collect(),
+        );
         let st = state.clone();
         let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
         thread::spawn(move || {
@@ -58,8 +62,9 @@ impl CaptureMaster {
                 let Ok(conn) = conn else { return };
                 conn.set_nodelay(true).unwrap();
                 sockets.lock().unwrap().push(conn.try_clone().unwrap());
-                let (st, flows, session, faults, sockets) = (st.clone(), flows.clone(), session.clone(), faults.clone(), sockets.clone());
-                thread::spawn(move || serve(conn, st, flows, session, faults, sockets));
+                let (st, flows, session, faults, sockets, ks) =
+                    (st.clone(), flows.clone(), session.clone(), faults.clone(), sockets.clone(), keyspace.clone());
+                thread::spawn(move || serve(conn, st, flows, session, faults, sockets, ks));
             }
         });
         CaptureMaster { port, state }
@@ -146,6 +151,7 @@ fn serve(
     session: serde_json::Value,
     faults: Faults,
     sockets: Arc<Mutex<Vec<TcpStream>>>,
+    keyspace: Arc<Vec<(u32, usize)>>,
 ) {
     let mut out = conn.try_clone().unwrap();
     let mut inp = BufReader::new(conn);
@@ -166,6 +172,11 @@ fn serve(
         let up: Vec<&str> = up.iter().map(String::as_str).collect();
         let reply: Vec<u8> = match up.as_slice() {
             ["PING"] => b"+PONG\r\n".to_vec(),
+            ["INFO", "KEYSPACE"] => {
+                let v: String = keyspace.iter().map(|(db, n)| format!("db{db}:keys={n},expires=0,avg_ttl=0\r\n")).collect();
+                let v = format!("# Keyspace\r\n{v}");
+                format!("${}\r\n{v}\r\n", v.len()).into_bytes()
+            }
             ["INFO", ..] => {
                 let v = format!("# Server\r\ndragonfly_version:{}\r\n", session["dragonfly_version"].as_str().unwrap());
                 format!("${}\r\n{v}\r\n", v.len()).into_bytes()

@@ -4,6 +4,7 @@
 
 pub mod capture_master;
 pub mod redis_server;
+pub mod redis_cluster;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

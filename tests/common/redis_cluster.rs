@@ -1,0 +1,455 @@
+//! A real 3-master Redis Cluster on free loopback ports, for as long as the value lives:
+//! starting it, reading its whole dataset back, and moving slots between its nodes (at once,
+//! or step by step to leave a slot half-migrated and provoke `ASK`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Value as RV;
+
+use super::redis_server::{free_port, TempDir};
+use super::{score, sort_zset, Dataset, Group, Key, Stream, Val};
+
+/// How long the cluster may take to form or to agree on a change.
+const SETTLE: Duration = Duration::from_secs(30);
+/// The pause between two polls of a condition.
+const POLL: Duration = Duration::from_millis(20);
+/// Keys per MIGRATE when a slot is moved.
+const MIGRATE_BATCH: usize = 100;
+
+/// One `redis-server --cluster-enabled yes`, stopped (by its PID) and its directory removed on
+/// drop.
+pub struct ClusterNode {
+    pub port: u16,
+    /// The cluster bus port (`--cluster-port`, chosen free rather than port + 10000, which
+    /// overflows for ephemeral ports above 55535).
+    pub bus_port: u16,
+    /// The node ID (`CLUSTER MYID`).
+    pub id: String,
+    child: Child,
+    // Declared after `child`: removed once the process is gone.
+    _dir: TempDir,
+}
+
+impl ClusterNode {
+    /// Start one empty cluster-enabled node; returns once it logs that it accepts connections.
+    fn start() -> ClusterNode {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let bus_port = free_port();
+            if bus_port == port {
+                continue;
+            }
+            let dir = TempDir::new("redis-cluster");
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-port", &bus_port.to_string(), "--cluster-node-timeout", "5000"])
+                .arg("--dir")
+                .arg(&dir.0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            // Wait for the readiness line with a deadline; the reader thread keeps draining
+            // stdout until the process exits so that the server never blocks on its log.
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut sent = false;
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if !sent && line.contains("Ready to accept connections") {
+                        let _ = tx.send(true);
+                        sent = true;
+                    }
+                }
+                let _ = tx.send(false);
+            });
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(true) => {
+                    let mut node = ClusterNode { port, bus_port, id: String::new(), child, _dir: dir };
+                    node.id = q(&mut node.conn(), &[b"CLUSTER", b"MYID"]);
+                    return node;
+                }
+                // Most likely one of the ports was taken in the meantime: try others.
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        panic!("a cluster-enabled redis-server did not start on free ports after 5 attempts");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The node's working directory (its nodes.conf), removed on drop.
+    pub fn dir(&self) -> &std::path::Path {
+        &self._dir.0
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap_or_else(|e| panic!("connect to cluster node {}: {e}", self.addr()))
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One contiguous slot range and the port of the master serving it (`CLUSTER SLOTS`).
+pub type SlotRange = (u16, u16, u16);
+
+pub struct RedisCluster {
+    pub nodes: Vec<ClusterNode>,
+    /// Slots whose migration was begun and not finished: slot -> (from, to) node indices.
+    migrations: Mutex<HashMap<u16, (usize, usize)>>,
+}
+
+impl RedisCluster {
+    /// Three empty masters joined with `redis-cli --cluster create`, each owning a third of
+    /// the slots; returns once every node reports `cluster_state:ok` and all agree on the
+    /// slot map.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<ClusterNode> = (0..3).map(|_| ClusterNode::start()).collect();
+        let cluster = RedisCluster { nodes, migrations: Mutex::new(HashMap::new()) };
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.addrs())
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli must be installed (apt-get install redis-tools)");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && !text.contains("[ERR]"),
+            "redis-cli --cluster create failed ({}):\n{text}",
+            out.status
+        );
+        cluster.wait_consistent();
+        cluster
+    }
+
+    /// "127.0.0.1:port" of the first node.
+    pub fn seed(&self) -> String {
+        self.nodes[0].addr()
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(ClusterNode::addr).collect()
+    }
+
+    /// A plain (non-cluster-aware) connection to node `i`.
+    pub fn conn(&self, i: usize) -> redis::Connection {
+        self.nodes[i].conn()
+    }
+
+    /// The index of the node listening on `port`.
+    pub fn node_by_port(&self, port: u16) -> usize {
+        self.nodes.iter().position(|n| n.port == port).unwrap_or_else(|| panic!("no cluster node on port {port}"))
+    }
+
+    /// Node `i`'s `CLUSTER INFO` as a map.
+    pub fn info(&self, i: usize) -> BTreeMap<String, String> {
+        let text: String = q(&mut self.conn(i), &[b"CLUSTER", b"INFO"]);
+        text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+    }
+
+    /// Node `i`'s view of the slot map, sorted by range.
+    pub fn slot_map(&self, i: usize) -> Vec<SlotRange> {
+        slot_map(&mut self.conn(i))
+    }
+
+    /// The node that owns `slot` in node 0's view (the nodes agree once
+    /// [`wait_consistent`](Self::wait_consistent) returned; a half-migrated slot is still
+    /// owned by its source).
+    pub fn owner(&self, slot: u16) -> usize {
+        let map = self.slot_map(0);
+        let (_, _, port) = map
+            .iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .unwrap_or_else(|| panic!("slot {slot} is not served: {map:?}"));
+        self.node_by_port(*port)
+    }
+
+    /// Wait (bounded) until every node reports `cluster_state:ok`, knows every node, sees
+    /// every slot assigned, and all report the same slot map.
+    pub fn wait_consistent(&self) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let Err(why) = self.consistency() else { return };
+            assert!(Instant::now() < deadline, "cluster did not settle within {SETTLE:?}: {why}");
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// `Ok` if the cluster is settled, else what is not yet.
+    fn consistency(&self) -> Result<(), String> {
+        let n = self.nodes.len().to_string();
+        let mut first: Option<Vec<SlotRange>> = None;
+        for i in 0..self.nodes.len() {
+            let info = self.info(i);
+            let get = |k: &str| info.get(k).map(String::as_str).unwrap_or("?");
+            if get("cluster_state") != "ok" {
+                return Err(format!("node {i}: cluster_state:{}", get("cluster_state")));
+            }
+            if get("cluster_known_nodes") != n {
+                return Err(format!("node {i}: cluster_known_nodes:{}", get("cluster_known_nodes")));
+            }
+            if get("cluster_slots_assigned") != "16384" {
+                return Err(format!("node {i}: cluster_slots_assigned:{}", get("cluster_slots_assigned")));
+            }
+            let map = self.slot_map(i);
+            match &first {
+                None => first = Some(map),
+                Some(f) if *f != map => return Err(format!("node {i} sees slots {map:?}, node 0 sees {f:?}")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key of the cluster (db 0), read from the node that holds it. Each read is
+    /// preceded by `ASKING`, so keys already migrated to the importing node of a half-migrated
+    /// slot are read too. A key held by two nodes is a broken cluster: it panics.
+    pub fn read_all(&self) -> Dataset {
+        let mut ds = Dataset::new();
+        let mut found_on: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+        for i in 0..self.nodes.len() {
+            let mut c = self.conn(i);
+            for k in scan_all(&mut c) {
+                if let Some(prev) = found_on.insert(k.clone(), i) {
+                    panic!("key {:?} is held by nodes {prev} and {i}", String::from_utf8_lossy(&k));
+                }
+                if let Some(key) = read_key(&mut c, &k) {
+                    ds.entry(0).or_default().insert(k, key);
+                }
+            }
+        }
+        ds
+    }
+
+    /// Move slot `slot` and its keys to node `to` (nothing if it is there already).
+    pub fn move_slot(&self, slot: u16, to: usize) {
+        if self.owner(slot) == to {
+            return;
+        }
+        self.begin_migration(slot, to);
+        self.finish_migration(slot);
+    }
+
+    /// Mark `slot` IMPORTING on node `to` and MIGRATING on its owner; no key moves yet.
+    pub fn begin_migration(&self, slot: u16, to: usize) {
+        let from = self.owner(slot);
+        assert_ne!(from, to, "slot {slot} is already on node {to}");
+        let s = slot.to_string();
+        let (from_id, to_id) = (self.nodes[from].id.as_bytes(), self.nodes[to].id.as_bytes());
+        q::<()>(&mut self.conn(to), &[b"CLUSTER", b"SETSLOT", s.as_bytes(), b"IMPORTING", from_id]);
+        q::<()>(&mut self.conn(from), &[b"CLUSTER", b"SETSLOT", s.as_bytes(), b"MIGRATING", to_id]);
+        self.migrations.lock().unwrap().insert(slot, (from, to));
+    }
+
+    /// MIGRATE up to `n` keys of the slot being migrated; returns how many moved (0 once the
+    /// source holds none).
+    pub fn migrate_some_keys(&self, slot: u16, n: usize) -> usize {
+        let (from, to) = *self.migrations.lock().unwrap().get(&slot).unwrap_or_else(|| panic!("slot {slot}: no migration begun"));
+        let mut src = self.conn(from);
+        let keys: Vec<Vec<u8>> =
+            q(&mut src, &[b"CLUSTER", b"GETKEYSINSLOT", slot.to_string().as_bytes(), n.to_string().as_bytes()]);
+        if keys.is_empty() {
+            return 0;
+        }
+        let port = self.nodes[to].port.to_string();
+        let mut args: Vec<&[u8]> = vec![b"MIGRATE", b"127.0.0.1", port.as_bytes(), b"", b"0", b"5000", b"KEYS"];
+        args.extend(keys.iter().map(Vec::as_slice));
+        // "OK", or "NOKEY" if they all expired in the meantime.
+        q::<String>(&mut src, &args);
+        keys.len()
+    }
+
+    /// Migrate the slot's remaining keys, assign it to the destination on every node
+    /// (destination, source, then the others, as redis-cli does), and wait until the nodes
+    /// agree.
+    pub fn finish_migration(&self, slot: u16) {
+        while self.migrate_some_keys(slot, MIGRATE_BATCH) > 0 {}
+        let (from, to) = self.migrations.lock().unwrap().remove(&slot).unwrap();
+        let s = slot.to_string();
+        let to_id = self.nodes[to].id.clone();
+        let order = [to, from].into_iter().chain((0..self.nodes.len()).filter(|&i| i != to && i != from));
+        for i in order {
+            q::<()>(&mut self.conn(i), &[b"CLUSTER", b"SETSLOT", s.as_bytes(), b"NODE", to_id.as_bytes()]);
+        }
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let owners: Vec<usize> = (0..self.nodes.len())
+                .map(|i| {
+                    let map = self.slot_map(i);
+                    map.iter().find(|(a, b, _)| (*a..=*b).contains(&slot)).map_or(usize::MAX, |r| self.node_by_port(r.2))
+                })
+                .collect();
+            if owners.iter().all(|&o| o == to) && self.consistency().is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "slot {slot}: nodes did not agree on node {to} as owner: {owners:?}");
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Run a command, panicking with the command on error.
+fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> T {
+    try_q(c, args).unwrap_or_else(|e| panic!("{:?}: {e}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()))
+}
+
+fn try_q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> redis::RedisResult<T> {
+    let mut cmd = redis::Cmd::new();
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+/// `ASKING` then the command, in one round trip: the command is served for a key of a slot
+/// this node is importing, and runs normally everywhere else.
+fn try_qa<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> redis::RedisResult<T> {
+    let mut cmd = redis::Cmd::new();
+    for a in args {
+        cmd.arg(*a);
+    }
+    let (v,): (T,) = redis::pipe().cmd("ASKING").ignore().add_command(cmd).query(c)?;
+    Ok(v)
+}
+
+fn qa<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> T {
+    try_qa(c, args).unwrap_or_else(|e| panic!("{:?}: {e}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()))
+}
+
+fn slot_map(c: &mut redis::Connection) -> Vec<SlotRange> {
+    let raw: Vec<RV> = q(c, &[b"CLUSTER", b"SLOTS"]);
+    let mut map: Vec<SlotRange> = raw
+        .iter()
+        .map(|r| {
+            let RV::Array(r) = r else { panic!("CLUSTER SLOTS entry {r:?}") };
+            let int = |v: &RV| match v {
+                RV::Int(i) => *i as u16,
+                other => panic!("CLUSTER SLOTS: expected an integer, got {other:?}"),
+            };
+            let RV::Array(master) = &r[2] else { panic!("CLUSTER SLOTS master {:?}", r[2]) };
+            (int(&r[0]), int(&r[1]), int(&master[1]))
+        })
+        .collect();
+    map.sort_unstable();
+    map
+}
+
+/// Every key of db 0 on one node.
+fn scan_all(c: &mut redis::Connection) -> BTreeSet<Vec<u8>> {
+    let mut keys = BTreeSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = q(c, &[b"SCAN", cursor.to_string().as_bytes(), b"COUNT", b"1000"]);
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            return keys;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading one key into the shared model: the logic of `redis_server::read_key`, with every
+// command preceded by ASKING (see `try_qa`).
+
+fn text(v: &RV) -> String {
+    match v {
+        RV::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        RV::SimpleString(s) => s.clone(),
+        RV::Int(i) => i.to_string(),
+        RV::Nil => String::new(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn bytes(v: &RV) -> Vec<u8> {
+    match v {
+        RV::BulkString(b) => b.clone(),
+        other => text(other).into_bytes(),
+    }
+}
+
+/// A flat [k, v, k, v...] reply as a map.
+fn map(v: &RV) -> BTreeMap<String, RV> {
+    let RV::Array(a) = v else { panic!("expected an array, got {v:?}") };
+    a.chunks(2).map(|p| (text(&p[0]), p[1].clone())).collect()
+}
+
+fn read_key(c: &mut redis::Connection, k: &[u8]) -> Option<Key> {
+    // A key that expired (or moved) since the SCAN answers "none" or a redirect: gone here.
+    let ty: String = try_qa(c, &[b"TYPE", k]).ok()?;
+    let val = match ty.as_str() {
+        "none" => return None,
+        "string" => Val::Str(qa(c, &[b"GET", k])),
+        "list" => Val::List(qa(c, &[b"LRANGE", k, b"0", b"-1"])),
+        "set" => Val::Set(qa(c, &[b"SMEMBERS", k])),
+        "hash" => Val::Hash(qa(c, &[b"HGETALL", k])),
+        "zset" => {
+            let raw: Vec<(Vec<u8>, String)> = qa(c, &[b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"]);
+            let mut z: Vec<(Vec<u8>, f64)> = raw.into_iter().map(|(m, s)| (m, score(&s))).collect();
+            sort_zset(&mut z);
+            Val::Zset(z)
+        }
+        "stream" => Val::Stream(read_stream(c, k)),
+        other => Val::Other(other.to_string()),
+    };
+    let exp: i64 = qa(c, &[b"PEXPIRETIME", k]);
+    Some(Key { ty, expire_at_ms: if exp < 0 { -1 } else { exp }, val })
+}
+
+fn read_stream(c: &mut redis::Connection, k: &[u8]) -> Stream {
+    let entries: Vec<(String, Vec<Vec<u8>>)> = qa(c, &[b"XRANGE", k, b"-", b"+"]);
+    let info = map(&qa::<RV>(c, &[b"XINFO", b"STREAM", k]));
+    let groups_raw: Vec<RV> = qa(c, &[b"XINFO", b"GROUPS", k]);
+    let mut groups = Vec::new();
+    for g in groups_raw {
+        let g = map(&g);
+        let name = bytes(&g["name"]);
+        let pending: Vec<(String, Vec<u8>, u64, u64)> = qa(c, &[b"XPENDING", k, &name, b"-", b"+", b"1000000"]);
+        let consumers: Vec<RV> = qa(c, &[b"XINFO", b"CONSUMERS", k, &name]);
+        groups.push(Group {
+            name,
+            last_delivered_id: text(&g["last-delivered-id"]),
+            entries_read: match &g["entries-read"] {
+                RV::Int(i) if *i >= 0 => Some(*i as u64),
+                _ => None,
+            },
+            pending: pending.into_iter().map(|(id, c, _idle, n)| (id, c, n)).collect(),
+            consumers: consumers.iter().map(|c| bytes(&map(c)["name"])).collect(),
+        });
+    }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Stream {
+        entries,
+        last_id: text(&info["last-generated-id"]),
+        entries_added: text(&info["entries-added"]).parse().unwrap(),
+        max_deleted_id: text(&info["max-deleted-entry-id"]),
+        groups,
+    }
+}
