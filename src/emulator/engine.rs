@@ -458,12 +458,16 @@ impl Core {
         f.drain();
         match step {
             Step::Progress => {}
-            Step::Paused => pipe.update(|st| {
-                // Checked under the pipe lock so a concurrent resume_snapshot() is not lost.
-                if !self.resumed.load(Ordering::SeqCst) {
-                    st.paused = true;
-                }
-            }),
+            Step::Paused => {
+                pipe.update(|st| {
+                    // Checked under the pipe lock so a concurrent resume_snapshot() is not lost.
+                    if !self.resumed.load(Ordering::SeqCst) {
+                        st.paused = true;
+                    }
+                });
+                drop(sh);
+                self.progress.bump();
+            }
             Step::Done => {
                 pipe.update(|st| {
                     st.snapshot_work = false;

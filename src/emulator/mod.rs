@@ -207,6 +207,11 @@ impl Emulator {
     pub fn wait_fullsync_end(&self, timeout: Duration) -> bool {
         self.core.wait_fullsync_end(timeout)
     }
+    /// Block until every flow of the latest session is paused at `pause_snapshot_after` (or
+    /// finished its snapshot before reaching it): writes made now land mid-snapshot.
+    pub fn wait_snapshot_paused(&self, timeout: Duration) -> bool {
+        self.core.wait_snapshot_paused(timeout)
+    }
     pub fn resume_snapshot(&self) {
         self.core.resume_snapshot()
     }

@@ -338,6 +338,23 @@ impl Core {
         })
     }
 
+    /// Every flow of the latest session is paused at `pause_snapshot_after` (or has finished
+    /// its snapshot before reaching it).
+    pub fn wait_snapshot_paused(&self, timeout: Duration) -> bool {
+        self.progress.wait_until(Some(Instant::now() + timeout), || {
+            self.with_latest(|s| {
+                !s.flows.is_empty()
+                    && s.flows.iter().all(|f| {
+                        f.as_ref().is_some_and(|f| {
+                            let st = f.pipe.lock();
+                            st.paused || st.snapshot_done
+                        })
+                    })
+            })
+            .unwrap_or(false)
+        })
+    }
+
     pub fn wait_fullsync_end(&self, timeout: Duration) -> bool {
         self.progress.wait_until(Some(Instant::now() + timeout), || {
             self.with_latest(|s| {
