@@ -277,3 +277,26 @@ fn random_damage_never_panics() {
         }
     }
 }
+
+/// Large values never arrive whole: every piece holds at most the batch limit of elements, and
+/// bytes up to the limit plus one element (the 8 000-element list, 5 000-member zset, 3 000-
+/// field hash and the big stream all come in many pieces).
+#[test]
+fn collections_arrive_in_bounded_pieces() {
+    let limits = Limits::default();
+    for fx in fixtures() {
+        for i in 0..fx.num_flows() {
+            let mut pieces_per_key = std::collections::HashMap::new();
+            for item in fx.decode(i, 1 << 16) {
+                let Item::Value(v) = item else { continue };
+                assert!(v.piece.elements() <= limits.batch_elems, "{}: {} elements in one piece", fx.name, v.piece.elements());
+                *pieces_per_key.entry(v.head.key.clone()).or_insert(0) += 1;
+            }
+            for big in [&b"list:big"[..], b"zset:big", b"hash:big", b"set:big"] {
+                if let Some(n) = pieces_per_key.get(big) {
+                    assert!(*n >= 5, "{}: {} came in {n} pieces", fx.name, String::from_utf8_lossy(big));
+                }
+            }
+        }
+    }
+}

@@ -211,3 +211,30 @@ fn target_credentials_from_the_url_and_wrong_ones_are_named() {
     let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &BTreeSet::new());
     assert!(diffs.is_empty() && compared > 500, "{}", diffs.join("\n"));
 }
+
+/// The threads are named (perf, gdb and top show them by role) and pinned as asked.
+#[test]
+fn threads_are_named_and_pinned() {
+    let fx = globals();
+    let master = CaptureMaster::start(&fx, Faults::default());
+    let srv = RedisServer::start(&[]);
+    let cpu = df2redis::affinity::available_cpus()[0].to_string();
+    let child = replicate(&master, &srv, &["--pin-flows", &cpu, "--pin-writers", &cpu]);
+    let lsns: Vec<u64> = (0..fx.num_flows()).map(|i| fx.lsn_at_end(i)).collect();
+    master.wait_acks(&lsns, Duration::from_secs(60)).unwrap();
+    let mut names = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap().trim().to_string();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string();
+        names.insert(name, allowed);
+    }
+    let out = terminate(child);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for i in 0..fx.num_flows() {
+        assert_eq!(names.get(&format!("flow-{i}")), Some(&cpu), "{names:?}");
+        assert_eq!(names.get(&format!("writer-{i}")), Some(&cpu), "{names:?}");
+        assert!(names.contains_key(&format!("ack-{i}")), "{names:?}");
+    }
+}

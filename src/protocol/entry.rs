@@ -282,8 +282,10 @@ impl EntryParser {
                         ))
                     }
                 };
+                // A node can hold more elements than a piece may: split it.
                 for e in elems {
                     self.push_elem(e);
+                    self.flush_if_full(cur, out);
                 }
                 self.after_element(cur, out, left - 1, St::ListNodes);
             }
@@ -463,6 +465,11 @@ impl EntryParser {
         }
     }
 
+    /// Emit the batch (not as the last piece) when it reached a limit.
+    fn flush_if_full(&mut self, cur: &Cursor, out: &mut Vec<Item>) {
+        self.maybe_flush(cur, out, false)
+    }
+
     fn maybe_flush(&mut self, cur: &Cursor, out: &mut Vec<Item>, last: bool) {
         let full = self.batch.as_ref().is_some_and(|b| b.elements() >= self.limits.batch_elems)
             || self.batch_bytes >= self.limits.batch_bytes;
@@ -537,8 +544,8 @@ impl EntryParser {
                         Piece::StreamEntries(v) => v.push(e),
                         _ => unreachable!(),
                     }
+                    self.flush_if_full(cur, out);
                 }
-                self.maybe_flush(cur, out, false);
                 self.state = St::Stream(if left == 1 { StreamSt::Meta } else { StreamSt::Nodes(Some(left - 1)) });
             }
             StreamSt::Meta => {
