@@ -241,7 +241,16 @@ impl FlowReader {
     }
 
     fn at_eof(&self, dec: &FlowDecoder, applying: bool) -> Result<(), FlowError> {
-        if self.shared.stop.is_stopped() || !applying {
+        if !applying {
+            return Ok(());
+        }
+        if self.shared.stop.is_stopped() {
+            // The session is ending for another reason (another flow failed and the master
+            // closed everything, or we shut down). A stream cut mid-item is still worth a line:
+            // it may be the first cause.
+            if let Err(e) = dec.finish() {
+                log::warn!("the master closed the connection of {e}");
+            }
             return Ok(());
         }
         match dec.finish() {

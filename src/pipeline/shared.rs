@@ -62,6 +62,8 @@ pub struct FlowState {
 pub struct Shared {
     pub stop: Stopper,
     error: Mutex<Option<String>>,
+    /// Errors after the first (logged as they happen).
+    more_errors: AtomicU64,
     pub flows: Vec<FlowState>,
     /// Set when SIGINT/SIGTERM asked for the stop.
     pub interrupted: AtomicBool,
@@ -76,19 +78,23 @@ impl Shared {
         Shared {
             stop: Stopper::new(),
             error: Mutex::new(None),
+            more_errors: AtomicU64::new(0),
             flows: (0..flows).map(|_| FlowState::default()).collect(),
             interrupted: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             node_writes: Mutex::new(Default::default()),
         }
     }
-    /// Record the first error and stop the session.
+    /// Record an error and stop the session. The first one becomes the session's error; every
+    /// one is logged, since the first seen is not always the first cause.
     pub fn fail(&self, e: String) {
+        log::error!("{e}");
         {
             let mut slot = self.error.lock();
             if slot.is_none() {
-                log::error!("{e}");
                 *slot = Some(e);
+            } else {
+                self.more_errors.fetch_add(1, Relaxed);
             }
         }
         self.stop.stop();
@@ -103,6 +109,7 @@ impl Shared {
     }
 
     pub fn error(&self) -> Option<String> {
-        self.error.lock().clone()
+        let more = self.more_errors.load(Relaxed);
+        self.error.lock().clone().map(|e| if more > 0 { format!("{e} (and {more} more errors: see the log)") } else { e })
     }
 }

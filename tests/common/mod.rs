@@ -373,10 +373,17 @@ fn short(s: &Stream) -> String {
 // ---------------------------------------------------------------------------------------------
 // Replaying captures late
 
-/// Absolute expiry times that journal records set: `(db, key, unix ms)`.
+/// Absolute expiry times that snapshot entries carry and journal records set: `(db, key, unix ms)`.
 pub fn absolute_ttls(items: &[Item]) -> Vec<(u32, Vec<u8>, i64)> {
     let mut out = Vec::new();
     for it in items {
+        // Snapshot entries carry absolute expiries too.
+        if let Item::Value(v) = it {
+            if let (true, Some(ms)) = (v.first, v.head.expire_at_ms) {
+                out.push((v.head.db, v.head.key.clone(), ms as i64));
+            }
+            continue;
+        }
         let Item::Journal(r) = it else { continue };
         let a: Vec<&[u8]> = r.argv.iter().collect();
         let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok());
@@ -420,3 +427,53 @@ pub fn late_ttl_keys(ttls: &[(u32, Vec<u8>, i64)], expected: &Dataset) -> std::c
         .collect()
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Field and member TTLs (types 31/32) that pass after the capture
+
+/// Absolute expiry (Unix seconds) of every hash field / set member that has one in the
+/// snapshot: (db, key) -> member -> seconds.
+pub fn member_ttls(items: &[Item]) -> BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, i64>> {
+    let mut out: BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, i64>> = BTreeMap::new();
+    for it in items {
+        let Item::Value(v) = it else { continue };
+        let key = (v.head.db, v.head.key.clone());
+        match &v.piece {
+            Piece::HashFieldsTtl(f) => {
+                out.entry(key).or_default().extend(f.iter().filter_map(|(f, _, t)| t.map(|t| (f.clone(), t))))
+            }
+            Piece::SetMembersTtl(m) => {
+                out.entry(key).or_default().extend(m.iter().filter_map(|(m, t)| t.map(|t| (m.clone(), t))))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// df2redis running on the real clock leaves out fields and members whose TTL has passed, as
+/// Dragonfly's own loader does; the master's data (read at capture time) still had them.
+/// Remove those from `expected` (and keys left empty); `db_of` maps a source db to the
+/// expected dataset's db (identity, or 0 for a merged cluster dataset).
+pub fn drop_expired_members(expected: &mut Dataset, ttls: &BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, i64>>, db_of: impl Fn(u32) -> u32) {
+    let now_s = redis_server::now_ms() / 1000;
+    for ((db, key), members) in ttls {
+        let Some(keys) = expected.get_mut(&db_of(*db)) else { continue };
+        let Some(k) = keys.get_mut(key) else { continue };
+        let gone = |m: &Vec<u8>| members.get(m).is_some_and(|&t| t <= now_s + 1);
+        let empty = match &mut k.val {
+            Val::Hash(h) => {
+                h.retain(|f, _| !gone(f));
+                h.is_empty()
+            }
+            Val::Set(s) => {
+                s.retain(|m| !gone(m));
+                s.is_empty()
+            }
+            _ => false,
+        };
+        if empty {
+            keys.remove(key);
+        }
+    }
+}
