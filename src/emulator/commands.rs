@@ -83,6 +83,9 @@ pub enum Shape {
     Pairs,
     /// Journaled on every shard (FLUSHDB, FLUSHALL).
     Global,
+    /// Two keys on one shard, journaled verbatim (RENAME, RENAMENX). Dragonfly journals a
+    /// cross-shard RENAME as DEL + RESTORE; the emulator does not emulate that form.
+    Rename,
 }
 
 pub fn shape(name: &str) -> Option<Shape> {
@@ -93,6 +96,7 @@ pub fn shape(name: &str) -> Option<Shape> {
         "DEL" | "UNLINK" => Shape::Keys,
         "MSET" => Shape::Pairs,
         "FLUSHDB" | "FLUSHALL" => Shape::Global,
+        "RENAME" | "RENAMENX" => Shape::Rename,
         _ => return None,
     })
 }

@@ -286,6 +286,29 @@ impl Core {
                 }
                 Ok(())
             }
+            Some(Shape::Rename) => {
+                let (Some(&src), Some(&dst)) = (args.get(1), args.get(2)) else { return Err(wrong_args()) };
+                if self.shard_of(src) != self.shard_of(dst) {
+                    return Err("ERR the emulator renames only within one shard (Dragonfly journals a cross-shard \
+                                RENAME as DEL + RESTORE)"
+                        .into());
+                }
+                let mut sh = self.shard(self.shard_of(src));
+                for k in [src, dst] {
+                    self.expire_if_due(&mut sh, db, k, now);
+                    self.touch(&mut sh, db, k);
+                }
+                let ks = sh.dbs.entry(db).or_default();
+                let Some(e) = ks.remove(src) else { return Err("ERR no such key".into()) };
+                if name == "RENAMENX" && ks.contains_key(dst) {
+                    ks.insert(src.to_vec(), e);
+                    return Ok(());
+                }
+                ks.insert(dst.to_vec(), e);
+                let shard_cnt = self.shard_cnt(1);
+                self.journal(&mut sh, db, encode::J_COMMAND, 0, shard_cnt, args);
+                Ok(())
+            }
             Some(Shape::Global) => {
                 let all = name == "FLUSHALL";
                 let txid = self.txid();

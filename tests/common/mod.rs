@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod capture_master;
+#[cfg(feature = "emulator")]
+pub mod emulator_model;
 pub mod redis_server;
 pub mod redis_cluster;
 
