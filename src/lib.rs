@@ -8,6 +8,7 @@
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod affinity;
+pub mod alloc_tuning;
 pub mod config;
 pub mod inspect;
 pub mod pipeline;

@@ -175,6 +175,7 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    df2redis::alloc_tuning::tune();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();

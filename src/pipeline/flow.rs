@@ -52,8 +52,8 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn new(flow: usize) -> Self {
-        Batch { flow, cmds: Vec::new(), last_lsn: None, records: 0, force_ack: false, bytes: 0 }
+    fn new(flow: usize, capacity: usize) -> Self {
+        Batch { flow, cmds: Vec::with_capacity(capacity), last_lsn: None, records: 0, force_ack: false, bytes: 0 }
     }
     fn is_empty(&self) -> bool {
         self.cmds.is_empty() && self.last_lsn.is_none()
@@ -107,7 +107,7 @@ impl FlowReader {
         let mut st = ReadState {
             dec: FlowDecoder::new(Some(i as u32), Some(self.token.clone().into_bytes()), Limits::default()),
             items: Vec::new(),
-            batch: Batch::new(i),
+            batch: Batch::new(i, self.batch_cmds),
             applying: true,
         };
         let leftover = std::mem::take(&mut self.leftover);
@@ -142,14 +142,16 @@ impl FlowReader {
             return Ok(());
         }
         st.dec.feed(data, &mut st.items).map_err(|e| FlowError::always(format!("{e}")))?;
-        let items = std::mem::take(&mut st.items);
-        for item in items {
+        // The item vector is reused from read to read.
+        let mut items = std::mem::take(&mut st.items);
+        for item in items.drain(..) {
             if !self.handle(item, st)? {
                 break;
             }
         }
+        st.items = items;
         if !st.batch.is_empty() {
-            let b = std::mem::replace(&mut st.batch, Batch::new(i));
+            let b = std::mem::replace(&mut st.batch, Batch::new(i, self.batch_cmds));
             self.send(b)?;
         }
         if !st.applying {
@@ -198,7 +200,7 @@ impl FlowReader {
                     (RecordClass::Normal, None) => {}
                     (RecordClass::Global { txid }, lsn) => {
                         // Everything before it goes first; the writer completes its LSN.
-                        let b = std::mem::replace(batch, Batch::new(i));
+                        let b = std::mem::replace(batch, Batch::new(i, self.batch_cmds));
                         if !b.is_empty() {
                             self.send(b)?;
                         }
@@ -234,7 +236,7 @@ impl FlowReader {
         }
         let batch = &mut rs.batch;
         if batch.cmds.len() >= self.batch_cmds || batch.bytes >= self.batch_bytes {
-            let b = std::mem::replace(batch, Batch::new(i));
+            let b = std::mem::replace(batch, Batch::new(i, self.batch_cmds));
             self.send(b)?;
         }
         Ok(true)

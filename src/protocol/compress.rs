@@ -15,14 +15,24 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// Expand one compressed blob, refusing output larger than `max`.
 pub fn decompress(opcode: u8, frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    decompress_into(opcode, frame, max, &mut out)?;
+    Ok(out)
+}
+
+/// Expand one compressed blob into `out` (cleared first), reusing its capacity: a flow expands
+/// thousands of blobs of up to ~1 MiB, and a fresh buffer for each is a fresh mapping of
+/// zeroed pages each time.
+pub fn decompress_into(opcode: u8, frame: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    out.clear();
     match opcode {
-        OP_LZ4 => lz4(frame, max),
-        OP_ZSTD => zstd(frame, max),
+        OP_LZ4 => lz4(frame, max, out),
+        OP_ZSTD => zstd(frame, max, out),
         _ => Err(format!("0x{opcode:02X} is not a compressed-blob opcode")),
     }
 }
 
-fn lz4(frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
+fn lz4(frame: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), String> {
     if frame.len() < 7 || frame[..4] != LZ4_MAGIC {
         return Err(format!("LZ4 blob does not start with an LZ4 frame magic (04 22 4D 18): {}", hex(frame)));
     }
@@ -37,18 +47,18 @@ fn lz4(frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
     if size > max as u64 {
         return Err(format!("LZ4 frame declares {size} bytes, more than the {max}-byte limit"));
     }
-    let mut out = Vec::with_capacity(size as usize);
+    out.reserve(size as usize);
     lz4_flex::frame::FrameDecoder::new(frame)
         .take(max as u64 + 1)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(|e| format!("LZ4 frame: {e}"))?;
     if out.len() as u64 != size {
         return Err(format!("LZ4 frame expanded to {} bytes, its header says {size}", out.len()));
     }
-    Ok(out)
+    Ok(())
 }
 
-fn zstd(frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
+fn zstd(frame: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), String> {
     if frame.len() < 5 || frame[..4] != ZSTD_MAGIC {
         return Err(format!("zstd blob does not start with a zstd frame magic (28 B5 2F FD): {}", hex(frame)));
     }
@@ -62,8 +72,8 @@ fn zstd(frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
     if declared > max as u64 {
         return Err(format!("zstd frame declares {declared} bytes, more than the {max}-byte limit"));
     }
-    let mut out = Vec::with_capacity(declared as usize);
-    (&mut dec).take(max as u64 + 1).read_to_end(&mut out).map_err(|e| format!("zstd frame: {e}"))?;
+    out.reserve(declared as usize);
+    (&mut dec).take(max as u64 + 1).read_to_end(out).map_err(|e| format!("zstd frame: {e}"))?;
     drop(dec);
     if out.len() as u64 != declared {
         return Err(format!("zstd frame expanded to {} bytes, its header says {declared}", out.len()));
@@ -71,7 +81,7 @@ fn zstd(frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
     if !input.is_empty() {
         return Err(format!("{} bytes follow the zstd frame inside the blob", input.len()));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {

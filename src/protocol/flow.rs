@@ -98,6 +98,8 @@ pub struct FlowDecoder {
     last_lsn: Option<u64>,
     counts: OpcodeCounts,
     failed: Option<DecodeError>,
+    /// Reused for every compressed blob.
+    blob_buf: Vec<u8>,
 }
 
 impl FlowDecoder {
@@ -122,6 +124,7 @@ impl FlowDecoder {
             last_lsn: None,
             counts: OpcodeCounts::default(),
             failed: None,
+            blob_buf: Vec::new(),
         }
     }
 
@@ -353,8 +356,10 @@ impl FlowDecoder {
                 }
                 let frame = cur.bytes(len)?;
                 let blob_at = cur.offset_at(at);
-                let data = compress::decompress(op, frame, self.limits.max_blob).map_err(|e| cur.err_at(at, e))?;
+                let mut data = std::mem::take(&mut self.blob_buf);
+                compress::decompress_into(op, frame, self.limits.max_blob, &mut data).map_err(|e| cur.err_at(at, e))?;
                 self.run_blob(&data, blob_at, out)?;
+                self.blob_buf = data;
             }
             OP_BLOB_END => return Err(cur.err_at(at, "0xCB (compressed blob end) is never sent on the wire")),
             OP_JOURNAL_BLOB => {

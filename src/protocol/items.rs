@@ -193,17 +193,57 @@ pub enum RecordKind {
     Ping,
 }
 
-/// A command's arguments, stored in one buffer (one allocation for the bytes, one for the
-/// bounds) because journal records are the hot path of stable sync.
+/// A command's arguments, stored in one buffer: one allocation for the bytes, and the
+/// argument bounds inline for up to eight arguments (most journal records and snapshot
+/// commands), because this is the hot path of both phases.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Argv {
     data: Vec<u8>,
-    ends: Vec<usize>,
+    ends: Ends,
+}
+
+const INLINE_ARGS: usize = 8;
+
+#[derive(Clone, PartialEq, Eq)]
+enum Ends {
+    Inline { n: u8, ends: [u32; INLINE_ARGS] },
+    Heap(Vec<u32>),
+}
+
+impl Default for Ends {
+    fn default() -> Self {
+        Ends::Inline { n: 0, ends: [0; INLINE_ARGS] }
+    }
+}
+
+impl Ends {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Ends::Inline { n, ends } => &ends[..*n as usize],
+            Ends::Heap(v) => v,
+        }
+    }
+    fn push(&mut self, end: u32) {
+        match self {
+            Ends::Inline { n, ends } if (*n as usize) < INLINE_ARGS => {
+                ends[*n as usize] = end;
+                *n += 1;
+            }
+            Ends::Inline { n, ends } => {
+                let mut v = Vec::with_capacity(INLINE_ARGS * 2);
+                v.extend_from_slice(&ends[..*n as usize]);
+                v.push(end);
+                *self = Ends::Heap(v);
+            }
+            Ends::Heap(v) => v.push(end),
+        }
+    }
 }
 
 impl Argv {
     pub fn with_capacity(bytes: usize, args: usize) -> Self {
-        Argv { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(args) }
+        let ends = if args > INLINE_ARGS { Ends::Heap(Vec::with_capacity(args)) } else { Ends::default() };
+        Argv { data: Vec::with_capacity(bytes), ends }
     }
     pub fn from_slices<S: AsRef<[u8]>>(args: &[S]) -> Self {
         let mut a = Argv::with_capacity(args.iter().map(|s| s.as_ref().len()).sum(), args.len());
@@ -212,23 +252,29 @@ impl Argv {
         }
         a
     }
+    /// Append an argument. Arguments total at most 4 GiB (a Redis command is far smaller).
     pub fn push(&mut self, arg: &[u8]) {
         self.data.extend_from_slice(arg);
-        self.ends.push(self.data.len());
+        self.ends.push(self.data.len() as u32);
     }
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ends.as_slice().len()
     }
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(i)?;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let ends = self.ends.as_slice();
+        let end = *ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
         Some(&self.data[start..end])
     }
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        (0..self.len()).map(move |i| self.get(i).unwrap())
+        let ends = self.ends.as_slice();
+        (0..ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+            &self.data[start..ends[i] as usize]
+        })
     }
     /// Total bytes of all arguments.
     pub fn byte_len(&self) -> usize {
