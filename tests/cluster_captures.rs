@@ -4,26 +4,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::capture_master::{CaptureMaster, Faults};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, RedisServer};
+use common::run::{df2redis, text};
 use common::*;
-
-fn df2redis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_df2redis"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn fixture(name: &str) -> Fixture {
     fixtures().into_iter().find(|f| f.name == name).unwrap()
@@ -47,7 +34,7 @@ fn data_outside_db_0_without_a_mapping_stops_before_anything_is_written() {
     let master = CaptureMaster::start(&fx, Faults::default());
     let cluster = RedisCluster::start();
     let target = format!("redis://{}", cluster.seed());
-    let out = df2redis(&["migrate", "--source", &master.addr(), "--target", &target]);
+    let out = df2redis(&["migrate", "--source", &master.addr(), "--target", &target]).wait_with_output().unwrap();
     let log = text(&out);
     assert_eq!(out.status.code(), Some(2), "{log}");
     assert!(log.contains("db 1 holds 4 keys") && log.contains("db 2 holds 2 keys") && log.contains("--db-map"), "{log}");
@@ -61,7 +48,7 @@ fn migrate_into_a_cluster_with_a_db_map() {
     let cluster = RedisCluster::start();
     // Two seeds, one of them wrong: any reachable seed will do.
     let target = format!("redis://127.0.0.1:1,{}", cluster.seed());
-    let out = df2redis(&["migrate", "--source", &master.addr(), "--target", &target, "--db-map", "0:0,1:0,2:0"]);
+    let out = df2redis(&["migrate", "--source", &master.addr(), "--target", &target, "--db-map", "0:0,1:0,2:0"]).wait_with_output().unwrap();
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     for addr in cluster.addrs() {
@@ -89,7 +76,7 @@ fn replicate_into_a_cluster_follows_the_journal_and_refuses_an_inexact_flushdb()
     let master = CaptureMaster::start(&fx, Faults::default());
     let cluster = RedisCluster::start();
     let target = format!("redis://{}", cluster.seed());
-    let out = df2redis(&["replicate", "--source", &master.addr(), "--target", &target, "--db-map", "0:0,1:0,2:0", "--on-reject", "skip"]);
+    let out = df2redis(&["replicate", "--source", &master.addr(), "--target", &target, "--db-map", "0:0,1:0,2:0", "--on-reject", "skip"]).wait_with_output().unwrap();
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("FLUSHDB in source db 2") && log.contains("db_map"), "{log}");

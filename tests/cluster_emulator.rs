@@ -4,29 +4,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::emulator_model::expected;
 use common::redis_cluster::RedisCluster;
+use common::run::{df2redis, text};
 use common::redis_server::{compare, now_ms, RedisServer};
 use common::Dataset;
 use df2redis::emulator::{datasets, Config, Emulator};
 use df2redis::target::slots::key_slot;
-
-fn df2redis(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_df2redis"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn merged(ds: Dataset) -> Dataset {
     let mut out = Dataset::new();

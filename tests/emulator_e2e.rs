@@ -4,31 +4,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::emulator_model::expected;
+use common::run::{df2redis, terminate, text};
 use common::redis_server::{compare, now_ms, read_all, RedisServer};
 use df2redis::emulator::{datasets, Config, Emulator};
-
-pub fn df2redis(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_df2redis"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn terminate(child: Child) -> Output {
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn check(emu: &Emulator, srv: &RedisServer, what: &str) -> usize {
     let exp = expected(emu);

@@ -5,33 +5,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::capture_master::{CaptureMaster, Faults};
 use common::redis_server::{compare, read_all, RedisServer};
+use common::run::{df2redis, terminate, text};
 use common::*;
-
-fn df2redis(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_df2redis"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// SIGTERM by PID, then the exit status and output.
-fn terminate(child: Child) -> Output {
-    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(st.success());
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn replicate(master: &CaptureMaster, srv: &RedisServer, extra: &[&str]) -> Child {
     let target = format!("redis://{}", srv.addr());

@@ -6,6 +6,7 @@ pub mod capture_master;
 #[cfg(feature = "emulator")]
 pub mod emulator_model;
 pub mod redis_server;
+pub mod run;
 pub mod redis_cluster;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use redis::Value as RV;
 
-use super::redis_server::{free_port, TempDir};
-use super::{score, sort_zset, Dataset, Group, Key, Stream, Val};
+use super::redis_server::{free_port, read_key, Mode, TempDir};
+use super::Dataset;
 
 /// How long the cluster may take to form or to agree on a change.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -239,7 +239,7 @@ impl RedisCluster {
                 if let Some(prev) = found_on.insert(k.clone(), i) {
                     panic!("key {:?} is held by nodes {prev} and {i}", String::from_utf8_lossy(&k));
                 }
-                if let Some(key) = read_key(&mut c, &k) {
+                if let Some(key) = read_key(&mut c, &k, Mode::Asking) {
                     ds.entry(0).or_default().insert(k, key);
                 }
             }
@@ -327,21 +327,6 @@ fn try_q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) ->
     cmd.query(c)
 }
 
-/// `ASKING` then the command, in one round trip: the command is served for a key of a slot
-/// this node is importing, and runs normally everywhere else.
-fn try_qa<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> redis::RedisResult<T> {
-    let mut cmd = redis::Cmd::new();
-    for a in args {
-        cmd.arg(*a);
-    }
-    let (v,): (T,) = redis::pipe().cmd("ASKING").ignore().add_command(cmd).query(c)?;
-    Ok(v)
-}
-
-fn qa<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> T {
-    try_qa(c, args).unwrap_or_else(|e| panic!("{:?}: {e}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()))
-}
-
 fn slot_map(c: &mut redis::Connection) -> Vec<SlotRange> {
     let raw: Vec<RV> = q(c, &[b"CLUSTER", b"SLOTS"]);
     let mut map: Vec<SlotRange> = raw
@@ -371,85 +356,5 @@ fn scan_all(c: &mut redis::Connection) -> BTreeSet<Vec<u8>> {
         if cursor == 0 {
             return keys;
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading one key into the shared model: the logic of `redis_server::read_key`, with every
-// command preceded by ASKING (see `try_qa`).
-
-fn text(v: &RV) -> String {
-    match v {
-        RV::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        RV::SimpleString(s) => s.clone(),
-        RV::Int(i) => i.to_string(),
-        RV::Nil => String::new(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn bytes(v: &RV) -> Vec<u8> {
-    match v {
-        RV::BulkString(b) => b.clone(),
-        other => text(other).into_bytes(),
-    }
-}
-
-/// A flat [k, v, k, v...] reply as a map.
-fn map(v: &RV) -> BTreeMap<String, RV> {
-    let RV::Array(a) = v else { panic!("expected an array, got {v:?}") };
-    a.chunks(2).map(|p| (text(&p[0]), p[1].clone())).collect()
-}
-
-fn read_key(c: &mut redis::Connection, k: &[u8]) -> Option<Key> {
-    // A key that expired (or moved) since the SCAN answers "none" or a redirect: gone here.
-    let ty: String = try_qa(c, &[b"TYPE", k]).ok()?;
-    let val = match ty.as_str() {
-        "none" => return None,
-        "string" => Val::Str(qa(c, &[b"GET", k])),
-        "list" => Val::List(qa(c, &[b"LRANGE", k, b"0", b"-1"])),
-        "set" => Val::Set(qa(c, &[b"SMEMBERS", k])),
-        "hash" => Val::Hash(qa(c, &[b"HGETALL", k])),
-        "zset" => {
-            let raw: Vec<(Vec<u8>, String)> = qa(c, &[b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"]);
-            let mut z: Vec<(Vec<u8>, f64)> = raw.into_iter().map(|(m, s)| (m, score(&s))).collect();
-            sort_zset(&mut z);
-            Val::Zset(z)
-        }
-        "stream" => Val::Stream(read_stream(c, k)),
-        other => Val::Other(other.to_string()),
-    };
-    let exp: i64 = qa(c, &[b"PEXPIRETIME", k]);
-    Some(Key { ty, expire_at_ms: if exp < 0 { -1 } else { exp }, val })
-}
-
-fn read_stream(c: &mut redis::Connection, k: &[u8]) -> Stream {
-    let entries: Vec<(String, Vec<Vec<u8>>)> = qa(c, &[b"XRANGE", k, b"-", b"+"]);
-    let info = map(&qa::<RV>(c, &[b"XINFO", b"STREAM", k]));
-    let groups_raw: Vec<RV> = qa(c, &[b"XINFO", b"GROUPS", k]);
-    let mut groups = Vec::new();
-    for g in groups_raw {
-        let g = map(&g);
-        let name = bytes(&g["name"]);
-        let pending: Vec<(String, Vec<u8>, u64, u64)> = qa(c, &[b"XPENDING", k, &name, b"-", b"+", b"1000000"]);
-        let consumers: Vec<RV> = qa(c, &[b"XINFO", b"CONSUMERS", k, &name]);
-        groups.push(Group {
-            name,
-            last_delivered_id: text(&g["last-delivered-id"]),
-            entries_read: match &g["entries-read"] {
-                RV::Int(i) if *i >= 0 => Some(*i as u64),
-                _ => None,
-            },
-            pending: pending.into_iter().map(|(id, c, _idle, n)| (id, c, n)).collect(),
-            consumers: consumers.iter().map(|c| bytes(&map(c)["name"])).collect(),
-        });
-    }
-    groups.sort_by(|a, b| a.name.cmp(&b.name));
-    Stream {
-        entries,
-        last_id: text(&info["last-generated-id"]),
-        entries_added: text(&info["entries-added"]).parse().unwrap(),
-        max_deleted_id: text(&info["max-deleted-entry-id"]),
-        groups,
     }
 }

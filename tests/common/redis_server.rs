@@ -105,12 +105,34 @@ impl Drop for RedisServer {
     }
 }
 
-fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> T {
+/// How read commands are sent: plainly, or each preceded by `ASKING` in the same round trip
+/// (a cluster node importing a slot then serves keys it already received).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Asking,
+}
+
+fn try_qm<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]], mode: Mode) -> redis::RedisResult<T> {
     let mut cmd = redis::Cmd::new();
     for a in args {
         cmd.arg(*a);
     }
-    cmd.query(c).unwrap_or_else(|e| panic!("{:?}: {e}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()))
+    match mode {
+        Mode::Plain => cmd.query(c),
+        Mode::Asking => {
+            let (v,): (T,) = redis::pipe().cmd("ASKING").ignore().add_command(cmd).query(c)?;
+            Ok(v)
+        }
+    }
+}
+
+fn qm<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]], mode: Mode) -> T {
+    try_qm(c, args, mode).unwrap_or_else(|e| panic!("{:?}: {e}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()))
+}
+
+fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&[u8]]) -> T {
+    qm(c, args, Mode::Plain)
 }
 
 fn text(v: &RV) -> String {
@@ -152,7 +174,7 @@ pub fn read_all(c: &mut redis::Connection) -> Dataset {
             }
         }
         for k in keys {
-            if let Some(key) = read_key(c, &k) {
+            if let Some(key) = read_key(c, &k, Mode::Plain) {
                 ds.entry(db).or_default().insert(k, key);
             }
         }
@@ -160,37 +182,38 @@ pub fn read_all(c: &mut redis::Connection) -> Dataset {
     ds
 }
 
-fn read_key(c: &mut redis::Connection, k: &[u8]) -> Option<Key> {
-    let ty: String = q(c, &[b"TYPE", k]);
+/// One key in the shared model, or `None` if it is gone (expired, or moved away since a SCAN).
+pub fn read_key(c: &mut redis::Connection, k: &[u8], mode: Mode) -> Option<Key> {
+    let ty: String = try_qm(c, &[b"TYPE", k], mode).ok()?;
     let val = match ty.as_str() {
         "none" => return None,
-        "string" => Val::Str(q(c, &[b"GET", k])),
-        "list" => Val::List(q(c, &[b"LRANGE", k, b"0", b"-1"])),
-        "set" => Val::Set(q(c, &[b"SMEMBERS", k])),
-        "hash" => Val::Hash(q(c, &[b"HGETALL", k])),
+        "string" => Val::Str(qm(c, &[b"GET", k], mode)),
+        "list" => Val::List(qm(c, &[b"LRANGE", k, b"0", b"-1"], mode)),
+        "set" => Val::Set(qm(c, &[b"SMEMBERS", k], mode)),
+        "hash" => Val::Hash(qm(c, &[b"HGETALL", k], mode)),
         "zset" => {
-            let raw: Vec<(Vec<u8>, String)> = q(c, &[b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"]);
+            let raw: Vec<(Vec<u8>, String)> = qm(c, &[b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"], mode);
             let mut z: Vec<(Vec<u8>, f64)> = raw.into_iter().map(|(m, s)| (m, score(&s))).collect();
             sort_zset(&mut z);
             Val::Zset(z)
         }
-        "stream" => Val::Stream(read_stream(c, k)),
+        "stream" => Val::Stream(read_stream(c, k, mode)),
         other => Val::Other(other.to_string()),
     };
-    let exp: i64 = q(c, &[b"PEXPIRETIME", k]);
+    let exp: i64 = qm(c, &[b"PEXPIRETIME", k], mode);
     Some(Key { ty, expire_at_ms: if exp < 0 { -1 } else { exp }, val })
 }
 
-fn read_stream(c: &mut redis::Connection, k: &[u8]) -> Stream {
-    let entries: Vec<(String, Vec<Vec<u8>>)> = q(c, &[b"XRANGE", k, b"-", b"+"]);
-    let info = map(&q::<RV>(c, &[b"XINFO", b"STREAM", k]));
-    let groups_raw: Vec<RV> = q(c, &[b"XINFO", b"GROUPS", k]);
+fn read_stream(c: &mut redis::Connection, k: &[u8], mode: Mode) -> Stream {
+    let entries: Vec<(String, Vec<Vec<u8>>)> = qm(c, &[b"XRANGE", k, b"-", b"+"], mode);
+    let info = map(&qm::<RV>(c, &[b"XINFO", b"STREAM", k], mode));
+    let groups_raw: Vec<RV> = qm(c, &[b"XINFO", b"GROUPS", k], mode);
     let mut groups = Vec::new();
     for g in groups_raw {
         let g = map(&g);
         let name = bytes(&g["name"]);
-        let pending: Vec<(String, Vec<u8>, u64, u64)> = q(c, &[b"XPENDING", k, &name, b"-", b"+", b"1000000"]);
-        let consumers: Vec<RV> = q(c, &[b"XINFO", b"CONSUMERS", k, &name]);
+        let pending: Vec<(String, Vec<u8>, u64, u64)> = qm(c, &[b"XPENDING", k, &name, b"-", b"+", b"1000000"], mode);
+        let consumers: Vec<RV> = qm(c, &[b"XINFO", b"CONSUMERS", k, &name], mode);
         groups.push(Group {
             name,
             last_delivered_id: text(&g["last-delivered-id"]),

@@ -1,0 +1,26 @@
+//! Running the df2redis binary as a separate process, as users do.
+
+use std::process::{Child, Command, Output, Stdio};
+
+/// Start `df2redis ARGS` with its output captured.
+pub fn df2redis(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_df2redis"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM by PID (the clean shutdown path), then the exit status and output.
+pub fn terminate(child: Child) -> Output {
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    child.wait_with_output().unwrap()
+}
+
+/// Standard output then standard error, as text.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
