@@ -190,12 +190,16 @@ impl FlowReader {
                     st.records.fetch_add(1, Relaxed);
                 }
                 batch.bytes += rec.argv.byte_len();
-                let class = self.replayer.record(&rec, &mut batch.cmds).map_err(|e| FlowError::always(format!("flow {i}: {e}")))?;
-                match (class, rec.lsn) {
+                let (lsn, txid_kind_ping) = (rec.lsn, rec.kind == RecordKind::Ping);
+                // A global record's command is built before the record is handed over.
+                let global = is_global.then(|| self.replayer.global_command(&rec));
+                let class =
+                    self.replayer.record_owned(rec, &mut batch.cmds).map_err(|e| FlowError::always(format!("flow {i}: {e}")))?;
+                match (class, lsn) {
                     (RecordClass::Normal, Some(lsn)) => {
                         batch.last_lsn = Some(lsn);
                         batch.records += 1;
-                        batch.force_ack |= rec.kind == RecordKind::Ping;
+                        batch.force_ack |= txid_kind_ping;
                     }
                     (RecordClass::Normal, None) => {}
                     (RecordClass::Global { txid }, lsn) => {
@@ -204,7 +208,7 @@ impl FlowReader {
                         if !b.is_empty() {
                             self.send(b)?;
                         }
-                        let cmd = self.replayer.global_command(&rec);
+                        let cmd = global.expect("classified global");
                         self.send_msg(ToWriter::Global { cmd, txid, lsn: lsn.unwrap_or(0) })?;
                     }
                 }

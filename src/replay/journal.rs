@@ -27,7 +27,9 @@ const DRAGONFLY_TYPE_PREFIXES: &[(&str, &str)] = &[
     ("FT.", "search index command (not replicated)"),
 ];
 
-pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
+/// `rec.argv` is taken (moved into the command) when the record passes through unchanged, the
+/// common case: no copy per record. It is left in place for global commands.
+pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
     if rec.kind == RecordKind::Ping {
         return Ok(RecordClass::Normal);
     }
@@ -40,7 +42,8 @@ pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) 
         return Ok(RecordClass::Global { txid: rec.txid });
     }
     if is("SET") {
-        out.push(Cmd { db, argv: strip_set_extras(argv) });
+        let argv = strip_set_extras(std::mem::take(&mut rec.argv));
+        out.push(Cmd { db, argv });
     } else if is("RESTORE") {
         restore::record(r, rec, out)?;
     } else if is("STICK") {
@@ -49,7 +52,7 @@ pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) 
         member_ttl_command(r, rec, out)?;
     } else if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"JSON.") {
         if r.policy.json == JsonPolicy::JsonSet {
-            out.push(Cmd { db, argv: argv.clone() });
+            out.push(Cmd { db, argv: std::mem::take(&mut rec.argv) });
         } else {
             r.stats.note(true, "JSON command (target has no RedisJSON)", db, key);
         }
@@ -60,16 +63,16 @@ pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) 
     {
         r.stats.note(true, reason, db, key);
     } else {
-        out.push(Cmd { db, argv: argv.clone() });
+        out.push(Cmd { db, argv: std::mem::take(&mut rec.argv) });
     }
     Ok(RecordClass::Normal)
 }
 
 /// `SET key value [options]` without Dragonfly's `STICK` and `_MCFLAGS <n>`.
-fn strip_set_extras(argv: &Argv) -> Argv {
+fn strip_set_extras(argv: Argv) -> Argv {
     let has_extras = argv.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"STICK") || a.eq_ignore_ascii_case(b"_MCFLAGS"));
     if !has_extras {
-        return argv.clone();
+        return argv;
     }
     let mut out = Argv::with_capacity(argv.byte_len(), argv.len());
     let mut skip_next = false;

@@ -207,8 +207,16 @@ impl Replayer {
 
     /// Commands for one journal record, appended to `out`.
     pub fn record(&mut self, r: &JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
+        self.record_owned(r.clone(), out)
+    }
+
+    /// As [`record`](Self::record), taking the record: commands that pass through unchanged
+    /// (most of them) move its arguments instead of copying them. Global commands are
+    /// classified only; build their command with [`global_command`](Self::global_command)
+    /// from the record before handing it over.
+    pub fn record_owned(&mut self, mut r: JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
         let from = out.len();
-        let class = journal::record(self, r, out)?;
+        let class = journal::record(self, &mut r, out)?;
         self.map_dbs(&mut out[from..]);
         if class != RecordClass::Normal && r.argv.name_upper() == "FLUSHDB" {
             let target = self.db_map.get(&r.db).copied().unwrap_or(r.db);
