@@ -95,7 +95,8 @@ fn a_second_session_gets_the_same_body_again() {
     datasets::every_type(&emu);
     emu.pre_encode();
     let (m1, f1, r1) = sync_and_apply(&emu);
-    let items1: Vec<Vec<Item>> = f1.iter().map(|f| session_independent(&f.items).into_iter().cloned().collect()).collect();
+    let items1: Vec<Vec<Item>> =
+        f1.iter().map(|f| session_independent(&f.items).into_iter().cloned().collect()).collect();
     close_gracefully(m1, f1);
     assert!(emu.wait_session_closed(WAIT));
     let (m2, f2, r2) = sync_and_apply(&emu);

@@ -7,6 +7,7 @@
 //! shard lock. All waiting API calls wait on [`Progress`], which every relevant change bumps.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use super::encode;
 use super::flow::Pipe;
 use super::hash::{random_hex, xxh64};
 use super::sessions::Sessions;
-use super::snapshot::{SerOpts, Serializer, Traversal};
+use super::snapshot::{self as snap, SerOpts, Serializer, Traversal};
 use super::{Config, Dialect};
 
 /// Dragonfly's key-to-shard hash seed (`Shard()`: XXH64 of the key with this seed, modulo
@@ -62,9 +63,18 @@ impl Progress {
     }
 }
 
+/// Bytes of a pre-encoded body handed to the socket writer per snapshot step.
+const PRE_ENCODED_SLICE: usize = 1 << 20;
+
 /// Where a flow attached to a shard is in its life.
 pub(super) enum Stage {
     Snapshot(Traversal),
+    /// Full sync from a pre-encoded body ([`Config::pre_encode`]): `body[pos..]` is still to
+    /// be written. Journal records are held in the serializer until the body is out.
+    PreEncoded {
+        body: Arc<Vec<u8>>,
+        pos: usize,
+    },
     /// FULLSYNC_END written; journal blobs are held in the serializer.
     PostCut,
     /// Journal records go straight to the socket.
@@ -95,6 +105,12 @@ impl Feed {
     pub(super) fn record(&mut self, lsn: u64, rec: &[u8], period: Duration) {
         match self.stage {
             Stage::Snapshot(_) => self.ser.journal_blob(rec, false),
+            // The body is the state at DFLY SYNC: every record goes after it (held, not
+            // drained, so no byte of it lands inside the body).
+            Stage::PreEncoded { .. } => {
+                self.ser.journal_blob(rec, false);
+                return;
+            }
             Stage::PostCut => self.ser.journal_blob(rec, true),
             Stage::Stable => {
                 let mut b = Vec::with_capacity(rec.len() + 4);
@@ -118,6 +134,9 @@ pub(super) struct Shard {
     /// The last `backlog_len` records: (lsn, SELECT+COMMAND bytes).
     pub(super) ring: VecDeque<(u64, Arc<Vec<u8>>)>,
     pub(super) feeds: Vec<Feed>,
+    /// The pre-encoded full-sync body of this shard's current data; dropped by any change
+    /// (a flow streaming it keeps its own reference).
+    pub(super) pre: Option<Arc<Vec<u8>>>,
 }
 
 impl Shard {
@@ -152,7 +171,15 @@ pub(crate) struct Core {
 impl Core {
     pub fn new(cfg: Config) -> Self {
         let shards = (0..cfg.shards)
-            .map(|_| Mutex::new(Shard { dbs: BTreeMap::new(), next_lsn: 1, ring: VecDeque::new(), feeds: Vec::new() }))
+            .map(|_| {
+                Mutex::new(Shard {
+                    dbs: BTreeMap::new(),
+                    next_lsn: 1,
+                    ring: VecDeque::new(),
+                    feeds: Vec::new(),
+                    pre: None,
+                })
+            })
             .collect();
         Core {
             replid: random_hex(),
@@ -365,7 +392,8 @@ impl Core {
     /// Serialize-before-mutate: a key some flow has not serialized yet is written now, as it
     /// is before the change; an open chunked entry of the key is finished first.
     fn touch(&self, sh: &mut Shard, db: u32, key: &[u8]) {
-        let Shard { dbs, feeds, .. } = sh;
+        let Shard { dbs, feeds, pre, .. } = sh;
+        *pre = None;
         let now = now_ms();
         for f in feeds.iter_mut() {
             let Stage::Snapshot(tr) = &mut f.stage else { continue };
@@ -381,7 +409,8 @@ impl Core {
 
     /// FLUSHDB/FLUSHALL during a snapshot: every pending key of the scope is serialized first.
     fn claim_all(&self, sh: &mut Shard, db: Option<u32>) {
-        let Shard { dbs, feeds, .. } = sh;
+        let Shard { dbs, feeds, pre, .. } = sh;
+        *pre = None;
         let now = now_ms();
         for f in feeds.iter_mut() {
             let Stage::Snapshot(tr) = &mut f.stage else { continue };
@@ -442,16 +471,54 @@ impl Core {
         aux
     }
 
+    /// The shard's pre-encoded body, encoded now if there is none or the data changed since.
+    pub(super) fn pre_encoded(&self, sh: &mut Shard) -> Arc<Vec<u8>> {
+        if let Some(b) = &sh.pre {
+            return b.clone();
+        }
+        let body = Arc::new(snap::encode_body(self.ser_opts(), &sh.dbs, now_ms()));
+        sh.pre = Some(body.clone());
+        body
+    }
+
+    /// Encode every shard's body now (see [`Config::pre_encode`]); returns their total size.
+    pub fn pre_encode(&self) -> u64 {
+        (0..self.shards.len()).map(|i| self.pre_encoded(&mut self.shard(i)).len() as u64).sum()
+    }
+
     /// One step of flow `flow`'s snapshot, run by its writer thread: serialize until a flush
-    /// produced bytes, the pause point, or the end (FULLSYNC_END).
-    pub fn snapshot_step(&self, sid: u32, flow: usize, pipe: &Arc<Pipe>) {
+    /// produced bytes, the pause point, or the end (FULLSYNC_END). A pre-encoded snapshot
+    /// instead returns the next slice of its body for the writer to send as it is (the
+    /// pipe is empty then: nothing else is pushed while the body is out).
+    pub fn snapshot_step(&self, sid: u32, flow: usize, pipe: &Arc<Pipe>) -> Option<(Arc<Vec<u8>>, Range<usize>)> {
         let mut sh = self.shard(flow);
         let now = now_ms();
         let Shard { dbs, feeds, .. } = &mut *sh;
         let Some(f) = feeds.iter_mut().find(|f| f.session == sid && Arc::ptr_eq(&f.pipe, pipe)) else {
             pipe.update(|st| st.snapshot_work = false);
-            return;
+            return None;
         };
+        if let Stage::PreEncoded { body, pos } = &mut f.stage {
+            if *pos < body.len() {
+                let range = *pos..(*pos + PRE_ENCODED_SLICE).min(body.len());
+                *pos = range.end;
+                let len = range.len() as u64;
+                pipe.update(|st| st.enqueued += len);
+                return Some((body.clone(), range));
+            }
+            // Held journal blobs, then FULLSYNC_END.
+            f.ser.fullsync_end();
+            f.stage = Stage::PostCut;
+            f.drain();
+            pipe.update(|st| {
+                st.snapshot_work = false;
+                st.snapshot_done = true;
+                st.fse_at = Some(st.enqueued);
+            });
+            drop(sh);
+            self.progress.bump();
+            return None;
+        }
         let max_open = if self.cfg.two_open_entries { 2 } else { 1 };
         let step = loop {
             let Stage::Snapshot(tr) = &mut f.stage else { break Step::Done };
@@ -480,7 +547,7 @@ impl Core {
         };
         f.drain();
         match step {
-            Step::Progress => {}
+            Step::Progress => None,
             Step::Paused => {
                 pipe.update(|st| {
                     // Checked under the pipe lock so a concurrent resume_snapshot() is not lost.
@@ -490,6 +557,7 @@ impl Core {
                 });
                 drop(sh);
                 self.progress.bump();
+                None
             }
             Step::Done => {
                 pipe.update(|st| {
@@ -499,6 +567,7 @@ impl Core {
                 });
                 drop(sh);
                 self.progress.bump();
+                None
             }
         }
     }

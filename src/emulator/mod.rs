@@ -109,6 +109,20 @@ pub struct Config {
     pub pause_snapshot_after: Option<usize>,
     /// Delay executing `DFLY STARTSTABLE` until [`Emulator::release_startstable`].
     pub hold_startstable: bool,
+    /// Serve full syncs from pre-encoded bytes, so the emulator spends almost no CPU while a
+    /// snapshot streams (as a real master's snapshot costs little next to the replica's work;
+    /// the benchmark uses this). Each shard's body, everything between the AUX header and
+    /// FULLSYNC_END with the configured compression and chunking, is encoded once by
+    /// [`Emulator::pre_encode`] (call it after loading the data, before replicas connect) or,
+    /// if the data changed since, at `DFLY SYNC`; every session then gets a fresh header,
+    /// the body as it is, and FULLSYNC_END.
+    ///
+    /// The body is the point-in-time state at `DFLY SYNC` (any change to a shard discards
+    /// its body, so a stale one is never sent). Writes during such a snapshot are correct:
+    /// they are journaled as usual, but their inline journal blobs are held until the whole
+    /// body is out and sent just before FULLSYNC_END, so every entry precedes every record
+    /// (there is no serialize-before-mutate). `pause_snapshot_after` does not apply.
+    pub pre_encode: bool,
 }
 
 impl Default for Config {
@@ -129,6 +143,7 @@ impl Default for Config {
             close_flow_after: None,
             pause_snapshot_after: None,
             hold_startstable: false,
+            pre_encode: false,
         }
     }
 }
@@ -173,6 +188,12 @@ impl Emulator {
     /// Load data directly (no journal), e.g. a dataset before any replica connects.
     pub fn load(&self, db: u32, key: &[u8], entry: Entry) {
         self.core.load(db, key, entry)
+    }
+    /// Encode every shard's full-sync body now, so that later `DFLY SYNC`s stream it without
+    /// serializing (effective with [`Config::pre_encode`]; see there). Call it after loading
+    /// the data. Returns the bodies' total size in bytes.
+    pub fn pre_encode(&self) -> u64 {
+        self.core.pre_encode()
     }
     /// Execute a client write as Dragonfly would: route to shards, split multi-key commands,
     /// journal.

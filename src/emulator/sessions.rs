@@ -162,9 +162,12 @@ impl Core {
             }
             let mut ser = Serializer::new(self.ser_opts());
             ser.header(&self.aux(i, &sh));
-            let tr = Traversal::new(&sh.dbs);
-            let mut feed =
-                Feed { session: sid, pipe: f.pipe.clone(), stage: Stage::Snapshot(tr), ser, last_mark: None };
+            let stage = if self.cfg.pre_encode {
+                Stage::PreEncoded { body: self.pre_encoded(&mut sh), pos: 0 }
+            } else {
+                Stage::Snapshot(Traversal::new(&sh.dbs))
+            };
+            let mut feed = Feed { session: sid, pipe: f.pipe.clone(), stage, ser, last_mark: None };
             feed.drain();
             sh.feeds.push(feed);
             f.pipe.update(|st| st.snapshot_work = true);

@@ -234,6 +234,33 @@ impl Serializer {
     }
 }
 
+/// A shard's whole full-sync body, everything a flow carries between the AUX header and
+/// FULLSYNC_END (SELECTDBs, entries, tagged chunks, compressed blobs), serialized at once the
+/// way [`Core::snapshot_step`](super::engine::Core) would with no write in between: same key
+/// order, same chunking and flushes. Keys expired at `now_ms` are left out. Used by
+/// pre-encoding ([`super::Config::pre_encode`]).
+pub fn encode_body(opts: SerOpts, dbs: &BTreeMap<u32, Keyspace>, now_ms: u64) -> Vec<u8> {
+    let mut ser = Serializer::new(opts);
+    let max_open = if opts.two_open { 2 } else { 1 };
+    let mut keys = dbs.iter().flat_map(|(db, ks)| ks.iter().map(move |(k, e)| (*db, k, e))).peekable();
+    loop {
+        let open = ser.open_entries();
+        if open >= max_open || (open > 0 && keys.peek().is_none()) {
+            ser.advance();
+        } else if let Some((db, key, e)) = keys.next() {
+            if !e.is_expired(now_ms) {
+                ser.entry(db, key, e, false);
+            }
+        } else {
+            break;
+        }
+    }
+    ser.flush();
+    let mut body = ser.take_ready();
+    body.shrink_to_fit();
+    body
+}
+
 /// The keys of one shard at the cut, in serialization order (by db, then table order).
 pub struct Traversal {
     order: Vec<(u32, Vec<u8>)>,

@@ -1,0 +1,434 @@
+//! The live-journal figure: the in-process emulator writes a fixed-rate mix (SET, HSET, INCR,
+//! LPUSH, ZADD, DEL, cross-shard MSET) while `df2redis replicate` applies it; every 10 ms a
+//! probe `SET bench:probe:<n> <ns since the bench started>` goes through the emulator too, and
+//! a probe thread polls the target for it (MGET every millisecond): lag = first seen - written.
+//! The rate is stepped; a step holds when the generator achieved the rate (within 5 %), no
+//! probe was lost and the p99 lag is under the limit.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use df2redis::emulator::datasets::Rng;
+use df2redis::emulator::{Compression, Config, Emulator, Value};
+use redis::Value as RV;
+
+use super::servers::{RedisServer, R};
+use super::sys::{self, Proc};
+
+pub struct JournalCfg {
+    pub flows: usize,
+    pub compression: Compression,
+    pub step: Duration,
+    pub rates: Vec<u64>,
+    pub lag_limit_ms: f64,
+    pub df2redis: PathBuf,
+    pub df2redis_args: Vec<String>,
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Step {
+    pub rate: u64,
+    pub achieved: f64,
+    pub probes: usize,
+    pub lost: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub df2redis_cpu_pct: f64,
+    pub redis_cpu_pct: f64,
+    pub source_cpu_pct: f64,
+    /// The rest of the machine (interference).
+    pub other_cpu_pct: f64,
+    pub pass: bool,
+    pub why: String,
+}
+
+pub struct JournalResult {
+    pub steps: Vec<Step>,
+    /// Index of the highest step that held.
+    pub best: Option<usize>,
+    pub max_stall_ms: u64,
+    pub verified_keys: u64,
+    pub peak_rss: u64,
+}
+
+/// Operations pre-built before the clock, cycled through by the generator.
+type Op = Vec<Vec<u8>>;
+
+const POOL: usize = 1 << 16;
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+/// How long after a step the probe thread still waits for its last probes.
+const GRACE: Duration = Duration::from_secs(2);
+
+fn op_pool(emu: &Emulator) -> Vec<Op> {
+    let mut r = Rng::new(42);
+    let b = |s: String| s.into_bytes();
+    (0..POOL)
+        .map(|i| {
+            let k = r.below(100_000);
+            let v = r.text(16);
+            match i % 7 {
+                0 => vec![b"SET".to_vec(), b(format!("j:s:{k}")), v],
+                1 => vec![b"HSET".to_vec(), b(format!("j:h:{}", k % 10_000)), b(format!("f{}", k % 20)), v],
+                2 => vec![b"INCR".to_vec(), b(format!("j:n:{}", k % 10_000))],
+                3 => vec![b"LPUSH".to_vec(), b(format!("j:l:{}", k % 100)), v],
+                4 => vec![
+                    b"ZADD".to_vec(),
+                    b(format!("j:z:{}", k % 100)),
+                    b(format!("{}", r.below(1000))),
+                    b(format!("m{}", k % 1000)),
+                ],
+                5 => vec![b"DEL".to_vec(), b(format!("j:s:{k}"))],
+                _ => {
+                    // Cross-shard: the second key lives on another shard than the first.
+                    let a = format!("j:m:{k}");
+                    let mut j = k + 1;
+                    while emu.config().shards > 1
+                        && emu.shard_of(format!("j:m:{j}").as_bytes()) == emu.shard_of(a.as_bytes())
+                    {
+                        j += 1;
+                    }
+                    vec![b"MSET".to_vec(), b(a), v.clone(), b(format!("j:m:{j}")), v]
+                }
+            }
+        })
+        .collect()
+}
+
+fn write(emu: &Emulator, op: &Op) {
+    let mut a: [&[u8]; 6] = [&[]; 6];
+    for (i, x) in op.iter().enumerate() {
+        a[i] = x;
+    }
+    if let Err(e) = emu.write(0, &a[..op.len()]) {
+        log::warn!("journal generator: {e}");
+    }
+}
+
+/// Write `rate` ops/s for `dur` plus a probe every 10 ms; returns (ops done, seconds).
+fn generate(
+    emu: &Emulator,
+    pool: &[Op],
+    rate: u64,
+    dur: Duration,
+    probes: &Sender<(u64, Instant)>,
+    next_probe_n: &mut u64,
+    epoch: Instant,
+) -> (u64, f64) {
+    let start = Instant::now();
+    let end = start + dur;
+    let mut done: u64 = 0;
+    let mut next_probe = start;
+    let mut at = (*next_probe_n as usize * 7919) % pool.len();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if now >= next_probe {
+            let n = *next_probe_n;
+            *next_probe_n += 1;
+            let key = format!("bench:probe:{n}");
+            let sent = Instant::now();
+            let ns = sent.duration_since(epoch).as_nanos().to_string();
+            let _ = emu.write(0, &[b"SET", key.as_bytes(), ns.as_bytes()]);
+            let _ = probes.send((n, sent));
+            next_probe += PROBE_EVERY;
+        }
+        let due = ((now - start).as_secs_f64() * rate as f64) as u64;
+        // At most 256 ops between two looks at the clock (probes stay on time).
+        let upto = due.min(done + 256);
+        while done < upto {
+            write(emu, &pool[at]);
+            at = (at + 1) % pool.len();
+            done += 1;
+        }
+        if done >= due {
+            // Pacing, not synchronization: the generator is a rate limiter.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    (done, start.elapsed().as_secs_f64())
+}
+
+/// Poll the target for probes until the sender is gone and every probe was seen (or the
+/// grace period passed). Returns the lags in ms and the number never seen.
+fn poll_probes(port: u16, rx: Receiver<(u64, Instant)>) -> R<(Vec<f64>, usize)> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .map_err(|e| format!("probe thread: {e}"))?;
+    let mut outstanding: Vec<(u64, Instant)> = Vec::new();
+    let mut lags = Vec::new();
+    let mut ended: Option<Instant> = None;
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(p) => outstanding.push(p),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    ended.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        if !outstanding.is_empty() {
+            let n = outstanding.len().min(2000);
+            let keys: Vec<String> = outstanding[..n].iter().map(|(i, _)| format!("bench:probe:{i}")).collect();
+            let got: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(&keys).query(&mut c).map_err(|e| format!("probe MGET: {e}"))?;
+            let now = Instant::now();
+            let mut seen = vec![false; n];
+            for (i, v) in got.iter().enumerate() {
+                if v.is_some() {
+                    lags.push(now.duration_since(outstanding[i].1).as_secs_f64() * 1e3);
+                    seen[i] = true;
+                }
+            }
+            let mut i = 0;
+            outstanding.retain(|_| {
+                let keep = i >= n || !seen[i];
+                i += 1;
+                keep
+            });
+        }
+        if let Some(t) = ended {
+            if outstanding.is_empty() || t.elapsed() > GRACE {
+                return Ok((lags, outstanding.len()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn pct(cpu: f64, wall: f64) -> f64 {
+    if wall > 0.0 {
+        cpu / wall * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// Wait until the probe `key` is on the target.
+fn wait_for_key(redis: &RedisServer, key: &str, timeout: Duration) -> R<bool> {
+    let mut c = redis.conn()?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let n: u64 = redis::cmd("EXISTS").arg(key).query(&mut c).map_err(|e| e.to_string())?;
+        if n == 1 {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(false)
+}
+
+pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(String)) -> R<JournalResult> {
+    let emu = Arc::new(
+        Emulator::start(Config {
+            shards: cfg.flows,
+            compression: cfg.compression,
+            pre_encode: true,
+            ..Config::default()
+        })
+        .map_err(|e| format!("emulator: {e}"))?,
+    );
+    emu.pre_encode();
+    let pool = Arc::new(op_pool(&emu));
+    redis.flushall()?;
+    let (out, err) = (cfg.dir.join("journal-df2redis.out"), cfg.dir.join("journal-df2redis.err"));
+    let mut cmd = sys::command_logged(&cfg.df2redis, &out, &err).map_err(|e| e.to_string())?;
+    cmd.arg("replicate")
+        .args(["--source", &emu.addr().to_string(), "--target", &format!("redis://{}", redis.addr())])
+        .args(&cfg.df2redis_args);
+    let mut df: Proc = sys::spawn("df2redis replicate", cmd).map_err(|e| format!("start df2redis: {e}"))?;
+    let fail = |df: &mut Proc, why: String| -> String {
+        let e = df.terminate(Duration::from_secs(10));
+        format!("{why} (df2redis: {}; its log: {})", e.describe(), err.display())
+    };
+
+    // Stable sync reached: a first probe arrives.
+    emu.write(0, &[b"SET", b"bench:probe:start", b"0"]).map_err(|e| e.to_string())?;
+    if !wait_for_key(redis, "bench:probe:start", Duration::from_secs(60))? {
+        return Err(fail(&mut df, "df2redis replicate never applied the first probe within 60 s".into()));
+    }
+
+    let mut steps: Vec<Step> = Vec::new();
+    let mut probe_n: u64 = 0;
+    for &rate in &cfg.rates {
+        let (tx, rx) = mpsc::channel();
+        let port = redis.port;
+        let poller = std::thread::Builder::new()
+            .name("bench-probe".into())
+            .spawn(move || poll_probes(port, rx))
+            .map_err(|e| e.to_string())?;
+        let (cpu_df0, cpu_r0, cpu_s0, busy0) =
+            (df.cpu_s().unwrap_or(0.0), redis.cpu_s(), sys::self_cpu_s(), sys::system_busy_s());
+        let t0 = Instant::now();
+        let gen = {
+            let (emu, pool, step, mut n) = (emu.clone(), pool.clone(), cfg.step, probe_n);
+            std::thread::Builder::new()
+                .name("bench-gen".into())
+                .spawn(move || {
+                    let r = generate(&emu, &pool, rate, step, &tx, &mut n, epoch);
+                    (r, n)
+                })
+                .map_err(|e| e.to_string())?
+        };
+        let ((done, secs), n) = gen.join().map_err(|_| "the generator panicked".to_string())?;
+        probe_n = n;
+        let wall = t0.elapsed().as_secs_f64();
+        let (cpu_df1, cpu_r1, cpu_s1, busy1) =
+            (df.cpu_s().unwrap_or(0.0), redis.cpu_s(), sys::self_cpu_s(), sys::system_busy_s());
+        let other = (busy1 - busy0) - (cpu_df1 - cpu_df0) - (cpu_r1 - cpu_r0) - (cpu_s1 - cpu_s0);
+        let (mut lags, lost) = poller.join().map_err(|_| "the probe thread panicked".to_string())??;
+        lags.sort_by(f64::total_cmp);
+        let mut s = Step {
+            rate,
+            achieved: done as f64 / secs,
+            probes: lags.len() + lost,
+            lost,
+            p50_ms: percentile(&lags, 0.50),
+            p99_ms: percentile(&lags, 0.99),
+            max_ms: lags.last().copied().unwrap_or(0.0),
+            df2redis_cpu_pct: pct(cpu_df1 - cpu_df0, wall),
+            redis_cpu_pct: pct(cpu_r1 - cpu_r0, wall),
+            source_cpu_pct: pct(cpu_s1 - cpu_s0, wall),
+            other_cpu_pct: pct(other.max(0.0), wall),
+            pass: false,
+            why: String::new(),
+        };
+        let mut why = Vec::new();
+        if s.achieved < rate as f64 * 0.95 {
+            why.push(format!("the emulator reached only {:.0} ops/s", s.achieved));
+        }
+        if lost > 0 {
+            why.push(format!("{lost} probes not applied within {GRACE:?} after the step"));
+        }
+        if s.p99_ms >= cfg.lag_limit_ms {
+            why.push(format!("p99 lag {:.1} ms >= {} ms", s.p99_ms, cfg.lag_limit_ms));
+        }
+        if let Some(e) = df.try_reap() {
+            return Err(format!(
+                "df2redis replicate ended during the journal step ({}); log: {}",
+                e.describe(),
+                err.display()
+            ));
+        }
+        s.pass = why.is_empty();
+        s.why = why.join("; ");
+        say(format!(
+            "journal {rate} ops/s: achieved {:.0}, lag p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} probes, CPU df2redis {:.0}% redis {:.0}% source {:.0}% other {:.0}% -> {}",
+            s.achieved,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            s.probes,
+            s.df2redis_cpu_pct,
+            s.redis_cpu_pct,
+            s.source_cpu_pct,
+            s.other_cpu_pct,
+            if s.pass { "holds".to_string() } else { format!("missed: {}", s.why) }
+        ));
+        let pass = s.pass;
+        steps.push(s);
+        // Let df2redis drain what is queued before the next step (or the check).
+        if !emu.wait_acked_all(Duration::from_secs(120)) {
+            return Err(fail(&mut df, format!("df2redis did not catch up within 120 s after the {rate} ops/s step")));
+        }
+        if !pass {
+            break;
+        }
+    }
+
+    // Everything written is applied (ACKed): the target must equal the emulator's data.
+    if !emu.wait_acked_all(Duration::from_secs(120)) {
+        return Err(fail(&mut df, "df2redis did not ACK every record within 120 s".into()));
+    }
+    let verified = match verify_all(&emu, redis) {
+        Ok(n) => n,
+        Err(e) => return Err(fail(&mut df, format!("the target differs from the emulator after the journal: {e}"))),
+    };
+    let e = df.terminate(Duration::from_secs(30));
+    if !e.success() {
+        return Err(format!(
+            "df2redis replicate did not exit cleanly on SIGTERM: {}; log: {}",
+            e.describe(),
+            err.display()
+        ));
+    }
+    let best = steps.iter().take_while(|s| s.pass).count().checked_sub(1);
+    let max_stall_ms = emu.max_stall_ms();
+    let violations = emu.violations();
+    if !violations.is_empty() {
+        return Err(format!("the emulator saw protocol violations: {violations:?}"));
+    }
+    Ok(JournalResult { steps, best, max_stall_ms, verified_keys: verified, peak_rss: e.peak_rss })
+}
+
+/// Compare every key of the emulator's db 0 with the target (strings, hashes, lists, zsets).
+fn verify_all(emu: &Emulator, redis: &RedisServer) -> R<u64> {
+    let data = emu.data().remove(&0).unwrap_or_default();
+    let size = redis.dbsize()?;
+    if size != data.len() as u64 {
+        return Err(format!("target DBSIZE {size}, emulator has {} keys", data.len()));
+    }
+    let mut c = redis.conn()?;
+    let keys: Vec<(&Vec<u8>, &Value)> = data.iter().map(|(k, e)| (k, &e.value)).collect();
+    for chunk in keys.chunks(500) {
+        let mut p = redis::pipe();
+        for (k, v) in chunk {
+            match v {
+                Value::String(_) => p.cmd("GET").arg(k.as_slice()),
+                Value::Hash(_) => p.cmd("HGETALL").arg(k.as_slice()),
+                Value::List(_) => p.cmd("LRANGE").arg(k.as_slice()).arg(0).arg(-1),
+                Value::Zset(_) => p.cmd("ZRANGE").arg(k.as_slice()).arg(0).arg(-1).arg("WITHSCORES"),
+                other => return Err(format!("unexpected {} key in the journal dataset", other.type_name())),
+            };
+        }
+        let got: Vec<RV> = p.query(&mut c).map_err(|e| format!("reading the target: {e}"))?;
+        for ((k, want), got) in chunk.iter().zip(got) {
+            let name = String::from_utf8_lossy(k);
+            let bulk = |v: &RV| match v {
+                RV::BulkString(b) => Some(b.clone()),
+                RV::SimpleString(s) => Some(s.clone().into_bytes()),
+                _ => None,
+            };
+            let arr = |v: RV| match v {
+                RV::Array(a) => a.iter().map(bulk).collect::<Option<Vec<_>>>(),
+                _ => None,
+            };
+            let same = match want {
+                Value::String(s) => bulk(&got).as_ref() == Some(s),
+                Value::Hash(h) => arr(got).is_some_and(|a| {
+                    let m: BTreeMap<Vec<u8>, Vec<u8>> = a.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                    a.len() == 2 * h.len() && m == *h
+                }),
+                Value::List(l) => arr(got).is_some_and(|a| a.iter().eq(l.iter())),
+                Value::Zset(z) => arr(got).is_some_and(|a| {
+                    let m: Option<BTreeMap<Vec<u8>, f64>> = a
+                        .chunks(2)
+                        .map(|p| Some((p[0].clone(), std::str::from_utf8(&p[1]).ok()?.parse::<f64>().ok()?)))
+                        .collect();
+                    a.len() == 2 * z.len() && m.as_ref() == Some(z)
+                }),
+                _ => false,
+            };
+            if !same {
+                return Err(format!("key {name} differs"));
+            }
+        }
+    }
+    Ok(keys.len() as u64)
+}

@@ -1,0 +1,1054 @@
+//! `df2redis-bench`: the benchmark of issue 4 (and the cluster figure of issue 5), end to end
+//! on one machine. Run it through `scripts/bench.sh`, which builds it first.
+//!
+//! Everything runs in one process tree on 127.0.0.1: its own redis-server (and a 3-master
+//! cluster), the Dragonfly-master emulator in process with pre-encoded snapshots, and
+//! `df2redis` / `redis-cli --pipe` / `redis-benchmark` as children. Children are stopped by
+//! PID (and die with the bench: PR_SET_PDEATHSIG). Datasets are generated, loaded and
+//! pre-encoded, and their RESP files written, before the clock starts; each copy is checked
+//! (DBSIZE and sampled values; the journal run compares every key) after it stops.
+//!
+//! Output: progress on stderr; on stdout a table, one `FIGURE name=value` line per figure,
+//! and one `TARGET` line per target. Exit 0 unless a copy was wrong or something crashed
+//! (1), or `--strict` and a target was missed (3); 2 for usage errors.
+
+#[path = "bench_support/data.rs"]
+mod data;
+#[path = "bench_support/journal.rs"]
+mod journal;
+#[path = "bench_support/servers.rs"]
+mod servers;
+#[path = "bench_support/sys.rs"]
+mod sys;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use df2redis::emulator::{Compression, Config, Emulator};
+
+use data::{Dataset, Kind, Spec};
+use servers::{Cluster, RedisServer, R};
+
+const LONG_ABOUT: &str = "\
+Benchmark df2redis end to end on this machine (issue 4), and print a table plus one line per \
+figure: `FIGURE name=value`.
+
+It starts its own redis-server (free port, --save \"\" --appendonly no), a 3-master Redis Cluster \
+for the cluster figure, and the Dragonfly-master emulator in process, with every snapshot \
+pre-encoded before the clock starts. For each snapshot dataset it times `df2redis migrate` (4 \
+flows by default) into the empty redis-server, records df2redis's peak RSS and the CPU used by \
+df2redis, Redis and the emulator, checks the copy (DBSIZE and sampled values), then times \
+`redis-cli --pipe` of the same data as RESP commands into the same server. The journal figure \
+steps a live write mix through `df2redis replicate` and measures the lag of probe keys; its \
+denominator is `redis-benchmark -P 100 -t set` against the same server.
+
+Before a dataset's timed runs Redis is filled once by an untimed `redis-cli --pipe` (warm-up, \
+--no-warmup to skip), so that both timed runs find Redis' memory already faulted in; every \
+timed run starts from FLUSHALL. The table also shows df2redis's CPU per thread group and what \
+Redis executed (INFO commandstats, read events), which tell where the time goes.
+
+Figures (MB = 10^6 bytes of payload: key, field and value bytes; the wire MB df2redis reports \
+are in the table):
+  <ds>.fullsync_keys_per_s  <ds>.fullsync_mb_per_s  <ds>.pipe_keys_per_s  <ds>.fullsync_vs_pipe
+  <ds>.peak_rss_mb  <ds>.df2redis_cpu_pct  <ds>.redis_cpu_pct  <ds>.emulator_cpu_pct
+      for <ds> in small, hashes, lists, big (and small_4x: peak_rss_mb, fullsync_keys_per_s)
+  rss_growth  benchmark_set_ops_per_s  journal_max_ops_per_s  lag_p99_ms  journal_vs_benchmark
+  journal.peak_rss_mb  max_source_stall_ms
+  cluster_fullsync_keys_per_s  cluster_pipe_keys_per_s  cluster_fullsync_vs_pipe
+
+Exit status: 0 when every copy was right (targets missed or not), 1 when a copy was wrong or a \
+process failed, 3 with --strict when a target was missed, 2 for usage errors.";
+
+#[derive(Parser, Debug)]
+#[command(name = "df2redis-bench", about = "Benchmark df2redis end to end (issue 4)", long_about = LONG_ABOUT)]
+struct Args {
+    /// Tiny sizes and short journal steps (the whole run well under a minute); explicit size
+    /// flags still win.
+    #[arg(long)]
+    smoke: bool,
+    /// Run only these parts (comma-separated): small, hashes, lists, big, rss (small at
+    /// --rss-factor times its size), journal, cluster.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<Part>>,
+    /// Keys of `small` (16-byte keys, 32-byte values) [default: 2000000; smoke 20000].
+    #[arg(long)]
+    small_keys: Option<usize>,
+    /// Hashes of `hashes` [default: 200000; smoke 2000].
+    #[arg(long)]
+    hashes: Option<usize>,
+    /// Fields per hash (16-byte names, 32-byte values).
+    #[arg(long, default_value_t = 20)]
+    hash_fields: usize,
+    /// Lists of `lists` [default: 100; smoke 4].
+    #[arg(long)]
+    lists: Option<usize>,
+    /// Elements (32 bytes) per list [default: 100000; smoke 10000].
+    #[arg(long)]
+    list_elems: Option<usize>,
+    /// Elements per RPUSH in the RESP file of `lists`.
+    #[arg(long, default_value_t = 1000)]
+    list_batch: usize,
+    /// Strings of `big` [default: 1000; smoke 20].
+    #[arg(long)]
+    big: Option<usize>,
+    /// Bytes per `big` value.
+    #[arg(long, default_value_t = 1 << 20)]
+    big_bytes: usize,
+    /// rss_growth compares `small` with `small` at this many times its keys.
+    #[arg(long, default_value_t = 4)]
+    rss_factor: usize,
+    /// Emulator shards = df2redis flows.
+    #[arg(long, default_value_t = 4)]
+    flows: usize,
+    /// Snapshot compression of the emulator (Dragonfly's default is lz4).
+    #[arg(long, value_enum, default_value_t = CompressionArg::Lz4)]
+    compression: CompressionArg,
+    /// Seconds each journal rate is held [default: 20; smoke 2].
+    #[arg(long)]
+    journal_secs: Option<f64>,
+    /// Journal rates to step through, ops/s, comma-separated; stops at the first that does
+    /// not hold [default: 5000,10000,20000,40000,80000,120000,160000,200000,240000,320000,480000,640000;
+    /// smoke 2000,5000].
+    #[arg(long, value_delimiter = ',')]
+    journal_rates: Option<Vec<u64>>,
+    /// A journal step holds only with a p99 lag under this many ms.
+    #[arg(long, default_value_t = 100.0)]
+    lag_limit_ms: f64,
+    /// Requests of `redis-benchmark -P 100 -t set` [default: 2000000; smoke 100000].
+    #[arg(long)]
+    benchmark_requests: Option<u64>,
+    /// The df2redis binary [default: `df2redis` beside this program].
+    #[arg(long)]
+    df2redis: Option<PathBuf>,
+    /// An extra argument for every df2redis run (repeat it), e.g. --df2redis-arg=--inflight=16.
+    #[arg(long = "df2redis-arg", allow_hyphen_values = true)]
+    df2redis_args: Vec<String>,
+    /// redis-server, redis-cli and redis-benchmark are looked up in PATH unless given.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// redis-cli (cluster creation and `--pipe`).
+    #[arg(long, default_value = "redis-cli")]
+    redis_cli: PathBuf,
+    /// redis-benchmark (the journal figure's denominator).
+    #[arg(long, default_value = "redis-benchmark")]
+    redis_benchmark: PathBuf,
+    /// Directory for RESP files, logs and Redis' working directories [default: a fresh one
+    /// under $TMPDIR, removed at the end].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the work directory (logs of every run) at the end.
+    #[arg(long)]
+    keep_work_dir: bool,
+    /// Longest a single df2redis or redis-cli run may take, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout_secs: u64,
+    /// Skip the untimed warm-up fill of Redis before each dataset's timed runs. Without it the
+    /// first timed run pays for Redis' memory growing (page faults) and the later one does not.
+    #[arg(long)]
+    no_warmup: bool,
+    /// Exit 3 when a target is missed.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Part {
+    Small,
+    Hashes,
+    Lists,
+    Big,
+    Rss,
+    Journal,
+    Cluster,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompressionArg {
+    Lz4,
+    Zstd,
+    Lzf,
+    None,
+}
+
+/// Sizes and settings after --smoke and the explicit flags.
+struct Plan {
+    parts: Vec<Part>,
+    small: usize,
+    hashes: usize,
+    lists: usize,
+    list_elems: usize,
+    big: usize,
+    journal_secs: f64,
+    journal_rates: Vec<u64>,
+    benchmark_requests: u64,
+}
+
+impl Plan {
+    fn from(a: &Args) -> Plan {
+        let s = a.smoke;
+        let pick = |v: Option<usize>, full: usize, smoke: usize| v.unwrap_or(if s { smoke } else { full });
+        Plan {
+            parts: a.only.clone().unwrap_or_else(|| {
+                vec![Part::Small, Part::Hashes, Part::Lists, Part::Big, Part::Rss, Part::Journal, Part::Cluster]
+            }),
+            small: pick(a.small_keys, 2_000_000, 20_000),
+            hashes: pick(a.hashes, 200_000, 2_000),
+            lists: pick(a.lists, 100, 4),
+            list_elems: pick(a.list_elems, 100_000, 10_000),
+            big: pick(a.big, 1000, 20),
+            journal_secs: a.journal_secs.unwrap_or(if s { 2.0 } else { 20.0 }),
+            journal_rates: a.journal_rates.clone().unwrap_or_else(|| {
+                if s {
+                    vec![2000, 5000]
+                } else {
+                    vec![
+                        5000, 10_000, 20_000, 40_000, 80_000, 120_000, 160_000, 200_000, 240_000, 320_000, 480_000,
+                        640_000,
+                    ]
+                }
+            }),
+            benchmark_requests: a.benchmark_requests.unwrap_or(if s { 100_000 } else { 2_000_000 }),
+        }
+    }
+    fn has(&self, p: Part) -> bool {
+        self.parts.contains(&p)
+    }
+}
+
+/// One timed `df2redis migrate`.
+#[derive(Clone, Debug, Default)]
+struct Migrate {
+    wall: f64,
+    wire_mb: f64,
+    peak_rss: u64,
+    df2redis_cpu: f64,
+    redis_cpu: f64,
+    emulator_cpu: f64,
+    /// Busy CPU of the machine not used by df2redis, Redis or the bench (interference).
+    other_cpu: f64,
+    /// df2redis CPU seconds by thread group (flow-*, writer-*, ...).
+    threads: BTreeMap<String, f64>,
+    /// What Redis executed (INFO commandstats).
+    cmds: CmdStats,
+}
+
+/// command -> (calls, microseconds executing it), from INFO commandstats.
+type CmdStats = BTreeMap<String, (u64, u64)>;
+
+/// One timed `redis-cli --pipe` (or three at once for the cluster).
+#[derive(Clone, Debug, Default)]
+struct Pipe {
+    wall: f64,
+    redis_cpu: f64,
+    cli_cpu: f64,
+    cmds: CmdStats,
+}
+
+struct Row {
+    name: String,
+    keys: u64,
+    payload: u64,
+    migrate: Migrate,
+    pipe: Option<Pipe>,
+}
+
+enum Target<'a> {
+    Standalone(&'a RedisServer),
+    Cluster(&'a Cluster),
+}
+
+impl Target<'_> {
+    fn url(&self) -> String {
+        match self {
+            Target::Standalone(r) => format!("redis://{}", r.addr()),
+            Target::Cluster(c) => c.url(),
+        }
+    }
+    fn flushall(&self) -> R<()> {
+        match self {
+            Target::Standalone(r) => r.flushall(),
+            Target::Cluster(c) => c.flushall(),
+        }
+    }
+    fn dbsize(&self) -> R<u64> {
+        match self {
+            Target::Standalone(r) => r.dbsize(),
+            Target::Cluster(c) => c.dbsize(),
+        }
+    }
+    fn cpu_s(&self) -> f64 {
+        match self {
+            Target::Standalone(r) => r.cpu_s(),
+            Target::Cluster(c) => c.cpu_s(),
+        }
+    }
+    fn reset_stats(&self) -> R<()> {
+        match self {
+            Target::Standalone(r) => r.reset_stats(),
+            Target::Cluster(c) => c.reset_stats(),
+        }
+    }
+    /// Command statistics (read before the copy is checked) minus the harness's own commands
+    /// and the clients' probes (MODULE LIST by df2redis, ECHO by redis-cli).
+    fn command_stats(&self) -> R<CmdStats> {
+        let mut m = match self {
+            Target::Standalone(r) => r.command_stats(),
+            Target::Cluster(c) => c.command_stats(),
+        }?;
+        let (reads, bytes) = match self {
+            Target::Standalone(r) => r.io_stats(),
+            Target::Cluster(c) => c.io_stats(),
+        }?;
+        m.insert("(reads)".into(), (reads, bytes));
+        m.retain(|k, _| {
+            !matches!(
+                k.as_str(),
+                "flushall"
+                    | "dbsize"
+                    | "info"
+                    | "config|resetstat"
+                    | "ping"
+                    | "cluster|info"
+                    | "cluster|slots"
+                    | "cluster|myid"
+                    | "module|list"
+                    | "echo"
+            )
+        });
+        Ok(m)
+    }
+    fn verify(&self, ds: &Dataset) -> R<()> {
+        match self {
+            Target::Standalone(r) => data::verify_samples(&ds.samples, |_| r.conn()),
+            Target::Cluster(c) => data::verify_samples(&ds.samples, |k| c.conn_for(k)),
+        }
+    }
+}
+
+struct Bench {
+    args: Args,
+    plan: Plan,
+    dir: PathBuf,
+    df2redis: PathBuf,
+    epoch: Instant,
+    rows: Vec<Row>,
+    figures: Vec<(String, String)>,
+    max_stall_ms: u64,
+    journal: Option<journal::JournalResult>,
+    benchmark_rps: Option<f64>,
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+fn pct(cpu: f64, wall: f64) -> f64 {
+    if wall > 0.0 {
+        cpu / wall * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// Resolve a program name through PATH (a path with a '/' is taken as is).
+fn resolve(p: &Path) -> R<PathBuf> {
+    if p.components().count() > 1 {
+        return if p.exists() { Ok(p.to_path_buf()) } else { Err(format!("{} does not exist", p.display())) };
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .ok_or_else(|| {
+            format!("{} not found in PATH (scripts/bench.sh installs redis-server and redis-tools)", p.display())
+        })
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let t = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = t.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Bench {
+    fn compression(&self) -> Compression {
+        match self.args.compression {
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Lzf => Compression::Lzf,
+            CompressionArg::None => Compression::None,
+        }
+    }
+
+    fn emulator(&self) -> R<Emulator> {
+        Emulator::start(Config {
+            shards: self.args.flows,
+            compression: self.compression(),
+            pre_encode: true,
+            ..Config::default()
+        })
+        .map_err(|e| format!("start the emulator: {e}"))
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.args.timeout_secs)
+    }
+
+    /// Generate a dataset into a fresh emulator (and a RESP file), then pre-encode it.
+    fn prepare(&self, spec: &Spec, resp: bool) -> R<(Emulator, Dataset)> {
+        let emu = self.emulator()?;
+        let t = Instant::now();
+        let path = resp.then(|| self.dir.join(format!("{}.resp", spec.name)));
+        let ds = data::generate(spec, &emu, path.as_deref())?;
+        say(format!(
+            "{}: generated {} keys, {:.1} MB payload{} in {:.1} s",
+            spec.name,
+            ds.keys,
+            mb(ds.payload),
+            if resp {
+                format!(", RESP file {:.1} MB ({} commands)", mb(ds.resp_bytes), ds.resp_cmds)
+            } else {
+                String::new()
+            },
+            t.elapsed().as_secs_f64()
+        ));
+        let t = Instant::now();
+        let body = emu.pre_encode();
+        say(format!("{}: pre-encoded {:.1} MB of snapshot in {:.1} s", spec.name, mb(body), t.elapsed().as_secs_f64()));
+        Ok((emu, ds))
+    }
+
+    /// Time `df2redis migrate` from `emu` into the flushed `target`, then check the copy.
+    fn migrate(&self, emu: &Emulator, target: &Target, ds: &Dataset, label: &str) -> R<Migrate> {
+        target.flushall()?;
+        target.reset_stats()?;
+        let out = self.dir.join(format!("{label}-df2redis.out"));
+        let err = self.dir.join(format!("{label}-df2redis.err"));
+        let mut cmd = sys::command_logged(&self.df2redis, &out, &err).map_err(|e| e.to_string())?;
+        cmd.arg("migrate")
+            .args(["--source", &emu.addr().to_string(), "--target", &target.url()])
+            .args(&self.args.df2redis_args);
+        let (r0, e0, s0) = (target.cpu_s(), sys::self_cpu_s(), sys::system_busy_s());
+        // The clock starts once df2redis was exec'd: forking the bench (which holds the whole
+        // dataset) is the harness's cost, not df2redis's.
+        let mut p =
+            sys::spawn("df2redis migrate", cmd).map_err(|e| format!("start {}: {e}", self.df2redis.display()))?;
+        let t0 = Instant::now();
+        p.track_threads();
+        let exit = p.wait(self.timeout());
+        let wall = t0.elapsed().as_secs_f64();
+        let (r1, e1, s1) = (target.cpu_s(), sys::self_cpu_s(), sys::system_busy_s());
+        let exit = exit.map_err(|e| format!("{label}: {e}"))?;
+        if !exit.success() {
+            return Err(format!(
+                "{label}: df2redis migrate failed ({}):\n{}\n{}",
+                exit.describe(),
+                tail(&out, 20),
+                tail(&err, 20)
+            ));
+        }
+        let cmds = target.command_stats()?;
+        // The summary's totals are informative (wire MB); the target itself is what is checked.
+        let summary = std::fs::read_to_string(&out).unwrap_or_default();
+        let (keys, wire_mb) = parse_total(&summary).unwrap_or((ds.keys, f64::NAN));
+        let size = target.dbsize()?;
+        if size != ds.keys || keys != ds.keys {
+            return Err(format!(
+                "{label}: WRONG COPY: the target holds {size} keys, df2redis reports {keys}, the dataset has {}",
+                ds.keys
+            ));
+        }
+        target.verify(ds).map_err(|e| format!("{label}: WRONG COPY: {e}"))?;
+        let v = emu.violations();
+        if !v.is_empty() {
+            return Err(format!("{label}: the emulator saw protocol violations: {v:?}"));
+        }
+        let m = Migrate {
+            wall,
+            wire_mb,
+            peak_rss: exit.peak_rss,
+            df2redis_cpu: exit.cpu_s,
+            redis_cpu: r1 - r0,
+            emulator_cpu: e1 - e0,
+            other_cpu: ((s1 - s0) - exit.cpu_s - (r1 - r0) - (e1 - e0)).max(0.0),
+            threads: p.thread_cpu_s(),
+            cmds,
+        };
+        say(format!(
+            "{label}: migrate {:.2} s, {:.0} keys/s, {:.1} MB/s payload, peak RSS {:.1} MB, CPU df2redis {:.0}% redis {:.0}% emulator {:.0}% other {:.0}% (copy checked)",
+            wall,
+            ds.keys as f64 / wall,
+            mb(ds.payload) / wall,
+            mb(m.peak_rss),
+            pct(m.df2redis_cpu, wall),
+            pct(m.redis_cpu, wall),
+            pct(m.emulator_cpu, wall),
+            pct(m.other_cpu, wall)
+        ));
+        say(format!("{label}: df2redis CPU by thread: {}", thread_line(&m)));
+        say(format!("{label}: Redis executed: {}", cmd_line(&m.cmds)));
+        Ok(m)
+    }
+
+    /// Time `redis-cli --pipe` of each (file, port) at once into the flushed `target`; check the
+    /// key count.
+    fn pipe(&self, target: &Target, files: &[(PathBuf, u16)], ds: &Dataset, label: &str) -> R<Pipe> {
+        target.flushall()?;
+        target.reset_stats()?;
+        let mut procs = Vec::new();
+        let r0 = target.cpu_s();
+        // As for df2redis, the clock starts once the (first) redis-cli was exec'd.
+        let mut t0 = None;
+        for (i, (file, port)) in files.iter().enumerate() {
+            let out = self.dir.join(format!("{label}-pipe{i}.out"));
+            let mut cmd = Command::new(&self.args.redis_cli);
+            cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "--pipe"])
+                .stdin(std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?)
+                .stdout(std::fs::File::create(&out).map_err(|e| e.to_string())?)
+                .stderr(Stdio::null());
+            procs.push((sys::spawn("redis-cli --pipe", cmd).map_err(|e| format!("redis-cli: {e}"))?, out));
+            t0.get_or_insert_with(Instant::now);
+        }
+        let t0 = t0.unwrap_or_else(Instant::now);
+        let mut cli_cpu = 0.0;
+        for (p, out) in procs.iter_mut() {
+            let e = p.wait(self.timeout()).map_err(|e| format!("{label}: {e}"))?;
+            let text = std::fs::read_to_string(&*out).unwrap_or_default();
+            if !e.success() || !text.contains("errors: 0,") {
+                return Err(format!("{label}: redis-cli --pipe failed ({}):\n{text}", e.describe()));
+            }
+            cli_cpu += e.cpu_s;
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let redis_cpu = target.cpu_s() - r0;
+        let cmds = target.command_stats()?;
+        let size = target.dbsize()?;
+        if size != ds.keys {
+            return Err(format!("{label}: redis-cli --pipe left {size} keys, the dataset has {}", ds.keys));
+        }
+        target.verify(ds).map_err(|e| format!("{label}: the pipe's copy differs: {e}"))?;
+        say(format!(
+            "{label}: redis-cli --pipe {:.2} s, {:.0} keys/s, CPU redis {:.0}% redis-cli {:.0}%",
+            wall,
+            ds.keys as f64 / wall,
+            pct(redis_cpu, wall),
+            pct(cli_cpu, wall)
+        ));
+        Ok(Pipe { wall, redis_cpu, cli_cpu, cmds })
+    }
+
+    fn spec(&self, name: &str, kind: Kind, keys: usize, width: usize) -> Spec {
+        Spec { name: name.to_string(), kind, keys, width, list_batch: self.args.list_batch }
+    }
+
+    fn snapshot_dataset(&mut self, redis: &RedisServer, spec: Spec) -> R<()> {
+        let small = spec.kind == Kind::Small;
+        let standalone = self.plan.has(match spec.kind {
+            Kind::Small => Part::Small,
+            Kind::Hashes => Part::Hashes,
+            Kind::Lists => Part::Lists,
+            Kind::Big => Part::Big,
+        });
+        let cluster = small && self.plan.has(Part::Cluster);
+        let rss_base = small && self.plan.has(Part::Rss);
+        if !standalone && !cluster && !rss_base {
+            return Ok(());
+        }
+        say(format!("== {}", spec.name));
+        let (emu, ds) = self.prepare(&spec, standalone || cluster)?;
+        let target = Target::Standalone(redis);
+        if standalone && !self.args.no_warmup {
+            // Fill Redis once (untimed) so that the migrate and the pipe both find its memory
+            // already faulted in; each timed run starts from FLUSHALL.
+            let resp = ds.resp.clone().expect("RESP file");
+            let t = Instant::now();
+            self.pipe(&target, &[(resp, redis.port)], &ds, &format!("{}-warmup", spec.name))?;
+            say(format!("{}: warm-up fill done in {:.1} s (untimed)", spec.name, t.elapsed().as_secs_f64()));
+        }
+        if standalone || rss_base {
+            let m = self.migrate(&emu, &target, &ds, &spec.name)?;
+            let pipe = if standalone {
+                let resp = ds.resp.clone().expect("RESP file");
+                Some(self.pipe(&target, &[(resp, redis.port)], &ds, &spec.name)?)
+            } else {
+                None
+            };
+            self.rows.push(Row { name: spec.name.clone(), keys: ds.keys, payload: ds.payload, migrate: m, pipe });
+        }
+        redis.flushall()?;
+        if cluster {
+            say("== cluster: starting 3 masters");
+            let c = Cluster::start(&self.args.redis_server, &self.args.redis_cli, &self.dir, 3)?;
+            let resp = ds.resp.clone().expect("RESP file");
+            let parts = servers::split_paths(&resp, c.nodes.len());
+            let counts = data::split_by_slot(&resp, &c.owner, &parts)?;
+            say(format!("cluster: RESP split per master by slot: {counts:?} commands"));
+            let ct = Target::Cluster(&c);
+            let files: Vec<(PathBuf, u16)> = parts.iter().cloned().zip(c.nodes.iter().map(|n| n.port)).collect();
+            if !self.args.no_warmup {
+                self.pipe(&ct, &files, &ds, "cluster-warmup")?;
+            }
+            let m = self.migrate(&emu, &ct, &ds, "cluster")?;
+            let p = self.pipe(&ct, &files, &ds, "cluster")?;
+            self.rows.push(Row {
+                name: "cluster".into(),
+                keys: ds.keys,
+                payload: ds.payload,
+                migrate: m,
+                pipe: Some(p),
+            });
+            c.flushall()?;
+            c.stop();
+            for p in parts {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        self.max_stall_ms = self.max_stall_ms.max(emu.max_stall_ms());
+        if let Some(p) = &ds.resp {
+            let _ = std::fs::remove_file(p);
+        }
+        emu.stop();
+        Ok(())
+    }
+
+    fn rss_dataset(&mut self, redis: &RedisServer) -> R<()> {
+        if !self.plan.has(Part::Rss) {
+            return Ok(());
+        }
+        let name = format!("small_{}x", self.args.rss_factor);
+        say(format!("== {name}"));
+        let spec = self.spec(&name, Kind::Small, self.plan.small * self.args.rss_factor, 32);
+        let (emu, ds) = self.prepare(&spec, false)?;
+        let m = self.migrate(&emu, &Target::Standalone(redis), &ds, &name)?;
+        self.rows.push(Row { name, keys: ds.keys, payload: ds.payload, migrate: m, pipe: None });
+        self.max_stall_ms = self.max_stall_ms.max(emu.max_stall_ms());
+        redis.flushall()?;
+        emu.stop();
+        Ok(())
+    }
+
+    fn benchmark(&mut self, redis: &RedisServer) -> R<f64> {
+        redis.flushall()?;
+        let out = self.dir.join("redis-benchmark.out");
+        let mut cmd = sys::command_logged(&self.args.redis_benchmark, &out, &self.dir.join("redis-benchmark.err"))
+            .map_err(|e| e.to_string())?;
+        cmd.args(["-h", "127.0.0.1", "-p", &redis.port.to_string(), "-P", "100", "-t", "set", "-q"])
+            .args(["-n", &self.plan.benchmark_requests.to_string()]);
+        let mut p = sys::spawn("redis-benchmark", cmd).map_err(|e| format!("redis-benchmark: {e}"))?;
+        let e = p.wait(self.timeout())?;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let rps = text
+            .split(['\r', '\n'])
+            .filter_map(|l| l.trim().strip_prefix("SET: "))
+            .filter_map(|l| l.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+            .next_back();
+        redis.flushall()?;
+        match (e.success(), rps) {
+            (true, Some(r)) => {
+                say(format!("redis-benchmark -P 100 -t set -n {}: {r:.0} SET/s", self.plan.benchmark_requests));
+                Ok(r)
+            }
+            _ => Err(format!("redis-benchmark failed ({}):\n{text}", e.describe())),
+        }
+    }
+
+    fn journal(&mut self, redis: &RedisServer) -> R<()> {
+        if !self.plan.has(Part::Journal) {
+            return Ok(());
+        }
+        say("== journal");
+        self.benchmark_rps = Some(self.benchmark(redis)?);
+        let cfg = journal::JournalCfg {
+            flows: self.args.flows,
+            compression: self.compression(),
+            step: Duration::from_secs_f64(self.plan.journal_secs),
+            rates: self.plan.journal_rates.clone(),
+            lag_limit_ms: self.args.lag_limit_ms,
+            df2redis: self.df2redis.clone(),
+            df2redis_args: self.args.df2redis_args.clone(),
+            dir: self.dir.clone(),
+        };
+        let r = journal::run(&cfg, redis, self.epoch, &|m| say(m))?;
+        say(format!("journal: the target equals the emulator's {} keys after the run", r.verified_keys));
+        self.max_stall_ms = self.max_stall_ms.max(r.max_stall_ms);
+        self.journal = Some(r);
+        redis.flushall()?;
+        Ok(())
+    }
+
+    fn run(&mut self) -> R<()> {
+        let dir = self.dir.clone();
+        let b0 = sys::system_busy_s();
+        std::thread::sleep(Duration::from_secs(1));
+        let busy = sys::system_busy_s() - b0;
+        if busy > 0.15 {
+            say(format!(
+                "WARNING: the machine is busy before the bench starts ({:.0}% of a CPU in use by other processes); \
+                 the figures will be disturbed (see the oth% columns)",
+                busy * 100.0
+            ));
+        }
+        let redis = RedisServer::start(&self.args.redis_server, &dir, "redis", false)?;
+        say(format!("redis-server on {} (pid {}), work dir {}", redis.addr(), redis.pid(), dir.display()));
+        let specs = [
+            self.spec("small", Kind::Small, self.plan.small, 32),
+            self.spec("hashes", Kind::Hashes, self.plan.hashes, self.args.hash_fields),
+            self.spec("lists", Kind::Lists, self.plan.lists, self.plan.list_elems),
+            self.spec("big", Kind::Big, self.plan.big, self.args.big_bytes),
+        ];
+        let r = (|| {
+            for s in specs {
+                self.snapshot_dataset(&redis, s)?;
+            }
+            self.rss_dataset(&redis)?;
+            self.journal(&redis)
+        })();
+        redis.stop();
+        r
+    }
+
+    /// The table, the FIGURE lines and the TARGET lines; returns how many targets were missed.
+    fn report(&mut self) -> usize {
+        let mut t = String::new();
+        let cpus = sys::cpus();
+        let _ = writeln!(
+            t,
+            "\n==== df2redis benchmark: {} flows, {:?} snapshots, {} CPUs (source, df2redis and Redis share them) ====",
+            self.args.flows, self.args.compression, cpus
+        );
+        let _ = writeln!(
+            t,
+            "{:<10} {:>9} {:>8} {:>8} | {:>7} {:>10} {:>7} {:>6} | {:>4} {:>4} {:>4} {:>4} | {:>7} {:>10} {:>4} {:>4} | {:>6}",
+            "dataset", "keys", "pay MB", "wire MB", "mig s", "keys/s", "MB/s", "RSS MB", "df%", "red%", "emu%", "oth%", "pipe s",
+            "keys/s", "red%", "cli%", "ratio"
+        );
+        for r in &self.rows {
+            let m = &r.migrate;
+            let (ps, pk, pr, pc, ratio) = match &r.pipe {
+                Some(p) => (
+                    format!("{:.2}", p.wall),
+                    format!("{:.0}", r.keys as f64 / p.wall),
+                    format!("{:.0}", pct(p.redis_cpu, p.wall)),
+                    format!("{:.0}", pct(p.cli_cpu, p.wall)),
+                    format!("{:.3}", p.wall / m.wall),
+                ),
+                None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                t,
+                "{:<10} {:>9} {:>8.1} {:>8.1} | {:>7.2} {:>10.0} {:>7.1} {:>6.1} | {:>4.0} {:>4.0} {:>4.0} {:>4.0} | {:>7} {:>10} {:>4} {:>4} | {:>6}",
+                r.name,
+                r.keys,
+                mb(r.payload),
+                m.wire_mb,
+                m.wall,
+                r.keys as f64 / m.wall,
+                mb(r.payload) / m.wall,
+                mb(m.peak_rss),
+                pct(m.df2redis_cpu, m.wall),
+                pct(m.redis_cpu, m.wall),
+                pct(m.emulator_cpu, m.wall),
+                pct(m.other_cpu, m.wall),
+                ps,
+                pk,
+                pr,
+                pc,
+                ratio
+            );
+        }
+        let _ = writeln!(
+            t,
+            "(mig = df2redis migrate wall time; MB/s of payload; RSS = df2redis peak RSS; CPU % of one core over the \
+             wall time: df = df2redis, red = redis-server(s), emu = emulator in the bench process, oth = \
+             the rest of the machine (interference: should be ~0), cli = redis-cli; ratio = fullsync_keys_per_s / \
+             pipe_keys_per_s)"
+        );
+        let _ = writeln!(
+            t,
+            "\ndf2redis CPU by thread during the migrate (% of one core over its wall time; sampled every 60 ms):"
+        );
+        for r in &self.rows {
+            let _ = writeln!(t, "{:<10} {}", r.name, thread_line(&r.migrate));
+        }
+        let _ = writeln!(
+            t,
+            "\nwhat Redis executed (INFO commandstats: calls, and seconds inside the commands; the rest of \
+             Redis' CPU is reading, parsing and replying):"
+        );
+        for r in &self.rows {
+            let _ = writeln!(t, "{:<10} migrate: {}", r.name, cmd_line(&r.migrate.cmds));
+            if let Some(p) = &r.pipe {
+                let _ = writeln!(t, "{:<10} pipe:    {}", "", cmd_line(&p.cmds));
+            }
+        }
+        if let Some(j) = &self.journal {
+            let _ = writeln!(
+                t,
+                "\njournal steps ({} flows, mix SET/HSET/INCR/LPUSH/ZADD/DEL/cross-shard MSET):",
+                self.args.flows
+            );
+            let _ = writeln!(
+                t,
+                "{:>8} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>5} {:>5} {:>5} {:>5}  verdict",
+                "rate", "achieved", "probes", "lost", "p50 ms", "p99 ms", "max ms", "df%", "red%", "src%", "oth%"
+            );
+            for s in &j.steps {
+                let _ = writeln!(
+                    t,
+                    "{:>8} {:>9.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>5.0} {:>5.0} {:>5.0} {:>5.0}  {}",
+                    s.rate,
+                    s.achieved,
+                    s.probes,
+                    s.lost,
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.max_ms,
+                    s.df2redis_cpu_pct,
+                    s.redis_cpu_pct,
+                    s.source_cpu_pct,
+                    s.other_cpu_pct,
+                    if s.pass { "holds".to_string() } else { format!("missed: {}", s.why) }
+                );
+            }
+            let _ = writeln!(t, "(src = the bench process: emulator write path, journal generator and probe poller)");
+            if j.steps.last().is_some_and(|s| !s.pass && s.achieved < s.rate as f64 * 0.95) {
+                let _ = writeln!(
+                    t,
+                    "note: the ladder stopped because the emulator could not write faster on this machine; \
+                     df2redis's own limit is at least the last rate that held"
+                );
+            }
+        }
+        print!("{t}");
+
+        // Figures.
+        let mut figs: Vec<(String, String)> = Vec::new();
+        let mut figure = |n: &str, v: String| figs.push((n.to_string(), v));
+        let rows: BTreeMap<String, (u64, u64, Migrate, Option<Pipe>)> = self
+            .rows
+            .iter()
+            .map(|r| (r.name.clone(), (r.keys, r.payload, r.migrate.clone(), r.pipe.clone())))
+            .collect();
+        let small_4x = format!("small_{}x", self.args.rss_factor);
+        for name in ["small", "hashes", "lists", "big", small_4x.as_str()] {
+            let Some((keys, payload, m, p)) = rows.get(name) else { continue };
+            let kps = *keys as f64 / m.wall;
+            figure(&format!("{name}.fullsync_keys_per_s"), format!("{kps:.0}"));
+            figure(&format!("{name}.fullsync_mb_per_s"), format!("{:.1}", mb(*payload) / m.wall));
+            if let Some(p) = p {
+                let pk = *keys as f64 / p.wall;
+                figure(&format!("{name}.pipe_keys_per_s"), format!("{pk:.0}"));
+                figure(&format!("{name}.fullsync_vs_pipe"), format!("{:.3}", kps / pk));
+            }
+            figure(&format!("{name}.peak_rss_mb"), format!("{:.1}", mb(m.peak_rss)));
+            figure(&format!("{name}.df2redis_cpu_pct"), format!("{:.0}", pct(m.df2redis_cpu, m.wall)));
+            figure(&format!("{name}.redis_cpu_pct"), format!("{:.0}", pct(m.redis_cpu, m.wall)));
+            figure(&format!("{name}.emulator_cpu_pct"), format!("{:.0}", pct(m.emulator_cpu, m.wall)));
+        }
+        if let (Some(a), Some(b)) = (rows.get("small"), rows.get(&small_4x)) {
+            figure("rss_growth", format!("{:.3}", b.2.peak_rss as f64 / a.2.peak_rss.max(1) as f64));
+        }
+        if let Some(rps) = self.benchmark_rps {
+            figure("benchmark_set_ops_per_s", format!("{rps:.0}"));
+        }
+        if let Some(j) = &self.journal {
+            let (max, p99) = match j.best {
+                Some(i) => (j.steps[i].rate, j.steps[i].p99_ms),
+                None => (0, j.steps.first().map_or(0.0, |s| s.p99_ms)),
+            };
+            figure("journal_max_ops_per_s", max.to_string());
+            figure("lag_p99_ms", format!("{p99:.1}"));
+            if let Some(rps) = self.benchmark_rps {
+                figure("journal_vs_benchmark", format!("{:.3}", max as f64 / rps));
+            }
+            figure("journal.peak_rss_mb", format!("{:.1}", mb(j.peak_rss)));
+        }
+        if self.plan.has(Part::Small)
+            || self.plan.has(Part::Hashes)
+            || self.plan.has(Part::Lists)
+            || self.plan.has(Part::Big)
+            || self.plan.has(Part::Rss)
+            || self.plan.has(Part::Journal)
+            || self.plan.has(Part::Cluster)
+        {
+            figure("max_source_stall_ms", self.max_stall_ms.to_string());
+        }
+        if let Some((keys, _, m, Some(p))) = rows.get("cluster") {
+            let (f, pk) = (*keys as f64 / m.wall, *keys as f64 / p.wall);
+            figure("cluster_fullsync_keys_per_s", format!("{f:.0}"));
+            figure("cluster_pipe_keys_per_s", format!("{pk:.0}"));
+            figure("cluster_fullsync_vs_pipe", format!("{:.3}", f / pk));
+        }
+        self.figures = figs;
+        println!();
+        for (n, v) in &self.figures {
+            println!("FIGURE {n}={v}");
+        }
+
+        // Targets.
+        let get = |n: &str| self.figures.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.parse::<f64>().ok());
+        let mut targets: Vec<(String, &str, f64)> =
+            vec![("small.fullsync_vs_pipe".into(), ">=", 0.8), ("hashes.fullsync_vs_pipe".into(), ">=", 0.8)];
+        for n in ["small", "hashes", "lists", "big", small_4x.as_str(), "journal"] {
+            targets.push((format!("{n}.peak_rss_mb"), "<=", 256.0));
+        }
+        targets.extend([
+            ("rss_growth".to_string(), "<=", 1.2),
+            ("journal_vs_benchmark".to_string(), ">=", 0.5),
+            ("lag_p99_ms".to_string(), "<", self.args.lag_limit_ms),
+            ("max_source_stall_ms".to_string(), "<", 10_000.0),
+            ("cluster_fullsync_vs_pipe".to_string(), ">=", 0.8),
+        ]);
+        println!("\ntargets:");
+        let mut missed = 0;
+        for (name, op, limit) in &targets {
+            let verdict = match get(name) {
+                None => "n/a".to_string(),
+                Some(v) => {
+                    let ok = match *op {
+                        ">=" => v >= *limit,
+                        "<=" => v <= *limit,
+                        _ => v < *limit,
+                    };
+                    if !ok {
+                        missed += 1;
+                    }
+                    format!("{} ({v})", if ok { "holds" } else { "MISSED" })
+                }
+            };
+            println!("TARGET {name} {op} {limit} {verdict}");
+        }
+        if self.args.smoke {
+            println!("(smoke sizes: the targets are for the full sizes; a miss here is not a failure)");
+        }
+        missed
+    }
+}
+
+/// `flow-* 35% writer-* 30% ...` for one migrate.
+fn thread_line(m: &Migrate) -> String {
+    let mut v: Vec<(&String, &f64)> = m.threads.iter().filter(|(_, c)| **c > 0.0).collect();
+    v.sort_by(|a, b| b.1.total_cmp(a.1));
+    v.iter().map(|(n, c)| format!("{n} {:.0}%", pct(**c, m.wall))).collect::<Vec<_>>().join("  ")
+}
+
+/// `set 2000000 calls 1.21 s, ...` (the four commands that took longest), then the read
+/// events Redis processed and the bytes per read.
+fn cmd_line(c: &CmdStats) -> String {
+    let mut c = c.clone();
+    let reads = c.remove("(reads)");
+    let mut v: Vec<(&String, &(u64, u64))> = c.iter().collect();
+    v.sort_by_key(|x| std::cmp::Reverse(x.1 .1));
+    let total: u64 = c.values().map(|x| x.0).sum();
+    let mut s: Vec<String> =
+        v.iter().take(4).map(|(n, (calls, us))| format!("{n} {calls} calls {:.2} s", *us as f64 / 1e6)).collect();
+    if v.len() > 4 {
+        s.push(format!("({} commands in all)", total));
+    }
+    if let Some((n, bytes)) = reads {
+        s.push(format!(
+            "| {n} reads, {:.1} KB/read, {:.1} commands/read",
+            bytes as f64 / n.max(1) as f64 / 1e3,
+            total as f64 / n.max(1) as f64
+        ));
+    }
+    s.join(", ")
+}
+
+/// `total: N keys, X MB, ...` of df2redis's summary.
+fn parse_total(summary: &str) -> Option<(u64, f64)> {
+    let line = summary.lines().find(|l| l.starts_with("total: "))?;
+    let mut w = line["total: ".len()..].split([' ', ',']).filter(|s| !s.is_empty());
+    let keys = w.next()?.parse().ok()?;
+    let _ = w.next()?; // "keys"
+    let mb = w.next()?.parse().ok()?;
+    Some((keys, mb))
+}
+
+/// The work directory, removed on drop unless kept.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = Args::parse();
+    let plan = Plan::from(&args);
+    let df2redis = args
+        .df2redis
+        .clone()
+        .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("df2redis"))))
+        .unwrap_or_else(|| PathBuf::from("df2redis"));
+    let mut args = args;
+    for p in [&mut args.redis_server, &mut args.redis_cli, &mut args.redis_benchmark] {
+        match resolve(p) {
+            Ok(r) => *p = r,
+            Err(e) => {
+                eprintln!("df2redis-bench: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !df2redis.is_file() {
+        eprintln!(
+            "df2redis-bench: {} not found (build it: cargo build --release --features emulator --bins)",
+            df2redis.display()
+        );
+        return ExitCode::from(2);
+    }
+    if args.flows == 0 || plan.journal_rates.is_empty() || args.rss_factor == 0 {
+        eprintln!("df2redis-bench: --flows, --rss-factor and --journal-rates must be positive / not empty");
+        return ExitCode::from(2);
+    }
+    let dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("df2redis-bench-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("df2redis-bench: {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    let _work = WorkDir { path: dir.clone(), keep: args.keep_work_dir || args.work_dir.is_some() };
+    let mut b = Bench {
+        plan,
+        dir,
+        df2redis,
+        epoch: Instant::now(),
+        rows: Vec::new(),
+        figures: Vec::new(),
+        max_stall_ms: 0,
+        journal: None,
+        benchmark_rps: None,
+        args,
+    };
+    let started = Instant::now();
+    let result = b.run();
+    let missed = b.report();
+    say(format!("done in {:.0} s", started.elapsed().as_secs_f64()));
+    match result {
+        Err(e) => {
+            eprintln!("df2redis-bench: FAILED: {e}");
+            ExitCode::from(1)
+        }
+        Ok(()) if missed > 0 && b.args.strict => ExitCode::from(3),
+        Ok(()) => ExitCode::SUCCESS,
+    }
+}
