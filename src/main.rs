@@ -104,7 +104,7 @@ struct RunArgs {
     /// Writer threads, each owning whole flows (default: one per flow).  [file: threads.writers]
     #[arg(long, value_name = "N")]
     writers: Option<String>,
-    /// Batches a flow may queue before its reader waits for the target (default 64).
+    /// Batches a flow may queue before its reader waits for the target (default 16).
     /// [file: tuning.channel_capacity]
     #[arg(long, value_name = "N")]
     channel_capacity: Option<String>,

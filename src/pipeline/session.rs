@@ -164,8 +164,14 @@ impl Session {
         };
         log::info!("target {}: JSON documents will be {}", probe.addr(), if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" });
         drop(probe);
-        let first_target = Target::connect(&cfg.target.seeds, cfg.target.auth()).map_err(|e| e.to_string())?;
+        let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth()).map_err(|e| e.to_string())?;
         let cluster = first_target.is_cluster();
+        let fresh = first_target.is_empty().map_err(|e| e.to_string())?;
+        if fresh {
+            log::info!("the target holds no keys: snapshot entries are written without a DEL first");
+        } else {
+            log::info!("the target already holds keys: every snapshot entry replaces its key (DEL first)");
+        }
 
         let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
         if cluster {
@@ -262,7 +268,7 @@ impl Session {
                 leftover: conn.leftover,
                 token: conn.reply.token,
                 mode,
-                replayer: Replayer::new(policy, Clock::System).with_db_map(cfg.db_map.clone()),
+                replayer: Replayer::new(policy, Clock::System).with_db_map(cfg.db_map.clone()).with_fresh_target(fresh),
                 shared: shared.clone(),
                 to_writer: tx,
                 signals: Signals { cut: cut_tx, stable: stable_tx, exited: exit_tx.clone() },

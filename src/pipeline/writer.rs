@@ -21,7 +21,7 @@ use super::shared::Shared;
 use crate::config::OnReject;
 use crate::target::{Target, TargetError};
 
-const PER_WRITER_INFLIGHT: usize = 2;
+const PER_WRITER_INFLIGHT: usize = 4;
 
 pub struct Writer {
     pub index: usize,

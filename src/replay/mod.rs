@@ -166,6 +166,9 @@ pub struct Replayer {
     stats: ReplayStats,
     /// Source db -> target db; unlisted dbs keep their number.
     db_map: BTreeMap<u32, u32>,
+    /// The target held no keys when the session started: a snapshot entry is then the first
+    /// write of its key, and needs no `DEL` before it.
+    fresh_target: bool,
     /// Decisions for entries whose first piece was seen and whose last was not.
     open: HashMap<*const EntryHead, Decision>,
 }
@@ -175,7 +178,24 @@ unsafe impl Send for Replayer {}
 
 impl Replayer {
     pub fn new(policy: Policy, clock: Clock) -> Self {
-        Replayer { policy, clock, limits: Limits::default(), stats: ReplayStats::default(), db_map: BTreeMap::new(), open: HashMap::new() }
+        Replayer {
+            policy,
+            clock,
+            limits: Limits::default(),
+            stats: ReplayStats::default(),
+            db_map: BTreeMap::new(),
+            fresh_target: false,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The target was empty when the session started. Snapshot entries then skip the `DEL`
+    /// that makes them replace an existing value: per key, the master sends the entry before
+    /// any journal record that touches it, and the one record written by another flow
+    /// (PFMERGE's `SET dst`) overwrites by itself. `RESTORE` records still replace.
+    pub fn with_fresh_target(mut self, fresh: bool) -> Self {
+        self.fresh_target = fresh;
+        self
     }
 
     /// Write source db N to target db `map[N]` (dbs not in the map keep their number).
@@ -201,7 +221,8 @@ impl Replayer {
     /// Commands for one piece of a snapshot value, appended to `out`.
     pub fn value(&mut self, v: &ValuePiece, out: &mut Vec<Cmd>) {
         let from = out.len();
-        value::piece(self, v, out);
+        let replace = !self.fresh_target;
+        value::piece(self, v, out, replace);
         self.map_dbs(&mut out[from..]);
     }
 

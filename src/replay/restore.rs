@@ -29,11 +29,14 @@ pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) 
         (t, false) => Some(r.clock.now_ms() + t as u64),
     };
     let pieces = decode(rec.db, key, expire, payload, r.limits).map_err(|e| bad(format!("key {}: {e}", show(key))))?;
+    // A RESTORE replaces the key whether or not the target started empty.
+    let from = out.len();
     for p in &pieces {
         if let Item::Value(v) = p {
-            r.value(v, out);
+            super::value::piece(r, v, out, true);
         }
     }
+    r.map_dbs(&mut out[from..]);
     Ok(())
 }
 

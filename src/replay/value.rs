@@ -11,7 +11,8 @@ use crate::protocol::{rdb_type as t, Argv, Piece, StreamGroup, StreamMeta, Value
 
 const TMP_GROUP: &[u8] = b"df2redis-tmp";
 
-pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>) {
+/// `replace`: make the key's first piece replace whatever the target holds (a `DEL` first).
+pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replace: bool) {
     let h = &v.head;
     let ptr = Arc::as_ptr(h);
     let decision = if v.first {
@@ -28,7 +29,7 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>) {
         d
     };
     if decision == Decision::Skip {
-        if v.first {
+        if v.first && replace {
             out.push(replaced_by_nothing(h.db, &h.key));
         }
         return;
@@ -43,7 +44,7 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>) {
         a
     };
     // A string's SET replaces the old value by itself; everything else starts from nothing.
-    if v.first && !matches!(v.piece, Piece::String(_)) {
+    if v.first && replace && !matches!(v.piece, Piece::String(_)) {
         out.push(cmd(&[b"DEL", key]));
     }
     let mut ttl_done = false;

@@ -350,6 +350,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether every master holds no key.
+    pub fn all_empty(&mut self) -> Result<bool, TargetError> {
+        for addr in self.masters() {
+            let n = self.node_index(&addr)?;
+            if !matches!(self.nodes[n].conn.query(&[b"DBSIZE"])?, Reply::Int(0)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Run a keyless command (FLUSHALL/FLUSHDB) once on every master.
     pub fn on_every_master(&mut self, c: &Cmd) -> Result<(), TargetError> {
         for addr in self.masters() {

@@ -47,6 +47,17 @@ impl Target {
         Err(last.unwrap_or_else(|| TargetError::Io { addr: String::new(), error: std::io::Error::other("no target address given") }))
     }
 
+    /// Whether the target holds no key at all (every db of a server, every master of a cluster).
+    pub fn is_empty(&mut self) -> Result<bool, TargetError> {
+        match self {
+            Target::Standalone(s) => match s.query(&[b"INFO", b"KEYSPACE"])? {
+                resp::Reply::Bulk(Some(info)) => Ok(!String::from_utf8_lossy(&info).lines().any(|l| l.starts_with("db"))),
+                _ => Ok(false),
+            },
+            Target::Cluster(c) => c.all_empty(),
+        }
+    }
+
     pub fn is_cluster(&self) -> bool {
         matches!(self, Target::Cluster(_))
     }
