@@ -66,7 +66,7 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
         Err(StartError::Usage(e)) => return Outcome::Usage(e),
         Err(StartError::Failed(e)) => return Outcome::Failed(e, Summary { elapsed: started.elapsed(), ..Default::default() }),
     };
-    let result = sess.drive(cfg);
+    let result = sess.drive();
     let summary = sess.shutdown(started);
     match result.err().or_else(|| sess.shared.error()) {
         Some(e) => Outcome::Failed(e, summary),
@@ -325,7 +325,7 @@ impl Session {
     }
 
     /// Full sync, barrier, STARTSTABLE, then wait for the end.
-    fn drive(&mut self, _cfg: &Config) -> Result<(), String> {
+    fn drive(&mut self) -> Result<(), String> {
         self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
         log::info!("full sync started on {} flows", self.info.num_flows);
         // Every ACK thread arrives once its flow saw FULLSYNC_END (or the session stopped);

@@ -188,7 +188,7 @@ impl Master {
 }
 
 /// Open flow `i`: connect, authenticate, `DFLY FLOW <replid> <sid> <i> [<lsn>]`.
-pub fn open_flow(addr: &str, credentials: Option<(&str, &str)>, info: &MasterInfo, i: usize, lsn: Option<u64>) -> Result<FlowConn, SourceError> {
+fn open_flow(addr: &str, credentials: Option<(&str, &str)>, info: &MasterInfo, i: usize, lsn: Option<u64>) -> Result<FlowConn, SourceError> {
     let what = format!("flow {i}");
     let s = connect(addr, true, &what)?;
     let granted = recv_buffer(&s);
