@@ -171,7 +171,7 @@ impl Cluster {
         for (i, c) in cmds.iter().enumerate() {
             Self::check_db(c)?;
             match keyspec::split(c) {
-                Split::One => routed.push(Routed { src: i, part: None, slot: slot_of(&c.argv) }),
+                Split::One(slot) => routed.push(Routed { src: i, part: None, slot }),
                 Split::PerSlot(parts) => {
                     for p in parts {
                         // Parts always carry their key at argv[1].
