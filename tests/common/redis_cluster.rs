@@ -3,14 +3,13 @@
 //! or step by step to leave a slot half-migrated and provoke `ASK`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::Value as RV;
 
-use super::redis_server::{free_port, read_key, Mode, TempDir};
+use super::redis_server::{free_port, read_key, spawn_ready, Mode, TempDir};
 use super::Dataset;
 
 /// How long the cluster may take to form or to agree on a change.
@@ -44,43 +43,12 @@ impl ClusterNode {
                 continue;
             }
             let dir = TempDir::new("redis-cluster");
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-port", &bus_port.to_string(), "--cluster-node-timeout", "5000"])
-                .arg("--dir")
-                .arg(&dir.0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (apt-get install redis-server)");
-            // Wait for the readiness line with a deadline; the reader thread keeps draining
-            // stdout until the process exits so that the server never blocks on its log.
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let mut sent = false;
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if !sent && line.contains("Ready to accept connections") {
-                        let _ = tx.send(true);
-                        sent = true;
-                    }
-                }
-                let _ = tx.send(false);
-            });
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(true) => {
-                    let mut node = ClusterNode { port, bus_port, id: String::new(), child, _dir: dir };
-                    node.id = q(&mut node.conn(), &[b"CLUSTER", b"MYID"]);
-                    return node;
-                }
-                // Most likely one of the ports was taken in the meantime: try others.
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+            let bp = bus_port.to_string();
+            let extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bp, "--cluster-node-timeout", "5000"];
+            if let Some(child) = spawn_ready(port, &dir.0, &extra) {
+                let mut node = ClusterNode { port, bus_port, id: String::new(), child, _dir: dir };
+                node.id = q(&mut node.conn(), &[b"CLUSTER", b"MYID"]);
+                return node;
             }
         }
         panic!("a cluster-enabled redis-server did not start on free ports after 5 attempts");

@@ -41,44 +41,56 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Start `redis-server` on `port` in `dir` with the common test settings plus `extra`, and wait
+/// (bounded) for it to log that it accepts connections. `None`, with the process ended, when it
+/// does not (most likely the port was taken in the meantime: the caller picks another).
+pub fn spawn_ready(port: u16, dir: &std::path::Path, extra: &[&str]) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (apt-get install redis-server)");
+    // The reader thread keeps draining stdout until the process exits, so the server never
+    // blocks on its log.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready_sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !ready_sent && line.contains("Ready to accept connections") {
+                let _ = tx.send(true);
+                ready_sent = true;
+            }
+            if line.contains("Address already in use") {
+                let _ = tx.send(false);
+            }
+        }
+        let _ = tx.send(false);
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(true) => Some(child),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
 impl RedisServer {
     /// Start a standalone server; returns once it logs that it accepts connections.
     pub fn start(extra: &[&str]) -> RedisServer {
         for _attempt in 0..5 {
             let port = free_port();
             let dir = TempDir::new("redis");
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"])
-                .arg("--dir")
-                .arg(&dir.0)
-                .args(extra)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (apt-get install redis-server)");
-            // Wait for the readiness line, with a deadline, on a reader thread.
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let mut ready_sent = false;
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if !ready_sent && line.contains("Ready to accept connections") {
-                        let _ = tx.send(true);
-                        ready_sent = true;
-                    }
-                    if line.contains("Address already in use") {
-                        let _ = tx.send(false);
-                    }
-                }
-                let _ = tx.send(false);
-            });
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(true) => return RedisServer { port, child, _dir: dir },
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+            if let Some(child) = spawn_ready(port, &dir.0, extra) {
+                return RedisServer { port, child, _dir: dir };
             }
         }
         panic!("redis-server did not start on a free port after 5 attempts");
