@@ -11,11 +11,24 @@ use df2redis::config::{self, Config, Raw};
 use df2redis::inspect::{self, Start};
 use df2redis::pipeline::{self, Mode, Outcome, Summary};
 
-/// Replicate a live DragonflyDB into Redis over Dragonfly's own replication protocol.
+/// Replicate a live DragonflyDB into Redis or Redis Cluster over Dragonfly's own replication
+/// protocol.
 ///
 /// df2redis connects to a Dragonfly master (v1.34 to v1.40) as a replica does: one connection
 /// per master shard ("flow"), a full snapshot of every shard, then the live journal. It writes
-/// the equivalent Redis commands to the target; source db N goes to target db N.
+/// the equivalent Redis commands to the target; source db N goes to target db N (--db-map to
+/// change that; a cluster has only db 0).
+///
+/// Examples:
+///   df2redis migrate   --source dragonfly:6379 --target redis://redis:6379
+///   df2redis replicate --source dragonfly:6379 --target redis://:secret@10.0.0.1:7000,10.0.0.2:7000
+///   df2redis replicate --config /etc/df2redis.ini --pin-flows 0-3 --pin-writers 4-7
+///   df2redis inspect flow-0.bin --token <40 hex>
+///
+/// Data Redis cannot hold is handled by policy, counted by reason in the summary and logged
+/// once per key: JSON (JSON.SET when the target has RedisJSON, else skipped), hash fields and
+/// set members with TTLs (written without their TTL), Bloom/Cuckoo/count-min/top-k (skipped),
+/// STICK and memcache flags (dropped).
 ///
 /// Exit codes: 0 success; 1 runtime failure (the message names the flow, key or node and the
 /// cause); 2 usage or configuration error (the message names the flag or config key).
@@ -23,7 +36,7 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 /// Logging: RUST_LOG=debug (or info, warn, error; default info). Every setting can also be
 /// given in an INI file (--config); see config.ini.example for the keys and defaults.
 #[derive(Parser)]
-#[command(name = "df2redis", version, about, long_about)]
+#[command(name = "df2redis", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
