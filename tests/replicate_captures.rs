@@ -225,3 +225,25 @@ fn threads_are_named_and_pinned() {
         assert!(names.contains_key(&format!("ack-{i}")), "{names:?}");
     }
 }
+
+/// One writer owning all three flows: at each FLUSHDB/FLUSHALL it parks the flows that reached
+/// it and keeps applying the others until all three arrive, then runs it once.
+#[test]
+fn one_writer_for_all_flows_keeps_the_global_barrier() {
+    let fx = globals();
+    let master = CaptureMaster::start(&fx, Faults::default());
+    let srv = RedisServer::start(&[]);
+    let child = replicate(&master, &srv, &["--writers", "1"]);
+    let lsns: Vec<u64> = (0..fx.num_flows()).map(|i| fx.lsn_at_end(i)).collect();
+    let acked = master.wait_acks(&lsns, Duration::from_secs(60));
+    let out = terminate(child);
+    let log = text(&out);
+    acked.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(log.matches("running FLUSH").count(), 2, "FLUSHDB and FLUSHALL once each: {log}");
+    let expected = parse_dataset(&fx.expected()["final"]);
+    let mut c = srv.conn();
+    let actual = read_all(&mut c);
+    let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &BTreeSet::new());
+    assert!(diffs.is_empty() && compared > 0, "{}", diffs.join("\n"));
+}
