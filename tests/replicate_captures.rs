@@ -247,3 +247,36 @@ fn one_writer_for_all_flows_keeps_the_global_barrier() {
     let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &BTreeSet::new());
     assert!(diffs.is_empty() && compared > 0, "{}", diffs.join("\n"));
 }
+
+/// A target that already holds keys: every snapshot entry replaces what is under its name,
+/// whatever the type (the entry is written after a DEL), so no stale value survives.
+#[test]
+fn snapshot_entries_replace_stale_target_values() {
+    let fx = fixtures().into_iter().find(|f| f.name == "v1.40.1-default").unwrap();
+    let master = CaptureMaster::start(&fx, Faults::default());
+    let srv = RedisServer::start(&[]);
+    let mut c = srv.conn();
+    // Same names as source keys, other types and values.
+    for (cmd, args) in [
+        ("SET", vec!["list:small", "stale"]),
+        ("RPUSH", vec!["hash:small", "stale"]),
+        ("SADD", vec!["zset:small", "stale"]),
+        ("HSET", vec!["set:big", "f", "stale"]),
+        ("SADD", vec!["hash:big", "stale"]),
+    ] {
+        redis::cmd(cmd).arg(&args).query::<()>(&mut c).unwrap();
+    }
+    let target = format!("redis://{}", srv.addr());
+    let out = df2redis(&["migrate", "--source", &master.addr(), "--target", &target]).wait_with_output().unwrap();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("already holds keys"), "{log}");
+    let mut expected = parse_dataset(&fx.expected()["at_startstable"]);
+    for i in 0..fx.num_flows() {
+        drop_expired_members(&mut expected, &member_ttls(&fx.decode(i, 1 << 16)), |db| db);
+    }
+    let actual = read_all(&mut c);
+    let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    assert!(compared > 8000);
+}
