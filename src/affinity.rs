@@ -37,7 +37,7 @@ impl CpuList {
             }
             for c in a..=b {
                 if !avail.contains(&c) {
-                    return Err(format!("CPU {c} is not available to this process (available: {})", Self(avail).to_string()));
+                    return Err(format!("CPU {c} is not available to this process (available: {})", Self(avail)));
                 }
                 if !out.contains(&c) {
                     out.push(c);

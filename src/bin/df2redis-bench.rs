@@ -43,7 +43,8 @@ pre-encoded before the clock starts. For each snapshot dataset it times `df2redi
 flows by default) into the empty redis-server, records df2redis's peak RSS and the CPU used by \
 df2redis, Redis and the emulator, checks the copy (DBSIZE and sampled values), then times \
 `redis-cli --pipe` of the same data as RESP commands into the same server. The journal figure \
-steps a live write mix through `df2redis replicate` and measures the lag of probe keys; its \
+steps a write mix (pre-encoded before each step, released paced to the rate) through \
+`df2redis replicate` and measures the lag of live probe keys; its \
 denominator is `redis-benchmark -P 100 -t set` against the same server.
 
 Before a dataset's timed runs Redis is filled once by an untimed `redis-cli --pipe` (warm-up, \
@@ -819,11 +820,11 @@ impl Bench {
                     if s.pass { "holds".to_string() } else { format!("missed: {}", s.why) }
                 );
             }
-            let _ = writeln!(t, "(src = the bench process: emulator write path, journal generator and probe poller)");
+            let _ = writeln!(t, "(src = the bench process: paced release of the pre-encoded journal, emulator flow writers, live probe writes and probe poller)");
             if j.steps.last().is_some_and(|s| !s.pass && s.achieved < s.rate as f64 * 0.95) {
                 let _ = writeln!(
                     t,
-                    "note: the ladder stopped because the emulator could not write faster on this machine; \
+                    "note: the ladder stopped because the source could not stream faster on this machine; \
                      df2redis's own limit is at least the last rate that held"
                 );
             }

@@ -128,6 +128,8 @@ impl Feed {
 }
 
 pub(super) struct Shard {
+    /// This shard's index (= its flow).
+    pub(super) index: usize,
     pub(super) dbs: BTreeMap<u32, Keyspace>,
     /// LSN of the next journal record.
     pub(super) next_lsn: u64,
@@ -171,8 +173,9 @@ pub(crate) struct Core {
 impl Core {
     pub fn new(cfg: Config) -> Self {
         let shards = (0..cfg.shards)
-            .map(|_| {
+            .map(|index| {
                 Mutex::new(Shard {
+                    index,
                     dbs: BTreeMap::new(),
                     next_lsn: 1,
                     ring: VecDeque::new(),
@@ -260,6 +263,12 @@ impl Core {
     }
 
     pub fn write(&self, db: u32, args: &[&[u8]]) -> Result<(), String> {
+        self.write_to(db, args, &mut None)
+    }
+
+    /// The write path; with `cap`, the journal records go to `cap` (encoded, for a later
+    /// [`Core::release_journal`]) instead of the shards' journals: no LSN is consumed.
+    fn write_to(&self, db: u32, args: &[&[u8]], cap: &mut Option<&mut PreparedJournal>) -> Result<(), String> {
         let Some(name) = args.first() else { return Err("ERR empty command".into()) };
         let name = String::from_utf8_lossy(name).to_ascii_uppercase();
         let wrong_args = || format!("ERR wrong number of arguments for '{}' command", name.to_lowercase());
@@ -270,12 +279,12 @@ impl Core {
                 let key = *args.get(1).ok_or_else(wrong_args)?;
                 let key = if name == "XGROUP" { *args.get(2).ok_or_else(wrong_args)? } else { key };
                 let mut sh = self.shard(self.shard_of(key));
-                self.expire_if_due(&mut sh, db, key, now);
+                self.expire_if_due(&mut sh, db, key, now, cap);
                 self.touch(&mut sh, db, key);
                 let ks = sh.dbs.entry(db).or_default();
                 if let Some(j) = apply(ks, now, args)? {
                     let shard_cnt = self.shard_cnt(1);
-                    self.journal(&mut sh, db, encode::J_COMMAND, 0, shard_cnt, &j);
+                    self.journal(&mut sh, db, encode::J_COMMAND, 0, shard_cnt, &j, cap);
                 }
                 Ok(())
             }
@@ -295,7 +304,7 @@ impl Core {
                 for (s, part) in by_shard {
                     let mut sh = self.shard(s);
                     for unit in part.chunks(step) {
-                        self.expire_if_due(&mut sh, db, unit[0], now);
+                        self.expire_if_due(&mut sh, db, unit[0], now, cap);
                         self.touch(&mut sh, db, unit[0]);
                         let ks = sh.dbs.entry(db).or_default();
                         if pairs {
@@ -309,7 +318,7 @@ impl Core {
                     }
                     let mut j: Vec<&[u8]> = vec![name.as_bytes()];
                     j.extend(part);
-                    self.journal(&mut sh, db, encode::J_COMMAND, txid, shard_cnt, &j);
+                    self.journal(&mut sh, db, encode::J_COMMAND, txid, shard_cnt, &j, cap);
                 }
                 Ok(())
             }
@@ -322,7 +331,7 @@ impl Core {
                 }
                 let mut sh = self.shard(self.shard_of(src));
                 for k in [src, dst] {
-                    self.expire_if_due(&mut sh, db, k, now);
+                    self.expire_if_due(&mut sh, db, k, now, cap);
                     self.touch(&mut sh, db, k);
                 }
                 let ks = sh.dbs.entry(db).or_default();
@@ -333,7 +342,7 @@ impl Core {
                 }
                 ks.insert(dst.to_vec(), e);
                 let shard_cnt = self.shard_cnt(1);
-                self.journal(&mut sh, db, encode::J_COMMAND, 0, shard_cnt, args);
+                self.journal(&mut sh, db, encode::J_COMMAND, 0, shard_cnt, args, cap);
                 Ok(())
             }
             Some(Shape::Global) => {
@@ -349,7 +358,7 @@ impl Core {
                     } else {
                         sh.dbs.remove(&db);
                     }
-                    self.journal(sh, db, encode::J_COMMAND, txid, shard_cnt, &[name.as_bytes()]);
+                    self.journal(sh, db, encode::J_COMMAND, txid, shard_cnt, &[name.as_bytes()], cap);
                 }
                 Ok(())
             }
@@ -367,14 +376,21 @@ impl Core {
                 .flat_map(|(db, ks)| ks.iter().filter(|(_, e)| e.is_expired(now)).map(move |(k, _)| (*db, k.clone())))
                 .collect();
             for (db, key) in due {
-                self.expire_if_due(&mut sh, db, &key, now);
+                self.expire_if_due(&mut sh, db, &key, now, &mut None);
             }
         }
     }
 
     /// Lazy/active expiry of one key: delete it and journal `DEL key` (txid 0), as opcode
     /// EXPIRED before v1.38.
-    fn expire_if_due(&self, sh: &mut Shard, db: u32, key: &[u8], now: u64) {
+    fn expire_if_due(
+        &self,
+        sh: &mut Shard,
+        db: u32,
+        key: &[u8],
+        now: u64,
+        cap: &mut Option<&mut PreparedJournal>,
+    ) {
         if !sh.dbs.get(&db).and_then(|ks| ks.get(key)).is_some_and(|e| e.is_expired(now)) {
             return;
         }
@@ -386,7 +402,7 @@ impl Core {
             Dialect::V1_36 => encode::J_EXPIRED,
             Dialect::V1_40 => encode::J_COMMAND,
         };
-        self.journal(sh, db, op, 0, 1, &[b"DEL".as_slice(), key]);
+        self.journal(sh, db, op, 0, 1, &[b"DEL".as_slice(), key], cap);
     }
 
     /// Serialize-before-mutate: a key some flow has not serialized yet is written now, as it
@@ -425,7 +441,23 @@ impl Core {
     }
 
     /// Append a record to the shard's journal: next LSN, ring buffer, every attached flow.
-    fn journal<T: AsRef<[u8]>>(&self, sh: &mut Shard, db: u32, op: u64, txid: u64, shard_cnt: u64, args: &[T]) {
+    #[allow(clippy::too_many_arguments)]
+    fn journal<T: AsRef<[u8]>>(
+        &self,
+        sh: &mut Shard,
+        db: u32,
+        op: u64,
+        txid: u64,
+        shard_cnt: u64,
+        args: &[T],
+        cap: &mut Option<&mut PreparedJournal>,
+    ) {
+        if let Some(p) = cap.as_deref_mut() {
+            let part = &mut p.shards[sh.index];
+            part.bytes.extend_from_slice(&encode::journal_record(db, op, txid, shard_cnt, args));
+            part.ends.push(part.bytes.len());
+            return;
+        }
         if !self.journal_on.load(Ordering::SeqCst) {
             return;
         }
@@ -584,6 +616,140 @@ impl Core {
     pub fn release_startstable(&self) {
         self.startstable_released.store(true, Ordering::SeqCst);
         self.progress.bump();
+    }
+}
+
+/// A journal encoded before the clock starts ([`Core::prepare_journal`]): per shard, the
+/// SELECT+COMMAND records back to back, without LSNs (those are given when the records are
+/// released, so live writes can interleave).
+#[derive(Debug, Default)]
+pub struct PreparedJournal {
+    shards: Vec<PreparedShard>,
+}
+
+#[derive(Debug, Default)]
+struct PreparedShard {
+    bytes: Vec<u8>,
+    /// End offset in `bytes` of each record.
+    ends: Vec<usize>,
+}
+
+impl PreparedJournal {
+    /// Records over all shards.
+    pub fn records(&self) -> u64 {
+        self.shards.iter().map(|s| s.ends.len() as u64).sum()
+    }
+    /// Encoded bytes over all shards (without LSN markers).
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes.len() as u64).sum()
+    }
+    pub fn shard_records(&self, shard: usize) -> usize {
+        self.shards[shard].ends.len()
+    }
+    /// The shard's records as they go on its flow (LSN markers are added when released).
+    pub fn shard_bytes(&self, shard: usize) -> &[u8] {
+        &self.shards[shard].bytes
+    }
+}
+
+/// What [`Core::release_journal`] sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Released {
+    pub records: u64,
+    pub bytes: u64,
+    /// From the start to the last chunk handed to the flows.
+    pub secs: f64,
+}
+
+impl Core {
+    /// Apply `ops` (commands of db `db`) to the data model now, as [`Core::write`] would,
+    /// and encode their journal records per shard (cross-shard MSET/DEL split per shard with
+    /// one txid, exactly as the live path) without sending them or consuming an LSN.
+    pub fn prepare_journal<I, A, B>(&self, db: u32, ops: I) -> Result<PreparedJournal, String>
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<[B]>,
+        B: AsRef<[u8]>,
+    {
+        let mut p = PreparedJournal { shards: (0..self.shards.len()).map(|_| PreparedShard::default()).collect() };
+        for (i, op) in ops.into_iter().enumerate() {
+            let args: Vec<&[u8]> = op.as_ref().iter().map(|a| a.as_ref()).collect();
+            let mut cap = Some(&mut p);
+            self.write_to(db, &args, &mut cap).map_err(|e| format!("prepared op {i}: {e}"))?;
+        }
+        Ok(p)
+    }
+
+    /// Hand shard `i`'s prepared records `from..to` to its flows: consecutive LSNs from the
+    /// shard's next LSN, an LSN marker after them when the marker period passed (as the live
+    /// path does after a record), straight to the socket writer in stable sync.
+    fn release_part(&self, i: usize, part: &PreparedShard, from: usize, to: usize) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        let mut sh = self.shard(i);
+        if !self.journal_on.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let lo = if from == 0 { 0 } else { part.ends[from - 1] };
+        let first = sh.next_lsn;
+        sh.next_lsn += (to - from) as u64;
+        let last = sh.next_lsn - 1;
+        // Released records are not kept for a partial resume: a replica that asks for an LSN
+        // before them gets a full sync (as after a backlog overflow).
+        sh.ring.clear();
+        let period = self.cfg.lsn_marker_period;
+        for f in sh.feeds.iter_mut() {
+            if matches!(f.stage, Stage::Stable) {
+                f.pipe.push(&part.bytes[lo..part.ends[to - 1]]);
+                if f.last_mark.is_none_or(|t| t.elapsed() > period) {
+                    let mut m = Vec::with_capacity(12);
+                    encode::lsn_marker(&mut m, last);
+                    f.pipe.push(&m);
+                    f.last_mark = Some(Instant::now());
+                }
+            } else {
+                let mut start = lo;
+                for (k, &end) in part.ends[from..to].iter().enumerate() {
+                    f.record(first + k as u64, &part.bytes[start..end], period);
+                    start = end;
+                }
+            }
+        }
+        (part.ends[to - 1] - lo) as u64
+    }
+
+    /// Stream `prep` on every flow, paced to `rate` records/s in total: every `tick`, the
+    /// records due by then (each shard in proportion to its share) are handed to the flows
+    /// in one piece. Returns when all are out (or the emulator stops). Costs a few lock
+    /// and copy operations per tick, nothing per record.
+    pub fn release_journal(&self, prep: &PreparedJournal, rate: u64, tick: Duration) -> Released {
+        let total = prep.records();
+        let mut sent = vec![0usize; prep.shards.len()];
+        let mut out = Released::default();
+        let start = Instant::now();
+        if total == 0 || rate == 0 {
+            return out;
+        }
+        loop {
+            let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+            for (i, part) in prep.shards.iter().enumerate() {
+                let n = part.ends.len() as u64;
+                let to = if due >= total { n } else { (due as u128 * n as u128 / total as u128) as u64 } as usize;
+                if to > sent[i] {
+                    out.bytes += self.release_part(i, part, sent[i], to);
+                    out.records += (to - sent[i]) as u64;
+                    sent[i] = to;
+                }
+            }
+            if due >= total || self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            // Pacing, not synchronization: the releaser is a rate limiter.
+            std::thread::sleep(tick);
+        }
+        out.secs = start.elapsed().as_secs_f64();
+        out
     }
 }
 

@@ -42,6 +42,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use engine::{PreparedJournal, Released};
 pub use data::{Consumer, Entry, Group, Keyspace, Pending, Stream, StreamId, StreamRecord, Value};
 
 /// Which Dragonfly release the emulator pretends to be.
@@ -201,6 +202,26 @@ impl Emulator {
         self.core.write(db, args)
     }
     /// Run active expiry now (journals `DEL` for each due key).
+    /// Apply `ops` (commands of db `db`) to the data model now and pre-encode their journal
+    /// records per shard, without sending them or consuming LSNs; see [`Emulator::release_journal`].
+    /// `data()` already shows their effect.
+    pub fn prepare_journal<I, A, B>(&self, db: u32, ops: I) -> Result<PreparedJournal, String>
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<[B]>,
+        B: AsRef<[u8]>,
+    {
+        self.core.prepare_journal(db, ops)
+    }
+
+    /// Stream a prepared journal on the flows of the current session, paced to `rate`
+    /// records/s in total in chunks every `tick` (consecutive LSNs from each shard's current
+    /// one, LSN markers as the live path writes them). Blocks until everything is out; live
+    /// [`Emulator::write`]s from other threads interleave between chunks.
+    pub fn release_journal(&self, prep: &PreparedJournal, rate: u64, tick: Duration) -> Released {
+        self.core.release_journal(prep, rate, tick)
+    }
+
     pub fn expire_now(&self) {
         self.core.expire_now()
     }

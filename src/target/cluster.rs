@@ -114,8 +114,9 @@ impl Cluster {
                 };
                 let host = if host.is_empty() { addr.rsplit_once(':').map_or(host, |h| h.0.to_string()) } else { host };
                 let idx = self.node_index(&format!("{host}:{port}"))? as u16;
-                for s in (*a as usize)..=(*b as usize).min(SLOTS - 1) {
-                    owner[s] = idx;
+                let (lo, hi) = ((*a).clamp(0, SLOTS as i64 - 1) as usize, (*b).clamp(0, SLOTS as i64 - 1) as usize);
+                if lo <= hi {
+                    owner[lo..=hi].fill(idx);
                 }
             }
             if let Some(s) = owner.iter().position(|&o| o == u16::MAX) {

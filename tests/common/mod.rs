@@ -434,8 +434,10 @@ pub fn late_ttl_keys(ttls: &[(u32, Vec<u8>, i64)], expected: &Dataset) -> std::c
 
 /// Absolute expiry (Unix seconds) of every hash field / set member that has one in the
 /// snapshot: (db, key) -> member -> seconds.
-pub fn member_ttls(items: &[Item]) -> BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, i64>> {
-    let mut out: BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, i64>> = BTreeMap::new();
+pub type MemberTtls = BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, i64>>;
+
+pub fn member_ttls(items: &[Item]) -> MemberTtls {
+    let mut out = MemberTtls::new();
     for it in items {
         let Item::Value(v) = it else { continue };
         let key = (v.head.db, v.head.key.clone());
@@ -456,7 +458,7 @@ pub fn member_ttls(items: &[Item]) -> BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>,
 /// Dragonfly's own loader does; the master's data (read at capture time) still had them.
 /// Remove those from `expected` (and keys left empty); `db_of` maps a source db to the
 /// expected dataset's db (identity, or 0 for a merged cluster dataset).
-pub fn drop_expired_members(expected: &mut Dataset, ttls: &BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, i64>>, db_of: impl Fn(u32) -> u32) {
+pub fn drop_expired_members(expected: &mut Dataset, ttls: &MemberTtls, db_of: impl Fn(u32) -> u32) {
     let now_s = redis_server::now_ms() / 1000;
     for ((db, key), members) in ttls {
         let Some(keys) = expected.get_mut(&db_of(*db)) else { continue };
