@@ -383,14 +383,7 @@ impl Core {
 
     /// Lazy/active expiry of one key: delete it and journal `DEL key` (txid 0), as opcode
     /// EXPIRED before v1.38.
-    fn expire_if_due(
-        &self,
-        sh: &mut Shard,
-        db: u32,
-        key: &[u8],
-        now: u64,
-        cap: &mut Option<&mut PreparedJournal>,
-    ) {
+    fn expire_if_due(&self, sh: &mut Shard, db: u32, key: &[u8], now: u64, cap: &mut Option<&mut PreparedJournal>) {
         if !sh.dbs.get(&db).and_then(|ks| ks.get(key)).is_some_and(|e| e.is_expired(now)) {
             return;
         }
