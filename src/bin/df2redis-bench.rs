@@ -106,8 +106,8 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     flows: usize,
     /// Snapshot compression of the emulator (Dragonfly's default is lz4).
-    #[arg(long, value_enum, default_value_t = CompressionArg::Lz4)]
-    compression: CompressionArg,
+    #[arg(long, value_enum, default_value_t = Compression::Lz4)]
+    compression: Compression,
     /// Seconds each journal rate is held [default: 20; smoke 2].
     #[arg(long)]
     journal_secs: Option<f64>,
@@ -165,14 +165,6 @@ enum Part {
     Rss,
     Journal,
     Cluster,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CompressionArg {
-    Lz4,
-    Zstd,
-    Lzf,
-    None,
 }
 
 /// Sizes and settings after --smoke and the explicit flags.
@@ -381,19 +373,11 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 impl Bench {
-    fn compression(&self) -> Compression {
-        match self.args.compression {
-            CompressionArg::Lz4 => Compression::Lz4,
-            CompressionArg::Zstd => Compression::Zstd,
-            CompressionArg::Lzf => Compression::Lzf,
-            CompressionArg::None => Compression::None,
-        }
-    }
 
     fn emulator(&self) -> R<Emulator> {
         Emulator::start(Config {
             shards: self.args.flows,
-            compression: self.compression(),
+            compression: self.args.compression,
             pre_encode: true,
             ..Config::default()
         })
@@ -670,7 +654,7 @@ impl Bench {
         self.benchmark_rps = Some(self.benchmark(redis)?);
         let cfg = journal::JournalCfg {
             flows: self.args.flows,
-            compression: self.compression(),
+            compression: self.args.compression,
             step: Duration::from_secs_f64(self.plan.journal_secs),
             rates: self.plan.journal_rates.clone(),
             lag_limit_ms: self.args.lag_limit_ms,

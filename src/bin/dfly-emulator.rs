@@ -37,8 +37,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = DialectArg::V1_40)]
     dialect: DialectArg,
     /// Snapshot compression (Dragonfly's --compression_mode: none=0, lzf=1, zstd=2, lz4=3).
-    #[arg(long, value_enum, default_value_t = CompressionArg::Lz4)]
-    compression: CompressionArg,
+    #[arg(long, value_enum, default_value_t = Compression::Lz4)]
+    compression: Compression,
     /// Split values larger than this at element boundaries (--serialization_max_chunk_size).
     #[arg(long, default_value_t = 64 * 1024)]
     chunk_size: usize,
@@ -89,14 +89,6 @@ enum DialectArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum CompressionArg {
-    Lz4,
-    Zstd,
-    Lzf,
-    None,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum DatasetArg {
     /// Every type and encoding (about 16 MB, including a 5 MB string and a 10 MB list).
     Types,
@@ -127,12 +119,7 @@ fn main() {
             DialectArg::V1_40 => Dialect::V1_40,
             DialectArg::V1_36 => Dialect::V1_36,
         },
-        compression: match args.compression {
-            CompressionArg::Lz4 => Compression::Lz4,
-            CompressionArg::Zstd => Compression::Zstd,
-            CompressionArg::Lzf => Compression::Lzf,
-            CompressionArg::None => Compression::None,
-        },
+        compression: args.compression,
         chunk_size: args.chunk_size,
         tagged_chunks: args.tagged,
         password: args.password.clone(),

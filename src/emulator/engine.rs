@@ -523,7 +523,8 @@ impl Core {
             pipe.update(|st| st.snapshot_work = false);
             return None;
         };
-        if let Stage::PreEncoded { body, pos } = &mut f.stage {
+        let max_open = if self.cfg.two_open_entries { 2 } else { 1 };
+        let step = if let Stage::PreEncoded { body, pos } = &mut f.stage {
             if *pos < body.len() {
                 let range = *pos..(*pos + PRE_ENCODED_SLICE).min(body.len());
                 *pos = range.end;
@@ -534,40 +535,31 @@ impl Core {
             // Held journal blobs, then FULLSYNC_END.
             f.ser.fullsync_end();
             f.stage = Stage::PostCut;
-            f.drain();
-            pipe.update(|st| {
-                st.snapshot_work = false;
-                st.snapshot_done = true;
-                st.fse_at = Some(st.enqueued);
-            });
-            drop(sh);
-            self.progress.bump();
-            return None;
-        }
-        let max_open = if self.cfg.two_open_entries { 2 } else { 1 };
-        let step = loop {
-            let Stage::Snapshot(tr) = &mut f.stage else { break Step::Done };
-            let paused =
-                self.cfg.pause_snapshot_after.is_some_and(|n| tr.entries >= n && !self.resumed.load(Ordering::SeqCst));
-            if paused {
-                f.ser.flush();
-                break Step::Paused;
-            }
-            let open = f.ser.open_entries();
-            if open >= max_open || (open > 0 && tr.is_done()) {
-                f.ser.advance();
-            } else if let Some((db, key)) = tr.next_key() {
-                if let Some(e) = dbs.get(&db).and_then(|ks| ks.get(&key)).filter(|e| !e.is_expired(now)) {
-                    f.ser.entry(db, &key, e, false);
-                    tr.entries += 1;
+            Step::Done
+        } else {
+            loop {
+                let Stage::Snapshot(tr) = &mut f.stage else { break Step::Done };
+                let paused = self.cfg.pause_snapshot_after.is_some_and(|n| tr.entries >= n && !self.resumed.load(Ordering::SeqCst));
+                if paused {
+                    f.ser.flush();
+                    break Step::Paused;
                 }
-            } else {
-                f.ser.fullsync_end();
-                f.stage = Stage::PostCut;
-                break Step::Done;
-            }
-            if f.ser.has_ready() {
-                break Step::Progress;
+                let open = f.ser.open_entries();
+                if open >= max_open || (open > 0 && tr.is_done()) {
+                    f.ser.advance();
+                } else if let Some((db, key)) = tr.next_key() {
+                    if let Some(e) = dbs.get(&db).and_then(|ks| ks.get(&key)).filter(|e| !e.is_expired(now)) {
+                        f.ser.entry(db, &key, e, false);
+                        tr.entries += 1;
+                    }
+                } else {
+                    f.ser.fullsync_end();
+                    f.stage = Stage::PostCut;
+                    break Step::Done;
+                }
+                if f.ser.has_ready() {
+                    break Step::Progress;
+                }
             }
         };
         f.drain();

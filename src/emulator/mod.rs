@@ -65,8 +65,9 @@ impl Dialect {
     }
 }
 
-/// Dragonfly's `--compression_mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Dragonfly's `--compression_mode` (also the `--compression` value of the emulator and bench
+/// command lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
     /// 0: nothing compressed.
     None,

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::protocol::cursor::show;
-use crate::protocol::{Argv, EntryHead, JournalRecord, Limits, ValuePiece};
+use crate::protocol::{Argv, JournalRecord, Limits, ValuePiece};
 
 /// One command for the target, in the db it must run in.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,11 +170,11 @@ pub struct Replayer {
     /// write of its key, and needs no `DEL` before it.
     fresh_target: bool,
     /// Decisions for entries whose first piece was seen and whose last was not.
-    open: HashMap<*const EntryHead, Decision>,
+    /// Keyed by the address of the entry's shared head (`Arc::as_ptr`), which is unique while
+    /// the entry is open: the pieces of one key share one `Arc<EntryHead>`.
+    open: HashMap<usize, Decision>,
 }
 
-// The raw pointers are only map keys identifying live `Arc<EntryHead>`s, never dereferenced.
-unsafe impl Send for Replayer {}
 
 impl Replayer {
     pub fn new(policy: Policy, clock: Clock) -> Self {

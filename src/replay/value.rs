@@ -14,7 +14,7 @@ const TMP_GROUP: &[u8] = b"df2redis-tmp";
 /// `replace`: make the key's first piece replace whatever the target holds (a `DEL` first).
 pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replace: bool) {
     let h = &v.head;
-    let ptr = Arc::as_ptr(h);
+    let ptr = Arc::as_ptr(h) as usize;
     let decision = if v.first {
         let d = decide(r, v);
         if !v.last {

@@ -187,45 +187,41 @@ impl Master {
     }
 }
 
-/// Open flow `i`: connect, authenticate, `DFLY FLOW <replid> <sid> <i> [<lsn>]`.
-fn open_flow(addr: &str, credentials: Option<(&str, &str)>, info: &MasterInfo, i: usize, lsn: Option<u64>) -> Result<FlowConn, SourceError> {
-    let what = format!("flow {i}");
-    let s = connect(addr, true, &what)?;
-    let granted = recv_buffer(&s);
-    if granted < RECV_BUFFER {
-        log::debug!("{what}: the kernel granted a {granted}-byte receive buffer (asked {RECV_BUFFER}; net.core.rmem_max caps it)");
-    }
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok();
-    let mut out = s.try_clone().map_err(|e| SourceError(format!("{what}: {e}")))?;
-    let mut inp = BufReader::new(s);
-    auth(&mut out, &mut inp, credentials, &what, addr)?;
-    let idx = i.to_string();
-    let lsn_s = lsn.map(|l| l.to_string());
-    let mut args = vec!["DFLY", "FLOW", info.replid.as_str(), info.sync_id.as_str(), idx.as_str()];
-    if let Some(l) = &lsn_s {
-        args.push(l);
-    }
-    out.write_all(&cmd_bytes(&args)).map_err(|e| SourceError(format!("{what}: sending DFLY FLOW: {e}")))?;
-    let reply = resp::read_reply(&mut inp).map_err(|e| SourceError(format!("{what}: waiting for the DFLY FLOW reply: {e}")))?;
-    let reply = match reply {
-        Reply::Array(Some(a)) if a.len() == 2 => match (&a[0], &a[1]) {
-            (Reply::Status(kind), Reply::Status(token)) if (kind == "FULL" || kind == "PARTIAL") && token.len() == 40 => {
-                SyncReply { full: kind == "FULL", token: token.clone() }
-            }
-            _ => return Err(SourceError(format!("{what}: malformed DFLY FLOW reply {a:?}"))),
-        },
-        Reply::Error(e) => return Err(SourceError(format!("{what}: DFLY FLOW rejected: {e}"))),
-        other => return Err(SourceError(format!("{what}: unexpected DFLY FLOW reply {other:?}"))),
-    };
-    // Bytes after the reply already belong to the stream.
-    let leftover = inp.buffer().to_vec();
-    let stream = inp.into_inner();
-    stream.set_read_timeout(None).ok();
-    Ok(FlowConn { stream, leftover, reply })
-}
-
 impl FlowConn {
+    /// Open flow `i`: connect, authenticate, `DFLY FLOW <replid> <sid> <i> [<lsn>]`.
     pub fn open(addr: &str, credentials: Option<(&str, &str)>, info: &MasterInfo, i: usize, lsn: Option<u64>) -> Result<FlowConn, SourceError> {
-        open_flow(addr, credentials, info, i, lsn)
+        let what = format!("flow {i}");
+        let s = connect(addr, true, &what)?;
+        let granted = recv_buffer(&s);
+        if granted < RECV_BUFFER {
+            log::debug!("{what}: the kernel granted a {granted}-byte receive buffer (asked {RECV_BUFFER}; net.core.rmem_max caps it)");
+        }
+        s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok();
+        let mut out = s.try_clone().map_err(|e| SourceError(format!("{what}: {e}")))?;
+        let mut inp = BufReader::new(s);
+        auth(&mut out, &mut inp, credentials, &what, addr)?;
+        let idx = i.to_string();
+        let lsn_s = lsn.map(|l| l.to_string());
+        let mut args = vec!["DFLY", "FLOW", info.replid.as_str(), info.sync_id.as_str(), idx.as_str()];
+        if let Some(l) = &lsn_s {
+            args.push(l);
+        }
+        out.write_all(&cmd_bytes(&args)).map_err(|e| SourceError(format!("{what}: sending DFLY FLOW: {e}")))?;
+        let reply = resp::read_reply(&mut inp).map_err(|e| SourceError(format!("{what}: waiting for the DFLY FLOW reply: {e}")))?;
+        let reply = match reply {
+            Reply::Array(Some(a)) if a.len() == 2 => match (&a[0], &a[1]) {
+                (Reply::Status(kind), Reply::Status(token)) if (kind == "FULL" || kind == "PARTIAL") && token.len() == 40 => {
+                    SyncReply { full: kind == "FULL", token: token.clone() }
+                }
+                _ => return Err(SourceError(format!("{what}: malformed DFLY FLOW reply {a:?}"))),
+            },
+            Reply::Error(e) => return Err(SourceError(format!("{what}: DFLY FLOW rejected: {e}"))),
+            other => return Err(SourceError(format!("{what}: unexpected DFLY FLOW reply {other:?}"))),
+        };
+        // Bytes after the reply already belong to the stream.
+        let leftover = inp.buffer().to_vec();
+        let stream = inp.into_inner();
+        stream.set_read_timeout(None).ok();
+        Ok(FlowConn { stream, leftover, reply })
     }
 }

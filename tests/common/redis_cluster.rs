@@ -2,14 +2,14 @@
 //! starting it, reading its whole dataset back, and moving slots between its nodes (at once,
 //! or step by step to leave a slot half-migrated and provoke `ASK`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::Value as RV;
 
-use super::redis_server::{free_port, read_key, spawn_ready, Mode, TempDir};
+use super::redis_server::{free_port, read_key, scan_keys, spawn_ready, Mode, TempDir};
 use super::Dataset;
 
 /// How long the cluster may take to form or to agree on a change.
@@ -203,7 +203,7 @@ impl RedisCluster {
         let mut found_on: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
         for i in 0..self.nodes.len() {
             let mut c = self.conn(i);
-            for k in scan_all(&mut c) {
+            for k in scan_keys(&mut c) {
                 if let Some(prev) = found_on.insert(k.clone(), i) {
                     panic!("key {:?} is held by nodes {prev} and {i}", String::from_utf8_lossy(&k));
                 }
@@ -313,16 +313,3 @@ fn slot_map(c: &mut redis::Connection) -> Vec<SlotRange> {
     map
 }
 
-/// Every key of db 0 on one node.
-fn scan_all(c: &mut redis::Connection) -> BTreeSet<Vec<u8>> {
-    let mut keys = BTreeSet::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = q(c, &[b"SCAN", cursor.to_string().as_bytes(), b"COUNT", b"1000"]);
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            return keys;
-        }
-    }
-}

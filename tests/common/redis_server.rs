@@ -170,22 +170,26 @@ fn map(v: &RV) -> BTreeMap<String, RV> {
     a.chunks(2).map(|p| (text(&p[0]), p[1].clone())).collect()
 }
 
+/// Every key of the selected db, by SCAN.
+pub fn scan_keys(c: &mut redis::Connection) -> BTreeSet<Vec<u8>> {
+    let mut keys = BTreeSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = q(c, &[b"SCAN", cursor.to_string().as_bytes(), b"COUNT", b"1000"]);
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            return keys;
+        }
+    }
+}
+
 /// Every key of every db in the server (dbs 0..16), in the shared model.
 pub fn read_all(c: &mut redis::Connection) -> Dataset {
     let mut ds = Dataset::new();
     for db in 0..16u32 {
         q::<()>(c, &[b"SELECT", db.to_string().as_bytes()]);
-        let mut keys = BTreeSet::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = q(c, &[b"SCAN", cursor.to_string().as_bytes(), b"COUNT", b"1000"]);
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        for k in keys {
+        for k in scan_keys(c) {
             if let Some(key) = read_key(c, &k, Mode::Plain) {
                 ds.entry(db).or_default().insert(k, key);
             }
