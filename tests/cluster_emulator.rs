@@ -146,6 +146,8 @@ fn replicate_into_a_cluster_while_a_slot_is_resharded() {
     let redirects = log.lines().find(|l| l.starts_with("cluster redirects followed:")).unwrap_or_else(|| panic!("{log}"));
     let nums: Vec<u64> = redirects.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
     assert!(nums[0] > 0 && nums[1] > 0, "MOVED and ASK must both be seen and handled: {redirects}");
+    // --progress-secs 1: the run lasts seconds, so the steady progress line appears.
+    assert!(log.contains("stable sync: ") && log.contains(" lag "), "progress lines: {log}");
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     check(&emu, &cluster);
 }
