@@ -21,7 +21,7 @@ use super::shared::Shared;
 use crate::config::OnReject;
 use crate::target::{Target, TargetError};
 
-const PER_WRITER_INFLIGHT: usize = 4;
+pub const PER_WRITER_INFLIGHT: usize = 4;
 
 pub struct Writer {
     pub index: usize,
@@ -36,6 +36,8 @@ pub struct Writer {
     pub done: crossbeam_channel::Sender<usize>,
     /// ACK kick per flow (bounded(1); a full channel means a kick is already pending).
     pub kicks: Vec<crossbeam_channel::Sender<()>>,
+    /// Per flow: where applied batches go back to the reader for reuse.
+    pub recycle: Vec<crossbeam_channel::Sender<Batch>>,
     /// Pipelines sent and not yet answered, oldest first.
     pub inflight: VecDeque<Batch>,
 }
@@ -174,6 +176,8 @@ impl Writer {
         }
         self.shared.flows[b.flow].commands.fetch_add(b.cmds.len() as u64, Relaxed);
         self.applied(b.flow, b.last_lsn, b.records, b.force_ack);
+        // Full means the reader has spares: dropped here then.
+        let _ = self.recycle[b.flow].try_send(b);
         Ok(())
     }
 

@@ -91,7 +91,7 @@ impl Master {
         let info = match m.call(&["REPLCONF", "capa", "dragonfly"])? {
             Reply::Array(Some(a)) if a.len() >= 4 => {
                 let s = |r: &Reply| match r {
-                    Reply::Status(s) => Some(s.clone()),
+                    Reply::Status(s) => Some(s.to_string()),
                     Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
                     _ => None,
                 };
@@ -211,7 +211,7 @@ impl FlowConn {
         let reply = match reply {
             Reply::Array(Some(a)) if a.len() == 2 => match (&a[0], &a[1]) {
                 (Reply::Status(kind), Reply::Status(token)) if (kind == "FULL" || kind == "PARTIAL") && token.len() == 40 => {
-                    SyncReply { full: kind == "FULL", token: token.clone() }
+                    SyncReply { full: kind == "FULL", token: token.to_string() }
                 }
                 _ => return Err(SourceError(format!("{what}: malformed DFLY FLOW reply {a:?}"))),
             },

@@ -4,6 +4,7 @@
 //! reads exactly one reply per command. Replies are checked one by one so that a rejected
 //! command is reported with its name and key, which redis-rs pipelines do not expose.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead};
 
 /// Append `args` as a RESP array of bulk strings.
@@ -41,7 +42,8 @@ fn fmt_usize(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
 /// A reply, as far as the writer cares.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    Status(String),
+    /// `+OK`, the reply to almost every write, is held without an allocation.
+    Status(Cow<'static, str>),
     Error(String),
     Int(i64),
     Bulk(Option<Vec<u8>>),
@@ -78,41 +80,67 @@ fn int(s: &[u8]) -> io::Result<i64> {
     std::str::from_utf8(s).ok().and_then(|t| t.parse().ok()).ok_or_else(|| bad("bad integer in reply"))
 }
 
-/// Read one reply.
-pub fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
-    let l = line(r)?;
+/// A reply's first line, parsed.
+enum Head {
+    Status(Cow<'static, str>),
+    Error(String),
+    Int(i64),
+    Bulk(i64),
+    Array(i64),
+}
+
+fn head(l: &[u8]) -> io::Result<Head> {
     let (&kind, rest) = l.split_first().ok_or_else(|| bad("empty reply line"))?;
     Ok(match kind {
-        b'+' => Reply::Status(String::from_utf8_lossy(rest).into_owned()),
-        b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
-        b':' => Reply::Int(int(rest)?),
-        b'$' => {
-            let n = int(rest)?;
-            if n < 0 {
-                Reply::Bulk(None)
-            } else {
-                let mut v = vec![0; n as usize + 2];
-                r.read_exact(&mut v)?;
-                if !v.ends_with(b"\r\n") {
-                    return Err(bad("bulk reply not terminated by CRLF"));
-                }
-                v.truncate(n as usize);
-                Reply::Bulk(Some(v))
-            }
-        }
-        b'*' => {
-            let n = int(rest)?;
-            if n < 0 {
-                Reply::Array(None)
-            } else {
-                let mut items = Vec::with_capacity((n as usize).min(1024));
-                for _ in 0..n {
-                    items.push(read_reply(r)?);
-                }
-                Reply::Array(Some(items))
-            }
-        }
+        b'+' if rest == b"OK" => Head::Status(Cow::Borrowed("OK")),
+        b'+' => Head::Status(Cow::Owned(String::from_utf8_lossy(rest).into_owned())),
+        b'-' => Head::Error(String::from_utf8_lossy(rest).into_owned()),
+        b':' => Head::Int(int(rest)?),
+        b'$' => Head::Bulk(int(rest)?),
+        b'*' => Head::Array(int(rest)?),
         other => return Err(bad(format!("unexpected reply type byte 0x{other:02X}"))),
+    })
+}
+
+/// Parse the next line in place when the reader already holds all of it (the common case
+/// with pipelined replies: no allocation per reply); otherwise read it into a buffer.
+fn read_head(r: &mut impl BufRead) -> io::Result<Head> {
+    let buf = r.fill_buf()?;
+    if let Some(n) = buf.iter().position(|&b| b == b'\n') {
+        if n == 0 || buf[n - 1] != b'\r' {
+            return Err(bad("reply line not terminated by CRLF"));
+        }
+        let h = head(&buf[..n - 1]);
+        r.consume(n + 1);
+        return h;
+    }
+    head(&line(r)?)
+}
+
+/// Read one reply.
+pub fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
+    Ok(match read_head(r)? {
+        Head::Status(s) => Reply::Status(s),
+        Head::Error(e) => Reply::Error(e),
+        Head::Int(i) => Reply::Int(i),
+        Head::Bulk(n) if n < 0 => Reply::Bulk(None),
+        Head::Bulk(n) => {
+            let mut v = vec![0; n as usize + 2];
+            r.read_exact(&mut v)?;
+            if !v.ends_with(b"\r\n") {
+                return Err(bad("bulk reply not terminated by CRLF"));
+            }
+            v.truncate(n as usize);
+            Reply::Bulk(Some(v))
+        }
+        Head::Array(n) if n < 0 => Reply::Array(None),
+        Head::Array(n) => {
+            let mut items = Vec::with_capacity((n as usize).min(1024));
+            for _ in 0..n {
+                items.push(read_reply(r)?);
+            }
+            Reply::Array(Some(items))
+        }
     })
 }
 
