@@ -154,6 +154,10 @@ struct Args {
     /// Exit 3 when a target is missed.
     #[arg(long)]
     strict: bool,
+    /// Times each snapshot dataset's migrate and pipe are run (alternating); the figures are
+    /// the median run's, peak RSS the highest [default: 3; smoke 1].
+    #[arg(long)]
+    repeat: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -178,6 +182,7 @@ struct Plan {
     journal_secs: f64,
     journal_rates: Vec<u64>,
     benchmark_requests: u64,
+    repeat: usize,
 }
 
 impl Plan {
@@ -205,6 +210,7 @@ impl Plan {
                 }
             }),
             benchmark_requests: a.benchmark_requests.unwrap_or(if s { 100_000 } else { 2_000_000 }),
+            repeat: a.repeat.unwrap_or(if s { 1 } else { 3 }).max(1),
         }
     }
     fn has(&self, p: Part) -> bool {
@@ -560,13 +566,16 @@ impl Bench {
             say(format!("{}: warm-up fill done in {:.1} s (untimed)", spec.name, t.elapsed().as_secs_f64()));
         }
         if standalone || rss_base {
-            let m = self.migrate(&emu, &target, &ds, &spec.name)?;
-            let pipe = if standalone {
-                let resp = ds.resp.clone().expect("RESP file");
-                Some(self.pipe(&target, &[(resp, redis.port)], &ds, &spec.name)?)
-            } else {
-                None
-            };
+            let (mut ms, mut ps) = (Vec::new(), Vec::new());
+            for _ in 0..if standalone { self.plan.repeat } else { 1 } {
+                ms.push(self.migrate(&emu, &target, &ds, &spec.name)?);
+                if standalone {
+                    let resp = ds.resp.clone().expect("RESP file");
+                    ps.push(self.pipe(&target, &[(resp, redis.port)], &ds, &spec.name)?);
+                }
+            }
+            let m = median_migrate(ms);
+            let pipe = (!ps.is_empty()).then(|| median_by_wall(ps, |p| p.wall));
             self.rows.push(Row { name: spec.name.clone(), keys: ds.keys, payload: ds.payload, migrate: m, pipe });
         }
         redis.flushall()?;
@@ -582,8 +591,12 @@ impl Bench {
             if !self.args.no_warmup {
                 self.pipe(&ct, &files, &ds, "cluster-warmup")?;
             }
-            let m = self.migrate(&emu, &ct, &ds, "cluster")?;
-            let p = self.pipe(&ct, &files, &ds, "cluster")?;
+            let (mut ms, mut ps) = (Vec::new(), Vec::new());
+            for _ in 0..self.plan.repeat {
+                ms.push(self.migrate(&emu, &ct, &ds, "cluster")?);
+                ps.push(self.pipe(&ct, &files, &ds, "cluster")?);
+            }
+            let (m, p) = (median_migrate(ms), median_by_wall(ps, |p| p.wall));
             self.rows.push(Row {
                 name: "cluster".into(),
                 keys: ds.keys,
@@ -920,6 +933,23 @@ impl Bench {
 }
 
 /// `flow-* 35% writer-* 30% ...` for one migrate.
+/// The run with the median wall time (the upper median for an even count). Timed pairs are
+/// repeated because this machine's run-to-run spread (±15% for `redis-cli --pipe` alone) is
+/// larger than the differences the ratios are meant to show.
+fn median_by_wall<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| wall(a).total_cmp(&wall(b)));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
+}
+
+/// The median migrate by wall time, with the highest peak RSS of all its runs.
+fn median_migrate(runs: Vec<Migrate>) -> Migrate {
+    let peak = runs.iter().map(|m| m.peak_rss).max().unwrap_or(0);
+    let mut m = median_by_wall(runs, |m| m.wall);
+    m.peak_rss = peak;
+    m
+}
+
 fn thread_line(m: &Migrate) -> String {
     let mut v: Vec<(&String, &f64)> = m.threads.iter().filter(|(_, c)| **c > 0.0).collect();
     v.sort_by(|a, b| b.1.total_cmp(a.1));
