@@ -45,6 +45,16 @@ pub enum JsonSetting {
     Fixed(JsonPolicy),
 }
 
+/// What a full resync does to a target that a previous run of df2redis wrote (its checkpoint
+/// markers are there but cannot be resumed from).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OnResync {
+    /// Empty the target first: keys deleted on the master meanwhile would otherwise survive.
+    Flush,
+    /// Write over what is there (every key of the snapshot replaces its copy).
+    Keep,
+}
+
 /// What to do when the target rejects a command.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OnReject {
@@ -76,6 +86,9 @@ pub struct Config {
     /// Source db -> target db. Unlisted dbs keep their number (standalone) and are an error on a
     /// cluster, which has only db 0.
     pub db_map: BTreeMap<u32, u32>,
+    /// A local copy of the applied LSNs, for diagnostics (the resume point is in the target).
+    pub checkpoint_file: Option<std::path::PathBuf>,
+    pub on_resync: OnResync,
 }
 
 impl Default for Config {
@@ -95,6 +108,8 @@ impl Default for Config {
             on_reject: OnReject::Stop,
             progress_secs: 5,
             db_map: BTreeMap::new(),
+            checkpoint_file: None,
+            on_resync: OnResync::Flush,
         }
     }
 }
@@ -124,6 +139,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("policy.member_ttl", "--member-ttl", "hash field / set member TTLs: drop-ttl | skip (drop-ttl)"),
     ("policy.on_reject", "--on-reject", "a command the target rejects: stop | skip (stop)"),
     ("log.progress_secs", "--progress-secs", "seconds between progress lines (5)"),
+    ("checkpoint.file", "--checkpoint", "file mirroring the applied LSNs (diagnostics; the resume point is in the target)"),
+    ("checkpoint.on_resync", "--on-resync", "full resync over a target df2redis wrote before: flush | keep (flush)"),
 ];
 
 fn flag_of(key: &str) -> &'static str {
@@ -243,6 +260,11 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
         Some("skip") => MemberTtlPolicy::Skip,
         _ => MemberTtlPolicy::DropTtl,
     };
+    c.on_resync = match choice("checkpoint.on_resync", &["flush", "keep"])?.as_deref() {
+        Some("keep") => OnResync::Keep,
+        _ => OnResync::Flush,
+    };
+    c.checkpoint_file = get("checkpoint.file").map(std::path::PathBuf::from);
     c.on_reject = match choice("policy.on_reject", &["stop", "skip"])?.as_deref() {
         Some("skip") => OnReject::SkipAndCount,
         _ => OnReject::Stop,

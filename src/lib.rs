@@ -9,6 +9,7 @@
 pub mod emulator;
 pub mod affinity;
 pub mod alloc_tuning;
+pub mod checkpoint;
 pub mod config;
 pub mod inspect;
 pub mod pipeline;

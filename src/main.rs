@@ -57,6 +57,17 @@ enum Command {
     /// Writes made on the master after the cut are not copied; use `replicate` for a copy that
     /// stays current.
     Migrate(RunArgs),
+    /// Remove df2redis's checkpoint markers from the target once a migration is finished.
+    ///
+    /// `replicate` keeps its resume point in the target: one key per flow,
+    /// df2redis:checkpoint:<flow> in db 0, written atomically with each batch. They are not
+    /// the master's data. Run this after the last `replicate` (a later run would then start
+    /// with a full sync). Exit 0 with the number of keys removed.
+    Cleanup {
+        /// redis://[user:password@]host:port of the target (several addresses: cluster seeds).
+        #[arg(long, value_name = "URL")]
+        target: String,
+    },
     /// Decode a captured flow file and print its items, one line each, then a summary.
     ///
     /// A flow file holds the bytes one flow connection received after its `DFLY FLOW` reply:
@@ -146,6 +157,17 @@ struct RunArgs {
     /// Seconds between progress lines (default 5).  [file: log.progress_secs]
     #[arg(long, value_name = "SECS")]
     progress_secs: Option<String>,
+    /// Mirror the applied LSNs of every flow in FILE (rewritten atomically every progress
+    /// interval and at the end), for diagnostics. The resume point itself is kept in the
+    /// target, in the marker keys df2redis:checkpoint:<flow> (db 0).  [file: checkpoint.file]
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<String>,
+    /// A full resync over a target a previous run wrote (its checkpoints exist but cannot be
+    /// resumed: another master id, a backlog overrun): flush (empty the target first, default)
+    /// | keep (write over it; keys deleted on the master meanwhile survive).
+    /// [file: checkpoint.on_resync]
+    #[arg(long, value_name = "POLICY")]
+    on_resync: Option<String>,
 }
 
 impl RunArgs {
@@ -177,6 +199,8 @@ impl RunArgs {
             ("policy.member_ttl", self.member_ttl),
             ("policy.on_reject", self.on_reject),
             ("log.progress_secs", self.progress_secs),
+            ("checkpoint.file", self.checkpoint),
+            ("checkpoint.on_resync", self.on_resync),
         ];
         for (k, v) in flags {
             if let Some(v) = v {
@@ -197,6 +221,7 @@ fn main() -> ExitCode {
         Command::Inspect { flow_file, token, partial_from } => run_inspect(flow_file, token, partial_from),
         Command::Replicate(args) => run(args, Mode::Replicate),
         Command::Migrate(args) => run(args, Mode::Migrate),
+        Command::Cleanup { target } => run_cleanup(&target),
     }
 }
 
@@ -269,6 +294,27 @@ fn print_summary(s: &Summary, mode: Mode) {
     }
     if let Some(by) = s.stopped_by {
         let _ = writeln!(out, "stopped by {by}");
+    }
+}
+
+fn run_cleanup(url: &str) -> ExitCode {
+    let ep = match config::parse_redis_url(url) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("error: --target: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let removed = df2redis::target::Target::connect(&ep.seeds, ep.auth()).and_then(|mut t| t.delete_markers());
+    match removed {
+        Ok(n) => {
+            println!("removed {n} checkpoint marker keys ({}*) from {}", df2redis::checkpoint::MARKER_PREFIX, ep.seeds.join(","));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct AckThread {
     pub kick: Receiver<()>,
     pub barrier: Arc<Barrier>,
     pub shared: Arc<Shared>,
+    /// A partial resume: there is no snapshot, so no FULLSYNC_END to wait for.
+    pub partial: bool,
 }
 
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -38,9 +40,11 @@ impl AckThread {
         let stop = self.shared.stop.receiver().clone();
         // 1. Wait for this flow's FULLSYNC_END (or the stop), then at the barrier. Arriving on
         //    stop too keeps the coordinator from waiting forever on a failed flow.
-        select! {
-            recv(self.cut) -> _ => {},
-            recv(stop) -> _ => {},
+        if !self.partial {
+            select! {
+                recv(self.cut) -> _ => {},
+                recv(stop) -> _ => {},
+            }
         }
         self.barrier.wait();
         // 2. Stable sync begins on this flow when the reader has read the token.

@@ -53,12 +53,15 @@ pub struct Batch {
     pub records: u64,
     /// A PING is in it: ACK as soon as it is applied.
     pub force_ack: bool,
+    /// Stable sync with checkpoints: the flow's next LSN once this batch is applied; the
+    /// writer applies the batch atomically with the flow's marker carrying it.
+    pub checkpoint: Option<u64>,
     bytes: usize,
 }
 
 impl Batch {
     fn new(flow: usize, capacity: usize) -> Self {
-        Batch { flow, cmds: Vec::with_capacity(capacity), last_lsn: None, records: 0, force_ack: false, bytes: 0 }
+        Batch { flow, cmds: Vec::with_capacity(capacity), last_lsn: None, records: 0, force_ack: false, checkpoint: None, bytes: 0 }
     }
     fn is_empty(&self) -> bool {
         self.cmds.is_empty() && self.last_lsn.is_none()
@@ -68,6 +71,7 @@ impl Batch {
         self.last_lsn = None;
         self.records = 0;
         self.force_ack = false;
+        self.checkpoint = None;
         self.bytes = 0;
     }
 }
@@ -98,6 +102,14 @@ pub struct FlowReader {
     pub batch_bytes: usize,
     /// Where the replayer's counts (skipped/altered keys) are published when the reader ends.
     pub stats_out: Arc<parking_lot::Mutex<crate::replay::ReplayStats>>,
+    /// Resume this flow's journal at this LSN (the master answered PARTIAL): no snapshot.
+    pub resume_lsn: Option<u64>,
+    /// Mark stable-sync batches with the flow's next LSN (checkpoint markers).
+    pub checkpoints: bool,
+    /// Stable sync has begun (token read, or a partial resume).
+    pub stable: bool,
+    /// The LSN the next journal record will carry, once known.
+    pub next_lsn: Option<u64>,
 }
 
 const READ_BUFFER: usize = 1 << 20;
@@ -118,8 +130,19 @@ impl FlowReader {
 
     fn read_loop(&mut self) -> Result<(), FlowError> {
         let i = self.index;
+        let dec = match self.resume_lsn {
+            Some(lsn) => {
+                // PARTIAL: the stream is the journal from `lsn` on (protocol doc 8.2).
+                self.stable = true;
+                self.next_lsn = Some(lsn);
+                self.shared.flows[i].stable.store(true, Relaxed);
+                let _ = self.signals.stable.send(());
+                FlowDecoder::partial(Some(i as u32), lsn, Limits::default())
+            }
+            None => FlowDecoder::new(Some(i as u32), Some(self.token.clone().into_bytes()), Limits::default()),
+        };
         let mut st = ReadState {
-            dec: FlowDecoder::new(Some(i as u32), Some(self.token.clone().into_bytes()), Limits::default()),
+            dec,
             items: Vec::new(),
             batch: self.new_batch(),
             applying: true,
@@ -200,8 +223,9 @@ impl FlowReader {
                         rec.argv.name_upper()
                     )));
                 }
-                if rec.lsn.is_some() {
+                if let Some(l) = rec.lsn {
                     st.records.fetch_add(1, Relaxed);
+                    self.next_lsn = Some(l + 1);
                 }
                 batch.bytes += rec.argv.byte_len();
                 let (lsn, txid_kind_ping) = (rec.lsn, rec.kind == RecordKind::Ping);
@@ -237,8 +261,12 @@ impl FlowReader {
                 log::info!("flow {i}: snapshot complete (FULLSYNC_END after {} keys)", st.keys.load(Relaxed));
                 let _ = self.signals.cut.send(());
             }
-            Item::JournalOffset(o) => st.applied_next_lsn.store(o, Relaxed),
+            Item::JournalOffset(o) => {
+                st.applied_next_lsn.store(o, Relaxed);
+                self.next_lsn = Some(o);
+            }
             Item::Token(_) => {
+                self.stable = true;
                 st.stable.store(true, Relaxed);
                 let _ = self.signals.stable.send(());
                 if self.mode == Mode::Migrate {
@@ -295,7 +323,10 @@ impl FlowReader {
         }
     }
 
-    fn send(&self, b: Batch) -> Result<(), FlowError> {
+    fn send(&self, mut b: Batch) -> Result<(), FlowError> {
+        if self.checkpoints && self.stable {
+            b.checkpoint = self.next_lsn;
+        }
         self.send_msg(ToWriter::Batch(b))
     }
 

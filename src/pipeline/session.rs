@@ -17,7 +17,8 @@ use super::gate::GlobalGate;
 use super::semaphore::Semaphore;
 use super::shared::Shared;
 use super::writer::Writer;
-use crate::config::{Config, JsonSetting};
+use crate::checkpoint::{self, Resume};
+use crate::config::{Config, JsonSetting, OnResync};
 use crate::replay::{Clock, JsonPolicy, Policy, ReplayStats, Replayer};
 use crate::source::{FlowConn, Master, MasterInfo};
 use crate::target::{resp::Reply, Standalone, Target};
@@ -96,6 +97,10 @@ struct Session {
     /// Whether the coordinator has taken its place at the barrier (it must, exactly once, or
     /// the ACK threads would wait there forever).
     barrier_passed: bool,
+    /// Every flow resumes its journal (PARTIAL): no `DFLY SYNC`, straight to STARTSTABLE.
+    partial: bool,
+    checkpoint_file: Option<std::path::PathBuf>,
+    file_every: Duration,
 }
 
 fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
@@ -113,6 +118,19 @@ fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) ->
         .map_err(|e| format!("cannot start thread {err_name}: {e}"))
 }
 
+/// Open every flow for a full sync (no LSN); each must answer FULL.
+fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartError> {
+    (0..info.num_flows)
+        .map(|i| {
+            let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), info, i, None).map_err(|e| e.to_string())?;
+            if !c.reply.full {
+                return Err(format!("flow {i}: the master answered PARTIAL to a full-sync request").into());
+            }
+            Ok(c)
+        })
+        .collect()
+}
+
 enum StartError {
     Usage(String),
     Failed(String),
@@ -125,6 +143,20 @@ impl From<String> for StartError {
 }
 
 impl Session {
+    /// A full resync over a target an earlier run wrote: announce why, and apply the policy.
+    fn prepare_full_resync(target: &mut Target, cfg: &Config, why: &str) -> Result<(), StartError> {
+        match cfg.on_resync {
+            OnResync::Flush => {
+                log::warn!("full resync: {why}; emptying the target first (--on-resync flush)");
+                target.flush_all().map_err(|e| format!("emptying the target for the full resync: {e}"))?;
+            }
+            OnResync::Keep => log::warn!(
+                "full resync: {why}; the target is kept (--on-resync keep): keys deleted on the master meanwhile survive"
+            ),
+        }
+        Ok(())
+    }
+
     fn start(cfg: &Config, mode: Mode) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
         let mut probe = {
@@ -166,12 +198,6 @@ impl Session {
         drop(probe);
         let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth()).map_err(|e| e.to_string())?;
         let cluster = first_target.is_cluster();
-        let fresh = first_target.is_empty().map_err(|e| e.to_string())?;
-        if fresh {
-            log::info!("the target holds no keys: snapshot entries are written without a DEL first");
-        } else {
-            log::info!("the target already holds keys: every snapshot entry replaces its key (DEL first)");
-        }
 
         let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
         if cluster {
@@ -203,14 +229,76 @@ impl Session {
             info.version
         );
         let n = info.num_flows;
-        let mut conns = Vec::with_capacity(n);
-        for i in 0..n {
-            let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, None).map_err(|e| e.to_string())?;
-            if !c.reply.full {
-                return Err(format!("flow {i}: the master answered PARTIAL to a full-sync request").into());
-            }
-            conns.push(c);
+        let markers = mode == Mode::Replicate && first_target.supports_markers();
+        if mode == Mode::Replicate && !markers {
+            log::warn!(
+                "the target is a Redis Cluster: no checkpoints are written (its transactions cannot span slots), \
+                 so a restart of df2redis means a full resync"
+            );
         }
+        let mut resume = if markers {
+            checkpoint::decide(&first_target.read_markers(n).map_err(|e| e.to_string())?, &info.replid, n)
+        } else {
+            Resume::Nothing
+        };
+        if matches!(resume, Resume::At(_)) && info.release.as_deref().is_some_and(|r| r.contains("v1.34.")) {
+            resume = Resume::Unusable(format!(
+                "the master runs {} and df2redis does not speak its partial-sync dialect (protocol doc 8.3) yet",
+                info.release.as_deref().unwrap_or_default()
+            ));
+        }
+        let (master, info, conns, partial) = match resume {
+            Resume::At(lsns) => {
+                let mut conns = Vec::with_capacity(n);
+                for (i, &lsn) in lsns.iter().enumerate() {
+                    conns.push(FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, Some(lsn)).map_err(|e| e.to_string())?);
+                }
+                let partial = conns.iter().filter(|c| !c.reply.full).count();
+                if partial == n {
+                    log::info!("resuming from the target's checkpoints: every flow continues its journal (PARTIAL) at {lsns:?}");
+                    (master, info, conns, true)
+                } else {
+                    let why = format!(
+                        "{} of {n} flows must fully resync (the master's backlog no longer holds the records after the checkpoints)",
+                        n - partial
+                    );
+                    let (master, info, conns) = if partial == 0 {
+                        (master, info, conns)
+                    } else {
+                        // Mixed answers: end this session (closing its connections cancels it on
+                        // the master) and start a new one without LSNs, as Dragonfly's replica does.
+                        drop(conns);
+                        drop(master);
+                        let (m, i) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
+                        let c = open_full(cfg, &i)?;
+                        (m, i, c)
+                    };
+                    Self::prepare_full_resync(&mut first_target, cfg, &why)?;
+                    (master, info, conns, false)
+                }
+            }
+            Resume::Unusable(why) => {
+                Self::prepare_full_resync(&mut first_target, cfg, &why)?;
+                let conns = open_full(cfg, &info)?;
+                (master, info, conns, false)
+            }
+            Resume::Nothing => {
+                let conns = open_full(cfg, &info)?;
+                (master, info, conns, false)
+            }
+        };
+        let n = info.num_flows;
+        if !partial {
+            // A stale marker must never pair with a new snapshot.
+            first_target.delete_markers().map_err(|e| e.to_string())?;
+        }
+        let fresh = !partial && first_target.is_empty().map_err(|e| e.to_string())?;
+        if !partial && fresh {
+            log::info!("the target holds no keys: snapshot entries are written without a DEL first");
+        } else if !partial {
+            log::info!("the target already holds keys: every snapshot entry replaces its key (DEL first)");
+        }
+        let resume_lsns: Vec<Option<u64>> = conns.iter().map(|c| if c.reply.full { None } else { c.lsn }).collect();
 
         let shared = Arc::new(Shared::new(n));
         let barrier = Arc::new(Barrier::new(n + 1));
@@ -220,6 +308,7 @@ impl Session {
         let (exit_tx, reader_exits) = unbounded();
         let (done_tx, flows_done) = unbounded();
         let policy = Policy { json, member_ttl: cfg.member_ttl };
+        let replid = info.replid.clone();
 
         let mut to_writers: Vec<Vec<(usize, Receiver<ToWriter>)>> = (0..nw).map(|_| Vec::new()).collect();
         let mut kicks_tx = Vec::new();
@@ -253,6 +342,9 @@ impl Session {
             replayers: Vec::new(),
             json,
             barrier_passed: false,
+            partial,
+            checkpoint_file: cfg.checkpoint_file.clone(),
+            file_every: Duration::from_secs(cfg.progress_secs),
         };
         // Every target connection before any thread starts: a failure here leaves nothing
         // running and nothing half-read on the master's sockets.
@@ -284,7 +376,14 @@ impl Session {
                 batch_cmds: cfg.batch_cmds,
                 batch_bytes: cfg.batch_bytes,
                 stats_out: stats,
+                resume_lsn: resume_lsns[i],
+                checkpoints: markers,
+                stable: false,
+                next_lsn: None,
             };
+            if let Some(l) = resume_lsns[i] {
+                shared.flows[i].applied_next_lsn.store(l, Relaxed);
+            }
             let cpu = cfg.pin_flows.as_ref().map(|l| l.cpu_for(i));
             sess.readers.push(spawn(format!("flow-{i}"), cpu, move || reader.run())?);
             let acker = AckThread {
@@ -295,6 +394,7 @@ impl Session {
                 kick: kick_rx,
                 barrier: barrier.clone(),
                 shared: shared.clone(),
+                partial,
             };
             sess.ackers.push(spawn(format!("ack-{i}"), None, move || acker.run())?);
         }
@@ -310,6 +410,7 @@ impl Session {
                 done: done_tx.clone(),
                 kicks: kicks_tx.clone(),
                 recycle: recycle_tx.clone(),
+                markers: markers.then(|| (replid.clone(), n)),
                 inflight: VecDeque::new(),
             };
             let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(w));
@@ -336,8 +437,10 @@ impl Session {
 
     /// Full sync, barrier, STARTSTABLE, then wait for the end.
     fn drive(&mut self) -> Result<(), String> {
-        self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
-        log::info!("full sync started on {} flows", self.info.num_flows);
+        if !self.partial {
+            self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
+            log::info!("full sync started on {} flows", self.info.num_flows);
+        }
         // Every ACK thread arrives once its flow saw FULLSYNC_END (or the session stopped);
         // the readers keep reading meanwhile.
         self.barrier_passed = true;
@@ -345,7 +448,12 @@ impl Session {
         if self.shared.stop.is_stopped() {
             return Ok(());
         }
-        log::info!("every flow reached FULLSYNC_END: sending DFLY STARTSTABLE");
+        if self.partial {
+            // v1.35+: STARTSTABLE directly after all-PARTIAL (protocol doc 8.2).
+            log::info!("sending DFLY STARTSTABLE (partial resume, no snapshot)");
+        } else {
+            log::info!("every flow reached FULLSYNC_END: sending DFLY STARTSTABLE");
+        }
         self.master.start_stable(&self.info.sync_id).map_err(|e| e.to_string())?;
         log::info!("stable sync: applying the journal");
         let stop = self.shared.stop.receiver().clone();
@@ -362,7 +470,17 @@ impl Session {
                     }
                 },
                 recv(stop) -> _ => return Ok(()),
+                default(self.file_every) => self.write_checkpoint_file(),
             }
+        }
+    }
+
+    /// Mirror the applied LSNs in the `--checkpoint` file (diagnostics only).
+    fn write_checkpoint_file(&self) {
+        let Some(path) = &self.checkpoint_file else { return };
+        let applied: Vec<u64> = self.shared.flows.iter().map(|f| f.applied_next_lsn.load(Relaxed)).collect();
+        if let Err(e) = checkpoint::write_file(path, &self.info.replid, &applied) {
+            log::warn!("checkpoint file {}: {e}", path.display());
         }
     }
 
@@ -403,6 +521,7 @@ impl Session {
             let _ = h.join();
         }
         self.master.drain(Duration::from_secs(5));
+        self.write_checkpoint_file();
         for h in self.helpers.drain(..) {
             let _ = h.join();
         }

@@ -18,6 +18,7 @@ use super::flow::{Batch, ToWriter};
 use super::gate::{GateError, GlobalGate};
 use super::semaphore::Semaphore;
 use super::shared::Shared;
+use crate::checkpoint::{self, Mark};
 use crate::config::OnReject;
 use crate::target::{Target, TargetError};
 
@@ -36,6 +37,8 @@ pub struct Writer {
     pub done: crossbeam_channel::Sender<usize>,
     /// ACK kick per flow (bounded(1); a full channel means a kick is already pending).
     pub kicks: Vec<crossbeam_channel::Sender<()>>,
+    /// Checkpoint markers: the master's replid and flow count they carry (`None`: no markers).
+    pub markers: Option<(String, usize)>,
     /// Per flow: where applied batches go back to the reader for reuse.
     pub recycle: Vec<crossbeam_channel::Sender<Batch>>,
     /// Pipelines sent and not yet answered, oldest first.
@@ -98,7 +101,11 @@ impl Writer {
                 }
                 for (k, s) in slots.iter_mut().enumerate() {
                     if let FlowSlot::Parked(_, lsn) = *s {
-                        self.applied(self.flows[k].0, Some(lsn), 1, false);
+                        let flow = self.flows[k].0;
+                        // A FLUSHALL took the markers with it: put this flow's back. (Between the
+                        // two a crash finds markers missing, which means a full resync: safe.)
+                        self.write_marker(flow, lsn + 1)?;
+                        self.applied(flow, Some(lsn), 1, false);
                         *s = FlowSlot::Open;
                     }
                 }
@@ -147,7 +154,13 @@ impl Writer {
             self.complete_all()?;
             self.sem.acquire();
         }
-        if let Err(e) = self.conn.send(&b.cmds) {
+        let marker = match (&self.markers, b.checkpoint) {
+            (Some((replid, flows)), Some(next_lsn)) => {
+                Some((checkpoint::marker_key(b.flow), Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode()))
+            }
+            _ => None,
+        };
+        if let Err(e) = self.conn.send_marked(&b.cmds, marker.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()))) {
             self.sem.release();
             return Err(self.describe(e));
         }
@@ -176,6 +189,9 @@ impl Writer {
         }
         self.shared.flows[b.flow].commands.fetch_add(b.cmds.len() as u64, Relaxed);
         self.applied(b.flow, b.last_lsn, b.records, b.force_ack);
+        if let Some(c) = b.checkpoint {
+            self.shared.flows[b.flow].applied_next_lsn.fetch_max(c, Relaxed);
+        }
         // Full means the reader has spares: dropped here then.
         let _ = self.recycle[b.flow].try_send(b);
         Ok(())
@@ -191,6 +207,14 @@ impl Writer {
         if force || since > 1024 {
             let _ = self.kicks[flow].try_send(());
         }
+    }
+
+    /// Write one flow's marker on its own (after a global command), with nothing in flight.
+    fn write_marker(&mut self, flow: usize, next_lsn: u64) -> Result<(), String> {
+        let Some((replid, flows)) = &self.markers else { return Ok(()) };
+        let v = Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode();
+        let k = checkpoint::marker_key(flow);
+        self.conn.send_marked(&[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
     }
 
     fn describe(&self, e: TargetError) -> String {

@@ -36,6 +36,8 @@ pub struct FlowConn {
     pub stream: TcpStream,
     pub leftover: Vec<u8>,
     pub reply: SyncReply,
+    /// The LSN the flow was opened with (a resume attempt), if any.
+    pub lsn: Option<u64>,
 }
 
 /// The main connection, kept open (idle) for the whole replication: closing it ends the session.
@@ -222,6 +224,6 @@ impl FlowConn {
         let leftover = inp.buffer().to_vec();
         let stream = inp.into_inner();
         stream.set_read_timeout(None).ok();
-        Ok(FlowConn { stream, leftover, reply })
+        Ok(FlowConn { stream, leftover, reply, lsn })
     }
 }

@@ -362,6 +362,16 @@ impl Cluster {
         Ok(true)
     }
 
+    /// Run `f` on the connection of every master; the results are summed.
+    pub fn on_every_master_conn(&mut self, mut f: impl FnMut(&mut Standalone) -> Result<u64, TargetError>) -> Result<u64, TargetError> {
+        let mut total = 0;
+        for addr in self.masters() {
+            let n = self.node_index(&addr)?;
+            total += f(&mut self.nodes[n].conn)?;
+        }
+        Ok(total)
+    }
+
     /// Run a keyless command (FLUSHALL/FLUSHDB) once on every master.
     pub fn on_every_master(&mut self, c: &Cmd) -> Result<(), TargetError> {
         for addr in self.masters() {

@@ -71,10 +71,53 @@ impl Target {
     }
 
     pub fn send(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
+        self.send_marked(cmds, None)
+    }
+
+    /// Send a batch; with a checkpoint `marker` (key, value) it runs atomically with the marker
+    /// (standalone only: see [`supports_markers`](Self::supports_markers)).
+    pub fn send_marked(&mut self, cmds: &[Cmd], marker: Option<(&[u8], &[u8])>) -> Result<(), TargetError> {
         match self {
-            Target::Standalone(s) => s.send(cmds),
+            Target::Standalone(s) => s.send_marked(cmds, marker),
             Target::Cluster(c) => c.send(cmds),
         }
+    }
+
+    /// Whether checkpoint markers can be written atomically with the batches. Not on a Redis
+    /// Cluster: its transactions must stay within one slot (EXEC answers CROSSSLOT), and a
+    /// cross-slot script costs ~60% more per command than a plain pipeline (measured with
+    /// `redis-cli --pipe`), against MULTI/EXEC's ~2%.
+    pub fn supports_markers(&self) -> bool {
+        matches!(self, Target::Standalone(_))
+    }
+
+    /// The raw checkpoint markers of flows `0..flows` (db 0), `None` where absent.
+    pub fn read_markers(&mut self, flows: usize) -> Result<Vec<Option<Vec<u8>>>, TargetError> {
+        let Target::Standalone(s) = self else { return Ok(vec![None; flows]) };
+        (0..flows)
+            .map(|i| match s.query_db0(&[b"GET", &crate::checkpoint::marker_key(i)])? {
+                resp::Reply::Bulk(v) => Ok(v),
+                other => Err(TargetError::Io {
+                    addr: s.addr().to_string(),
+                    error: std::io::Error::other(format!("GET of a checkpoint marker answered {other:?}")),
+                }),
+            })
+            .collect()
+    }
+
+    /// Delete every checkpoint marker (db 0; every master of a cluster). Returns how many.
+    pub fn delete_markers(&mut self) -> Result<u64, TargetError> {
+        let pattern = format!("{}*", crate::checkpoint::MARKER_PREFIX);
+        match self {
+            Target::Standalone(s) => s.delete_matching(pattern.as_bytes()),
+            Target::Cluster(c) => c.on_every_master_conn(|s| s.delete_matching(pattern.as_bytes())),
+        }
+    }
+
+    /// Empty the target: every db of a server, every master of a cluster.
+    pub fn flush_all(&mut self) -> Result<(), TargetError> {
+        let flush = Cmd::new(0, &[b"FLUSHALL"]);
+        self.run_global(&flush)
     }
 
     pub fn recv(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {

@@ -38,8 +38,9 @@ pub struct Standalone {
     /// The db the connection has selected.
     db: u32,
     buf: Vec<u8>,
-    /// Per pipeline in flight: the command index of each reply (`None` for injected SELECTs).
-    pending: VecDeque<Vec<Option<usize>>>,
+    /// Per pipeline in flight: the command index of each reply (`None` for injected SELECTs
+    /// and checkpoint markers), and whether it runs as MULTI ... EXEC.
+    pending: VecDeque<(Vec<Option<usize>>, bool)>,
 }
 
 impl Standalone {
@@ -97,20 +98,42 @@ impl Standalone {
     /// flight; [`recv`](Self::recv) must then be called once per `send`, in the same order, with
     /// the same commands.
     pub fn send(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
+        self.send_marked(cmds, None)
+    }
+
+    /// [`send`](Self::send), and with a `marker` (key, value) the pipeline runs as one
+    /// transaction, `MULTI`, the commands, `SET key value` in db 0, `EXEC`: the marker (a
+    /// checkpoint) is applied if and only if every command is.
+    pub fn send_marked(&mut self, cmds: &[Cmd], marker: Option<(&[u8], &[u8])>) -> Result<(), TargetError> {
         self.buf.clear();
-        let mut slots = Vec::with_capacity(cmds.len() + 1);
+        let mut slots = Vec::with_capacity(cmds.len() + 3);
+        if marker.is_some() {
+            resp::encode(&mut self.buf, [b"MULTI".as_slice()].into_iter());
+        }
         for (i, c) in cmds.iter().enumerate() {
             if c.db != self.db {
-                let n = c.db.to_string();
-                resp::encode(&mut self.buf, [b"SELECT".as_slice(), n.as_bytes()].into_iter());
-                slots.push(None);
-                self.db = c.db;
+                self.select(c.db, &mut slots);
             }
             resp::encode(&mut self.buf, c.argv.iter());
             slots.push(Some(i));
         }
-        self.pending.push_back(slots);
+        if let Some((key, value)) = marker {
+            self.select(0, &mut slots);
+            resp::encode(&mut self.buf, [b"SET".as_slice(), key, value].into_iter());
+            slots.push(None);
+            resp::encode(&mut self.buf, [b"EXEC".as_slice()].into_iter());
+        }
+        self.pending.push_back((slots, marker.is_some()));
         self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
+    }
+
+    fn select(&mut self, db: u32, slots: &mut Vec<Option<usize>>) {
+        if db != self.db {
+            let n = db.to_string();
+            resp::encode(&mut self.buf, [b"SELECT".as_slice(), n.as_bytes()].into_iter());
+            slots.push(None);
+            self.db = db;
+        }
     }
 
     /// Send commands (any iterator) as one pipeline; replies are read with
@@ -122,13 +145,13 @@ impl Standalone {
             resp::encode(&mut self.buf, c.argv.iter());
             slots.push(Some(i));
         }
-        self.pending.push_back(slots);
+        self.pending.push_back((slots, false));
         self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
     }
 
     /// The replies of the oldest pipeline in flight, one per command, unchecked.
     pub fn recv_raw(&mut self) -> Result<Vec<resp::Reply>, TargetError> {
-        let slots = self.pending.pop_front().expect("recv_raw() without a send");
+        let (slots, _) = self.pending.pop_front().expect("recv_raw() without a send");
         let mut out = Vec::with_capacity(slots.len());
         for slot in slots {
             let reply = resp::read_reply(&mut self.inp).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })?;
@@ -147,25 +170,92 @@ impl Standalone {
 
     /// Read the replies of the oldest pipeline in flight and check them.
     pub fn recv(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
-        let slots = self.pending.pop_front().expect("recv() without a send()");
+        let (slots, tx) = self.pending.pop_front().expect("recv() without a send()");
+        let io = |addr: &str, error| TargetError::Io { addr: addr.to_string(), error };
         let mut first_err: Option<TargetError> = None;
-        for slot in &slots {
-            let reply = resp::read_reply(&mut self.inp).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })?;
-            let Some(e) = reply.as_error() else { continue };
-            match &mut first_err {
-                Some(TargetError::Rejected { more, .. }) => *more += 1,
-                _ => {
-                    let (index, command) = match slot {
-                        Some(i) => (*i, cmds[*i].describe()),
-                        None => (usize::MAX, "SELECT".to_string()),
-                    };
-                    first_err = Some(TargetError::Rejected { index, command, error: e.to_string(), more: 0 });
+        let note = |slot: Option<usize>, e: &str, first_err: &mut Option<TargetError>| match first_err {
+            Some(TargetError::Rejected { more, .. }) => *more += 1,
+            _ => {
+                let (index, command) = match slot {
+                    Some(i) => (i, cmds[i].describe()),
+                    None => (usize::MAX, "SELECT or the checkpoint marker".to_string()),
+                };
+                *first_err = Some(TargetError::Rejected { index, command, error: e.to_string(), more: 0 });
+            }
+        };
+        if !tx {
+            for slot in &slots {
+                let reply = resp::read_reply(&mut self.inp).map_err(|e| io(&self.addr, e))?;
+                if let Some(e) = reply.as_error() {
+                    note(*slot, e, &mut first_err);
                 }
             }
+            return first_err.map_or(Ok(()), Err);
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        // MULTI, one QUEUED per command (or the error that aborts the transaction), EXEC.
+        let multi = resp::read_reply(&mut self.inp).map_err(|e| io(&self.addr, e))?;
+        if let Some(e) = multi.as_error() {
+            note(None, &format!("MULTI: {e}"), &mut first_err);
+        }
+        for slot in &slots {
+            let reply = resp::read_reply(&mut self.inp).map_err(|e| io(&self.addr, e))?;
+            if let Some(e) = reply.as_error() {
+                note(*slot, &format!("{e} (so the whole transaction was discarded)"), &mut first_err);
+            }
+        }
+        match resp::read_reply(&mut self.inp).map_err(|e| io(&self.addr, e))? {
+            resp::Reply::Array(Some(results)) if results.len() == slots.len() => {
+                for (slot, reply) in slots.iter().zip(&results) {
+                    if let Some(e) = reply.as_error() {
+                        note(*slot, e, &mut first_err);
+                    }
+                }
+            }
+            resp::Reply::Error(e) => {
+                // EXECABORT: nothing ran, and the SELECTs queued in it did not either.
+                self.db = u32::MAX;
+                if first_err.is_none() {
+                    note(None, &e, &mut first_err);
+                }
+            }
+            other => note(None, &format!("EXEC answered {other:?}, expected {} results", slots.len()), &mut first_err),
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// [`query`](Self::query) in db 0, whatever db the pipelines left selected.
+    pub fn query_db0(&mut self, args: &[&[u8]]) -> Result<resp::Reply, TargetError> {
+        if self.db != 0 {
+            self.query(&[b"SELECT", b"0"])?;
+            self.db = 0;
+        }
+        self.query(args)
+    }
+
+    /// Delete the keys of db 0 matching a SCAN `pattern`; returns how many.
+    pub fn delete_matching(&mut self, pattern: &[u8]) -> Result<u64, TargetError> {
+        let mut cursor = b"0".to_vec();
+        let mut deleted = 0;
+        loop {
+            let reply = self.query_db0(&[b"SCAN", &cursor, b"MATCH", pattern, b"COUNT", b"1000"])?;
+            let resp::Reply::Array(Some(parts)) = reply else {
+                return Err(TargetError::Io { addr: self.addr.clone(), error: io::Error::other(format!("SCAN answered {reply:?}")) });
+            };
+            let mut parts = parts.into_iter();
+            let (Some(resp::Reply::Bulk(Some(next))), Some(resp::Reply::Array(Some(keys)))) = (parts.next(), parts.next()) else {
+                return Err(TargetError::Io { addr: self.addr.clone(), error: io::Error::other("SCAN answered an unexpected shape") });
+            };
+            for k in keys {
+                if let resp::Reply::Bulk(Some(k)) = k {
+                    if let resp::Reply::Int(n) = self.query(&[b"DEL", &k])? {
+                        deleted += n as u64;
+                    }
+                }
+            }
+            if next == b"0" {
+                return Ok(deleted);
+            }
+            cursor = next;
         }
     }
 

@@ -1,0 +1,142 @@
+//! Where a replication can resume: per flow, the next LSN the target has not applied.
+//!
+//! The resume point lives **in the target**, written atomically with the writes it covers
+//! (issue 6): in stable sync every pipeline of flow `i` runs as `MULTI ... EXEC` together with
+//! `SET df2redis:checkpoint:<i> "<marker>"` in db 0, so after any crash the marker says exactly
+//! which journal records the target holds. Many journal commands are not idempotent (INCR,
+//! LPUSH, APPEND, XADD): a resume point kept anywhere else (a local file written after the
+//! reply) is either behind the target (records applied twice) or ahead of it (records lost).
+//!
+//! The marker value is `df2redis/1 replid=<master id> flows=<n> next_lsn=<lsn>`: a resume is
+//! attempted only when every flow's marker names the master's current replid and flow count.
+//! A local file (`--checkpoint FILE`) mirrors the applied LSNs for people and scripts; it is
+//! never read back, because it can lag the target.
+//!
+//! Marker keys are removed by `df2redis cleanup` once a migration is finished, and deleted at
+//! the start of every full sync (a stale marker must never pair with a new snapshot).
+
+use std::io::Write;
+use std::path::Path;
+
+/// Every marker key starts with this (SCAN pattern: `df2redis:checkpoint:*`).
+pub const MARKER_PREFIX: &str = "df2redis:checkpoint:";
+
+pub fn marker_key(flow: usize) -> Vec<u8> {
+    format!("{MARKER_PREFIX}{flow}").into_bytes()
+}
+
+/// One flow's resume point, as stored in its marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub replid: String,
+    pub flows: usize,
+    pub next_lsn: u64,
+}
+
+impl Mark {
+    pub fn encode(&self) -> Vec<u8> {
+        format!("df2redis/1 replid={} flows={} next_lsn={}", self.replid, self.flows, self.next_lsn).into_bytes()
+    }
+
+    pub fn parse(v: &[u8]) -> Option<Mark> {
+        let s = std::str::from_utf8(v).ok()?;
+        let mut it = s.split(' ');
+        if it.next()? != "df2redis/1" {
+            return None;
+        }
+        let mut field = |name: &str| it.next()?.strip_prefix(name)?.strip_prefix('=').map(str::to_string);
+        let replid = field("replid")?;
+        let flows = field("flows")?.parse().ok()?;
+        let next_lsn = field("next_lsn")?.parse().ok()?;
+        Some(Mark { replid, flows, next_lsn })
+    }
+}
+
+/// Why the markers found in the target do or do not allow a partial resume.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// Every flow has a marker from this master: resume each at its LSN.
+    At(Vec<u64>),
+    /// No marker at all: a first run.
+    Nothing,
+    /// Markers exist but cannot be used; the reason is logged.
+    Unusable(String),
+}
+
+/// Decide from the markers read for flows `0..flows` of the master `replid`.
+pub fn decide(marks: &[Option<Vec<u8>>], replid: &str, flows: usize) -> Resume {
+    if marks.iter().all(Option::is_none) {
+        return Resume::Nothing;
+    }
+    let mut lsns = Vec::with_capacity(flows);
+    for (i, m) in marks.iter().enumerate() {
+        let Some(raw) = m else {
+            return Resume::Unusable(format!("flow {i} has no checkpoint (the previous run never reached stable sync on it)"));
+        };
+        let Some(mark) = Mark::parse(raw) else {
+            return Resume::Unusable(format!("flow {i}'s checkpoint {:?} is not one df2redis writes", String::from_utf8_lossy(raw)));
+        };
+        if mark.replid != replid {
+            return Resume::Unusable(format!(
+                "the checkpoints are from master {} and the master is now {replid} (it restarted or is another one)",
+                mark.replid
+            ));
+        }
+        if mark.flows != flows {
+            return Resume::Unusable(format!("the checkpoints are for {} flows and the master now has {flows}", mark.flows));
+        }
+        lsns.push(mark.next_lsn);
+    }
+    Resume::At(lsns)
+}
+
+/// Write the local checkpoint file atomically (temp file, fsync, rename, fsync of the
+/// directory): readers see the old or the new content, never a torn one.
+pub fn write_file(path: &Path, replid: &str, applied: &[u64]) -> std::io::Result<()> {
+    let mut text = format!("# df2redis checkpoint (diagnostics only; the resume point is in the target)\nmaster_replid = {replid}\nflows = {}\n", applied.len());
+    for (i, l) in applied.iter().enumerate() {
+        text.push_str(&format!("flow.{i}.applied_next_lsn = {l}\n"));
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_round_trip_and_decide() {
+        let m = Mark { replid: "ab".repeat(20), flows: 2, next_lsn: 77 };
+        assert_eq!(Mark::parse(&m.encode()), Some(m.clone()));
+        assert_eq!(Mark::parse(b"df2redis/1 replid=x flows=z next_lsn=1"), None);
+        let id = "ab".repeat(20);
+        let enc = |l: u64| Some(Mark { next_lsn: l, ..m.clone() }.encode());
+        assert_eq!(decide(&[None, None], &id, 2), Resume::Nothing);
+        assert_eq!(decide(&[enc(5), enc(9)], &id, 2), Resume::At(vec![5, 9]));
+        assert!(matches!(decide(&[enc(5), None], &id, 2), Resume::Unusable(_)));
+        assert!(matches!(decide(&[enc(5), enc(9)], "other", 2), Resume::Unusable(_)));
+        assert!(matches!(decide(&[enc(5), enc(9), None], &id, 3), Resume::Unusable(_)));
+    }
+
+    #[test]
+    fn file_is_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("df2redis-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("ckpt");
+        write_file(&p, "id", &[1, 2]).unwrap();
+        write_file(&p, "id", &[3, 4]).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert!(t.contains("flow.1.applied_next_lsn = 4") && !t.contains("applied_next_lsn = 2"), "{t}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,123 @@
+//! Issue 6: exactly-once resume. df2redis is killed with SIGKILL at random moments of a live
+//! journal of non-idempotent commands (INCR, LPUSH, APPEND, XADD); each restart must resume
+//! every flow from the checkpoint markers in the target (PARTIAL), and at the end the target
+//! must equal the master exactly: a record applied twice (an extra INCR, a duplicated list
+//! element) or lost shows up as a difference.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::emulator_model::expected;
+use common::redis_server::{compare, read_all, RedisServer};
+use common::run::{df2redis, terminate, text};
+use df2redis::emulator::{datasets, Config, Emulator};
+
+/// Keep writing non-idempotent commands until `stop`.
+fn journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let k = n % 97;
+            let v = format!("v{n}");
+            let op: Vec<String> = match n % 4 {
+                0 => vec!["INCR".into(), format!("ctr:{k}")],
+                1 => vec!["LPUSH".into(), format!("list:{}", k % 13), v],
+                2 => vec!["APPEND".into(), format!("str:{}", k % 11), v],
+                _ => vec!["XADD".into(), format!("stream:{}", k % 7), "*".into(), "n".into(), v],
+            };
+            let args: Vec<&[u8]> = op.iter().map(|a| a.as_bytes()).collect();
+            emu.write(0, &args).unwrap();
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Wait (polling the emulator's ACK record) until the flows together acknowledged `more`
+/// records beyond `from`.
+fn wait_acked_beyond(emu: &Emulator, from: u64, more: u64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if emu.acked().iter().sum::<u64>() >= from + more {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+fn kill9(child: std::process::Child) -> String {
+    let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    text(&child.wait_with_output().unwrap())
+}
+
+#[test]
+fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
+    let rounds: usize = std::env::var("DF2REDIS_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let emu = Arc::new(Emulator::start(Config { shards: 4, backlog_len: 1 << 20, ..Config::default() }).unwrap());
+    datasets::small(&emu, 500);
+    let srv = RedisServer::start(&[]);
+    let target = format!("redis://{}", srv.addr());
+    let args = ["replicate", "--source", &emu.addr().to_string(), "--target", &target, "--progress-secs", "1"];
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = journal_writer(emu.clone(), stop.clone());
+    // A deterministic spread of moments: after 1 to ~3000 more acknowledged records.
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    let mut partial_resumes = 0;
+    for round in 0..rounds {
+        let child = df2redis(&args);
+        let base = emu.acked().iter().sum::<u64>();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let more = 1 + seed % 3000;
+        let reached = wait_acked_beyond(&emu, base, more, Duration::from_secs(60));
+        let log = kill9(child);
+        assert!(reached, "round {round}: df2redis never acknowledged {more} more records:\n{log}");
+        if log.contains("resuming from the target's checkpoints") {
+            partial_resumes += 1;
+        } else {
+            assert_eq!(round, 0, "round {round} did not resume partially:\n{log}");
+        }
+    }
+    assert_eq!(partial_resumes, rounds - 1);
+    // The last run: the writer stops, everything is acknowledged, SIGTERM.
+    let child = df2redis(&args);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
+    let out = terminate(child);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    if rounds > 0 {
+        assert!(log.contains("resuming from the target's checkpoints"), "{log}");
+    }
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+
+    let exp = expected(&emu);
+    let mut c = srv.conn();
+    // One marker per flow, carrying the master's id and the flow's next LSN = what it acked.
+    for (i, lsn) in emu.lsns().iter().enumerate() {
+        let m: Vec<u8> = redis::cmd("GET").arg(format!("df2redis:checkpoint:{i}")).query(&mut c).unwrap();
+        let m = df2redis::checkpoint::Mark::parse(&m).expect("a df2redis marker");
+        assert_eq!((m.replid.as_str(), m.flows, m.next_lsn), (emu.master_replid().as_str(), 4, *lsn), "flow {i}");
+    }
+    let act = read_all(&mut c); // without the markers
+    let (diffs, compared, _) = compare(&exp, &act, &mut c, 1000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{} differences after {rounds} kills and {written} writes:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(compared >= 500 + 97, "{compared}");
+
+    // `cleanup` removes exactly the markers.
+    redis::cmd("SELECT").arg(0).query::<()>(&mut c).unwrap();
+    let before: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let out = df2redis(&["cleanup", "--target", &target]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("removed 4 checkpoint marker keys"), "{}", text(&out));
+    let after: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(before - after, 4);
+}
