@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh SECONDS [TARGET]
 #
 #   SECONDS  how long to fuzz each target (libFuzzer -max_total_time)
-#   TARGET   flow_decoder or journal_records; default: both, one after the other
+#   TARGET   flow_decoder, journal_records or replay_items; default: all three, one after
+#            the other
 #
 # Works from any directory. What it does:
 #   1. installs cargo-fuzz (`cargo install cargo-fuzz`) if `cargo fuzz` is missing;
@@ -17,7 +18,9 @@
 #   5. exits 1 and prints the artifact path(s) if a crash, panic, timeout or OOM was found.
 #
 # Inputs are a 2-byte header (decoder mode, feed() split size; see fuzz/src/lib.rs) followed
-# by the stream bytes. To replay one input (a crash, or a file in fuzz/regressions/):
+# by the stream bytes; replay_items inputs have one more byte in front, the replayer's options
+# (policies, clock; see fuzz/fuzz_targets/replay_items.rs). To replay one input (a crash, or a
+# file in fuzz/regressions/):
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none TARGET PATH/TO/INPUT
 #
 # Environment:
@@ -29,10 +32,14 @@
 #   CARGO_BUILD_JOBS  limit build parallelism, as for any cargo command
 set -euo pipefail
 
-readonly TARGETS=(flow_decoder journal_records)
+readonly TARGETS=(flow_decoder journal_records replay_items)
 # Header bytes of the seeds (fuzz/src/lib.rs): mode 0 = full decoder, 1 = partial decoder,
 # +2 = tiny piece limits; split N = pieces of N+1 bytes, 255 = one feed().
 readonly FULL=0 PARTIAL=1 FULL_TINY=2 PARTIAL_TINY=3 WHOLE=255
+# Options bytes of the replay_items seeds (fuzz_targets/replay_items.rs): defaults (JSON skipped,
+# member TTLs dropped); JSON.SET + fresh target; member-TTL keys skipped + db map + a clock
+# (2027) after the captures, so keys with TTLs arrive expired.
+readonly REPLAY_OPTS=(0x00 0x05 0x2a)
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
@@ -79,9 +86,19 @@ journal_start() {
     jq -r ".phases.journal_started_at[$2] // empty" "$1/session.json" 2>/dev/null || true
 }
 
+# seed_replay SEED DIR: the replay_items seeds for a flow_decoder/journal_records seed file, one
+# per options byte in REPLAY_OPTS, written to DIR and named after SEED.
+seed_replay() {
+    local src=$1 dir=$2 base opts
+    base=$(basename "$(dirname "$src")")-$(basename "$src")
+    for opts in "${REPLAY_OPTS[@]}"; do
+        { printf "\\$(printf %03o "$opts")"; cat "$src"; } >"$dir/$base-opts$opts"
+    done
+}
+
 seed_corpus() {
-    local fd=fuzz/corpus/flow_decoder jr=fuzz/corpus/journal_records
-    mkdir -p "$fd" "$jr"
+    local fd=fuzz/corpus/flow_decoder jr=fuzz/corpus/journal_records ri=fuzz/corpus/replay_items
+    mkdir -p "$fd" "$jr" "$ri"
     if [[ ! -d $fixtures ]]; then
         echo "warning: $fixtures not found; fuzzing without seeds" >&2
         return
@@ -98,12 +115,15 @@ seed_corpus() {
         # boundaries and every value cut into many pieces).
         seed "$f" "$fd/seed-$name-whole" "$FULL" "$WHOLE"
         seed "$f" "$fd/seed-$name-64k-split7-tiny" "$FULL_TINY" 6 0 65536
+        seed_replay "$fd/seed-$name-whole" "$ri"
+        seed_replay "$fd/seed-$name-64k-split7-tiny" "$ri"
         # The stable-sync records after the token, as a partial flow (mode 0x01) for the
         # decoder target and on their own for the journal target.
         start=$(journal_start "$dir" "$flow")
         if [[ -n $start ]]; then
             seed "$f" "$fd/seed-$name-journal" "$PARTIAL" 31 "$start"
             seed "$f" "$jr/seed-$name-journal" "$PARTIAL" "$WHOLE" "$start"
+            seed_replay "$jr/seed-$name-journal" "$ri"
         fi
     done
     for f in "$fixtures"/*/partial-flow-*.bin; do
@@ -112,6 +132,8 @@ seed_corpus() {
         seed "$f" "$jr/seed-$name" "$PARTIAL" "$WHOLE"
         seed "$f" "$jr/seed-$name-split3-tiny" "$PARTIAL_TINY" 2
         seed "$f" "$fd/seed-$name" "$PARTIAL" "$WHOLE"
+        seed_replay "$jr/seed-$name-split3-tiny" "$ri"
+        seed_replay "$fd/seed-$name" "$ri"
     done
 }
 

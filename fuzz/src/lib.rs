@@ -17,6 +17,9 @@
 //!
 //! The decoder is fed piece by piece, every decoded snapshot value and journal record goes
 //! through a `Replayer`, then `finish()` is called. Errors are expected; panics are bugs.
+//!
+//! `replay_items` puts one more byte in front of this layout (the replayer's policy, clock and
+//! options; see `fuzz_targets/replay_items.rs`).
 
 use df2redis::protocol::{FlowDecoder, Item, Limits};
 use df2redis::replay::{Clock, Policy, Replayer};
@@ -33,7 +36,8 @@ pub fn split_size(split: u8, body_len: usize) -> usize {
     }
 }
 
-fn limits(mode: u8) -> Limits {
+/// Decoder limits for a mode byte (bit 1: tiny piece limits).
+pub fn limits(mode: u8) -> Limits {
     if mode & 2 != 0 {
         Limits { batch_elems: 2, batch_bytes: 64, string_piece: 16, ..Limits::default() }
     } else {
