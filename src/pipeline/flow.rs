@@ -106,10 +106,6 @@ pub struct FlowReader {
     pub resume_lsn: Option<u64>,
     /// Mark stable-sync batches with the flow's next LSN (checkpoint markers).
     pub checkpoints: bool,
-    /// Stable sync has begun (token read, or a partial resume).
-    pub stable: bool,
-    /// The LSN the next journal record will carry, once known.
-    pub next_lsn: Option<u64>,
 }
 
 const READ_BUFFER: usize = 1 << 20;
@@ -131,22 +127,14 @@ impl FlowReader {
     fn read_loop(&mut self) -> Result<(), FlowError> {
         let i = self.index;
         let dec = match self.resume_lsn {
-            Some(lsn) => {
-                // PARTIAL: the stream is the journal from `lsn` on (protocol doc 8.2).
-                self.stable = true;
-                self.next_lsn = Some(lsn);
-                self.shared.flows[i].stable.store(true, Relaxed);
-                let _ = self.signals.stable.send(());
-                FlowDecoder::partial(Some(i as u32), lsn, Limits::default())
-            }
+            // PARTIAL: the stream is the journal from `lsn` on (protocol doc 8.2).
+            Some(lsn) => FlowDecoder::partial(Some(i as u32), lsn, Limits::default()),
             None => FlowDecoder::new(Some(i as u32), Some(self.token.clone().into_bytes()), Limits::default()),
         };
-        let mut st = ReadState {
-            dec,
-            items: Vec::new(),
-            batch: self.new_batch(),
-            applying: true,
-        };
+        let mut st = ReadState { dec, items: Vec::new(), batch: self.new_batch(), applying: true, stable: false, next_lsn: self.resume_lsn };
+        if self.resume_lsn.is_some() {
+            self.begin_stable(&mut st);
+        }
         let leftover = std::mem::take(&mut self.leftover);
         if !leftover.is_empty() {
             self.process(&leftover, &mut st)?;
@@ -188,8 +176,7 @@ impl FlowReader {
         }
         st.items = items;
         if !st.batch.is_empty() {
-            let b = std::mem::replace(&mut st.batch, self.new_batch());
-            self.send(b)?;
+            self.send_batch(st)?;
         }
         if !st.applying {
             self.send_msg(ToWriter::Done)?;
@@ -225,7 +212,7 @@ impl FlowReader {
                 }
                 if let Some(l) = rec.lsn {
                     st.records.fetch_add(1, Relaxed);
-                    self.next_lsn = Some(l + 1);
+                    rs.next_lsn = Some(l + 1);
                 }
                 batch.bytes += rec.argv.byte_len();
                 let (lsn, txid_kind_ping) = (rec.lsn, rec.kind == RecordKind::Ping);
@@ -242,9 +229,8 @@ impl FlowReader {
                     (RecordClass::Normal, None) => {}
                     (RecordClass::Global { txid }, lsn) => {
                         // Everything before it goes first; the writer completes its LSN.
-                        let b = std::mem::replace(batch, self.new_batch());
-                        if !b.is_empty() {
-                            self.send(b)?;
+                        if !batch.is_empty() {
+                            self.send_batch(rs)?;
                         }
                         let cmd = global.expect("classified global");
                         self.send_msg(ToWriter::Global { cmd, txid, lsn: lsn.unwrap_or(0) })?;
@@ -263,12 +249,10 @@ impl FlowReader {
             }
             Item::JournalOffset(o) => {
                 st.applied_next_lsn.store(o, Relaxed);
-                self.next_lsn = Some(o);
+                rs.next_lsn = Some(o);
             }
             Item::Token(_) => {
-                self.stable = true;
-                st.stable.store(true, Relaxed);
-                let _ = self.signals.stable.send(());
+                self.begin_stable(rs);
                 if self.mode == Mode::Migrate {
                     log::info!(
                         "flow {i}: reached the journal offset {}; nothing after it is applied",
@@ -280,10 +264,8 @@ impl FlowReader {
             }
             Item::Aux { .. } | Item::Eof { .. } | Item::Skipped { .. } => {}
         }
-        let batch = &mut rs.batch;
-        if batch.cmds.len() >= self.batch_cmds || batch.bytes >= self.batch_bytes {
-            let b = std::mem::replace(batch, self.new_batch());
-            self.send(b)?;
+        if rs.batch.cmds.len() >= self.batch_cmds || rs.batch.bytes >= self.batch_bytes {
+            self.send_batch(rs)?;
         }
         Ok(true)
     }
@@ -323,9 +305,19 @@ impl FlowReader {
         }
     }
 
-    fn send(&self, mut b: Batch) -> Result<(), FlowError> {
-        if self.checkpoints && self.stable {
-            b.checkpoint = self.next_lsn;
+    /// Stable sync begins on this flow (its token was read, or it resumes PARTIAL).
+    fn begin_stable(&self, rs: &mut ReadState) {
+        rs.stable = true;
+        self.shared.flows[self.index].stable.store(true, Relaxed);
+        let _ = self.signals.stable.send(());
+    }
+
+    /// Queue the batch being filled and start a new one. In stable sync with checkpoints it
+    /// carries the flow's next LSN for the writer's marker.
+    fn send_batch(&self, rs: &mut ReadState) -> Result<(), FlowError> {
+        let mut b = std::mem::replace(&mut rs.batch, self.new_batch());
+        if self.checkpoints && rs.stable {
+            b.checkpoint = rs.next_lsn;
         }
         self.send_msg(ToWriter::Batch(b))
     }
@@ -372,6 +364,11 @@ struct ReadState {
     items: Vec<Item>,
     batch: Batch,
     applying: bool,
+    /// Stable sync has begun (token read, or a partial resume).
+    stable: bool,
+    /// The LSN the next journal record will carry, once known: per item, unlike the
+    /// decoder's, which is already past every item of the current read.
+    next_lsn: Option<u64>,
 }
 
 struct FlowError {

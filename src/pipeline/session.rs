@@ -157,6 +157,56 @@ impl Session {
         Ok(())
     }
 
+    /// Open the flows: resumed at the target's checkpoints when every flow answers PARTIAL
+    /// (protocol doc 8.2), otherwise for a full sync, announced with its reason and the resync
+    /// policy applied. Mixed answers end the session and a new one starts without LSNs, as
+    /// Dragonfly's replica does; hence the master connection and info returned. The bool says
+    /// whether every flow resumes.
+    fn open_flows(
+        cfg: &Config,
+        master: Master,
+        info: MasterInfo,
+        target: &mut Target,
+        resume: Resume,
+    ) -> Result<(Master, MasterInfo, Vec<FlowConn>, bool), StartError> {
+        let lsns = match resume {
+            Resume::Nothing => {
+                let conns = open_full(cfg, &info)?;
+                return Ok((master, info, conns, false));
+            }
+            Resume::Unusable(why) => {
+                Self::prepare_full_resync(target, cfg, &why)?;
+                let conns = open_full(cfg, &info)?;
+                return Ok((master, info, conns, false));
+            }
+            Resume::At(lsns) => lsns,
+        };
+        let n = info.num_flows;
+        let conns = (0..n)
+            .map(|i| FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, Some(lsns[i])).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let partial = conns.iter().filter(|c| !c.reply.full).count();
+        if partial == n {
+            log::info!("resuming from the target's checkpoints: every flow continues its journal (PARTIAL) at {lsns:?}");
+            return Ok((master, info, conns, true));
+        }
+        let why = format!(
+            "{} of {n} flows must fully resync (the master's backlog no longer holds the records after the checkpoints)",
+            n - partial
+        );
+        Self::prepare_full_resync(target, cfg, &why)?;
+        if partial == 0 {
+            // All FULL: the full sync continues in this session.
+            return Ok((master, info, conns, false));
+        }
+        // Mixed: closing this session's connections cancels it on the master.
+        drop(conns);
+        drop(master);
+        let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
+        let conns = open_full(cfg, &info)?;
+        Ok((master, info, conns, false))
+    }
+
     fn start(cfg: &Config, mode: Mode) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
         let mut probe = {
@@ -247,56 +297,22 @@ impl Session {
                 info.release.as_deref().unwrap_or_default()
             ));
         }
-        let (master, info, conns, partial) = match resume {
-            Resume::At(lsns) => {
-                let mut conns = Vec::with_capacity(n);
-                for (i, &lsn) in lsns.iter().enumerate() {
-                    conns.push(FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, Some(lsn)).map_err(|e| e.to_string())?);
-                }
-                let partial = conns.iter().filter(|c| !c.reply.full).count();
-                if partial == n {
-                    log::info!("resuming from the target's checkpoints: every flow continues its journal (PARTIAL) at {lsns:?}");
-                    (master, info, conns, true)
-                } else {
-                    let why = format!(
-                        "{} of {n} flows must fully resync (the master's backlog no longer holds the records after the checkpoints)",
-                        n - partial
-                    );
-                    let (master, info, conns) = if partial == 0 {
-                        (master, info, conns)
-                    } else {
-                        // Mixed answers: end this session (closing its connections cancels it on
-                        // the master) and start a new one without LSNs, as Dragonfly's replica does.
-                        drop(conns);
-                        drop(master);
-                        let (m, i) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
-                        let c = open_full(cfg, &i)?;
-                        (m, i, c)
-                    };
-                    Self::prepare_full_resync(&mut first_target, cfg, &why)?;
-                    (master, info, conns, false)
-                }
-            }
-            Resume::Unusable(why) => {
-                Self::prepare_full_resync(&mut first_target, cfg, &why)?;
-                let conns = open_full(cfg, &info)?;
-                (master, info, conns, false)
-            }
-            Resume::Nothing => {
-                let conns = open_full(cfg, &info)?;
-                (master, info, conns, false)
-            }
-        };
-        let n = info.num_flows;
+        let (master, info, conns, partial) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        let n = info.num_flows; // after mixed answers this is a new session's
         if !partial {
             // A stale marker must never pair with a new snapshot.
             first_target.delete_markers().map_err(|e| e.to_string())?;
         }
         let fresh = !partial && first_target.is_empty().map_err(|e| e.to_string())?;
-        if !partial && fresh {
-            log::info!("the target holds no keys: snapshot entries are written without a DEL first");
-        } else if !partial {
-            log::info!("the target already holds keys: every snapshot entry replaces its key (DEL first)");
+        if !partial {
+            log::info!(
+                "{}",
+                if fresh {
+                    "the target holds no keys: snapshot entries are written without a DEL first"
+                } else {
+                    "the target already holds keys: every snapshot entry replaces its key (DEL first)"
+                }
+            );
         }
         let resume_lsns: Vec<Option<u64>> = conns.iter().map(|c| if c.reply.full { None } else { c.lsn }).collect();
 
@@ -378,8 +394,6 @@ impl Session {
                 stats_out: stats,
                 resume_lsn: resume_lsns[i],
                 checkpoints: markers,
-                stable: false,
-                next_lsn: None,
             };
             if let Some(l) = resume_lsns[i] {
                 shared.flows[i].applied_next_lsn.store(l, Relaxed);

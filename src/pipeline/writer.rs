@@ -105,7 +105,7 @@ impl Writer {
                         // A FLUSHALL took the markers with it: put this flow's back. (Between the
                         // two a crash finds markers missing, which means a full resync: safe.)
                         self.write_marker(flow, lsn + 1)?;
-                        self.applied(flow, Some(lsn), 1, false);
+                        self.applied(flow, Some(lsn + 1), 1, false);
                         *s = FlowSlot::Open;
                     }
                 }
@@ -188,20 +188,20 @@ impl Writer {
             Err(e) => return Err(format!("flow {}: {}", b.flow, self.describe(e))),
         }
         self.shared.flows[b.flow].commands.fetch_add(b.cmds.len() as u64, Relaxed);
-        self.applied(b.flow, b.last_lsn, b.records, b.force_ack);
-        if let Some(c) = b.checkpoint {
-            self.shared.flows[b.flow].applied_next_lsn.fetch_max(c, Relaxed);
-        }
+        // The checkpoint, when there is one, is the flow's next LSN (it also covers the
+        // JOURNAL_OFFSET of a batch without records).
+        self.applied(b.flow, b.checkpoint.or(b.last_lsn.map(|l| l + 1)), b.records, b.force_ack);
         // Full means the reader has spares: dropped here then.
         let _ = self.recycle[b.flow].try_send(b);
         Ok(())
     }
 
-    /// Record that everything up to `lsn` of `flow` is applied; kick the ACK thread when due.
-    fn applied(&self, flow: usize, lsn: Option<u64>, records: u64, force: bool) {
+    /// Record that everything before `next_lsn` of `flow` is applied; kick the ACK thread
+    /// when due.
+    fn applied(&self, flow: usize, next_lsn: Option<u64>, records: u64, force: bool) {
         let st = &self.shared.flows[flow];
-        if let Some(l) = lsn {
-            st.applied_next_lsn.fetch_max(l + 1, Relaxed);
+        if let Some(l) = next_lsn {
+            st.applied_next_lsn.fetch_max(l, Relaxed);
         }
         let since = st.applied_since_ack.fetch_add(records, Relaxed) + records;
         if force || since > 1024 {

@@ -232,7 +232,9 @@ impl Standalone {
         self.query(args)
     }
 
-    /// Delete the keys of db 0 matching a SCAN `pattern`; returns how many.
+    /// Delete the keys of db 0 matching a SCAN `pattern`; returns how many. One `DEL` per key:
+    /// on a cluster node a multi-key `DEL` across slots is refused (CROSSSLOT), and there are
+    /// only a handful (one per flow).
     pub fn delete_matching(&mut self, pattern: &[u8]) -> Result<u64, TargetError> {
         let mut cursor = b"0".to_vec();
         let mut deleted = 0;
