@@ -121,3 +121,51 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
     let after: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(before - after, 4);
 }
+
+/// A master that restarted (new replid) cannot serve the old checkpoints: the run announces a
+/// full resync and, by default (`--on-resync flush`), empties the target first, so keys only
+/// the old master had do not survive. `--checkpoint FILE` mirrors what was applied.
+#[test]
+fn a_restarted_master_means_a_full_resync_into_an_emptied_target() {
+    let dir = std::env::temp_dir().join(format!("df2redis-resync-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("checkpoint");
+    let emu = Emulator::start(Config { shards: 2, ..Config::default() }).unwrap();
+    datasets::small(&emu, 300);
+    let srv = RedisServer::start(&[]);
+    let target = format!("redis://{}", srv.addr());
+    let run = |emu: &Emulator| {
+        let args = ["replicate", "--source", &emu.addr().to_string(), "--target", &target, "--checkpoint", file.to_str().unwrap()];
+        let child = df2redis(&args);
+        for i in 0..50 {
+            emu.write(0, &[b"INCR", format!("ctr:{}", i % 5).as_bytes()]).unwrap();
+        }
+        assert!(emu.wait_acked_all(Duration::from_secs(60)), "{:?} vs {:?}", emu.acked(), emu.lsns());
+        let out = terminate(child);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        text(&out)
+    };
+    let first = run(&emu);
+    assert!(!first.contains("full resync"), "{first}");
+    let mirrored = std::fs::read_to_string(&file).unwrap();
+    assert!(mirrored.contains(&format!("master_replid = {}", emu.master_replid())), "{mirrored}");
+    for (i, lsn) in emu.lsns().iter().enumerate() {
+        assert!(mirrored.contains(&format!("flow.{i}.applied_next_lsn = {lsn}\n")), "{mirrored}");
+    }
+    let port = emu.addr().port();
+    let old_id = emu.master_replid();
+    emu.stop();
+
+    // The same address, a new master id and fewer keys than before.
+    let emu = Emulator::start_on(Config { shards: 2, ..Config::default() }, port).unwrap();
+    assert_ne!(emu.master_replid(), old_id);
+    datasets::small(&emu, 100);
+    let second = run(&emu);
+    assert!(second.contains("full resync: the checkpoints are from master"), "{second}");
+    assert!(second.contains("emptying the target first"), "{second}");
+    let mut c = srv.conn();
+    let (diffs, compared, _) = compare(&expected(&emu), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(compared >= 100, "{compared}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -253,6 +253,11 @@ impl FlowReader {
             }
             Item::Token(_) => {
                 self.begin_stable(rs);
+                if self.checkpoints {
+                    // Mark the end of the full sync now (JOURNAL_OFFSET), even with nothing
+                    // else to send: a flow that stays quiet must still be resumable.
+                    self.send_batch(rs)?;
+                }
                 if self.mode == Mode::Migrate {
                     log::info!(
                         "flow {i}: reached the journal offset {}; nothing after it is applied",
