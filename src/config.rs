@@ -89,6 +89,12 @@ pub struct Config {
     /// A local copy of the applied LSNs, for diagnostics (the resume point is in the target).
     pub checkpoint_file: Option<std::path::PathBuf>,
     pub on_resync: OnResync,
+    /// Reconnects: new sessions after a transient failure (the source or target went away),
+    /// at most this many in a row and within `retry_deadline` of the first failure, waiting
+    /// `retry_backoff` before the first and doubling up to 30 s.
+    pub max_retries: u32,
+    pub retry_deadline: std::time::Duration,
+    pub retry_backoff: std::time::Duration,
 }
 
 impl Default for Config {
@@ -110,6 +116,9 @@ impl Default for Config {
             db_map: BTreeMap::new(),
             checkpoint_file: None,
             on_resync: OnResync::Flush,
+            max_retries: 20,
+            retry_deadline: std::time::Duration::from_secs(600),
+            retry_backoff: std::time::Duration::from_millis(1000),
         }
     }
 }
@@ -141,6 +150,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("log.progress_secs", "--progress-secs", "seconds between progress lines (5)"),
     ("checkpoint.file", "--checkpoint", "file mirroring the applied LSNs (diagnostics; the resume point is in the target)"),
     ("checkpoint.on_resync", "--on-resync", "full resync over a target df2redis wrote before: flush | keep (flush)"),
+    ("retry.max_retries", "--max-retries", "new sessions in a row after the source or target went away; 0 = exit at once (20)"),
+    ("retry.deadline_secs", "--retry-deadline", "give up reconnecting this many seconds after the first failure (600)"),
+    ("retry.backoff_ms", "--retry-backoff-ms", "wait before the first reconnect, doubled each time up to 30 s (1000)"),
 ];
 
 fn flag_of(key: &str) -> &'static str {
@@ -235,6 +247,15 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     }
     if let Some(n) = num("log.progress_secs", 1)? {
         c.progress_secs = n as u64;
+    }
+    if let Some(n) = num("retry.max_retries", 0)? {
+        c.max_retries = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some(n) = num("retry.deadline_secs", 1)? {
+        c.retry_deadline = std::time::Duration::from_secs(n as u64);
+    }
+    if let Some(n) = num("retry.backoff_ms", 1)? {
+        c.retry_backoff = std::time::Duration::from_millis(n as u64);
     }
     if let Some(v) = get("target.db_map") {
         c.db_map = parse_db_map(v).map_err(|e| ConfigError(format!("{}: {e}", name("target.db_map"))))?;

@@ -50,6 +50,11 @@ enum Command {
     /// On SIGINT/SIGTERM: final ACKs, the main connection is half-closed so the master ends
     /// the session, every flow is read to its end, then exit 0. Progress and per-flow lag are
     /// logged every --progress-secs.
+    ///
+    /// When the source or the target goes away, the session ends the same clean way and a new
+    /// one starts after a backoff, resuming from the checkpoints in the target (PARTIAL) when
+    /// the master can, else with a full resync (--on-resync); bounded by --max-retries and
+    /// --retry-deadline, after which it exits 1 listing every attempt.
     Replicate(RunArgs),
     /// Copy the master once: the snapshot plus every journal record before JOURNAL_OFFSET,
     /// then print a summary and exit 0.
@@ -168,6 +173,20 @@ struct RunArgs {
     /// [file: checkpoint.on_resync]
     #[arg(long, value_name = "POLICY")]
     on_resync: Option<String>,
+    /// When the source or target goes away (EOF, reset, the master cancelling, the target
+    /// restarting), start a new session, resuming from the checkpoints: at most N in a row
+    /// (default 20; 0 = exit 1 at once). Failures a retry cannot fix (rejected password or
+    /// command, undecodable stream) exit 1 at once.  [file: retry.max_retries]
+    #[arg(long, value_name = "N")]
+    max_retries: Option<String>,
+    /// Stop reconnecting SECS after the first failure of a row, exit 1 with every attempt's
+    /// error (default 600).  [file: retry.deadline_secs]
+    #[arg(long, value_name = "SECS")]
+    retry_deadline: Option<String>,
+    /// Wait before the first reconnect, doubled each time up to 30 s (default 1000).
+    /// [file: retry.backoff_ms]
+    #[arg(long, value_name = "MS")]
+    retry_backoff_ms: Option<String>,
 }
 
 impl RunArgs {
@@ -201,6 +220,9 @@ impl RunArgs {
             ("log.progress_secs", self.progress_secs),
             ("checkpoint.file", self.checkpoint),
             ("checkpoint.on_resync", self.on_resync),
+            ("retry.max_retries", self.max_retries),
+            ("retry.deadline_secs", self.retry_deadline),
+            ("retry.backoff_ms", self.retry_backoff_ms),
         ];
         for (k, v) in flags {
             if let Some(v) = v {
@@ -243,7 +265,7 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
-        Outcome::Failed(e, s) => {
+        Outcome::Failed(e, s, _) => {
             print_summary(&s, mode);
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -291,6 +313,12 @@ fn print_summary(s: &Summary, mode: Mode) {
     }
     if s.rejected > 0 {
         let _ = writeln!(out, "commands rejected by the target and skipped: {}", s.rejected);
+    }
+    if s.sessions > 1 {
+        let _ = writeln!(out, "sessions: {} (the source or target went away {} times):", s.sessions, s.reconnects.len());
+        for r in &s.reconnects {
+            let _ = writeln!(out, "  {r}");
+        }
     }
     if let Some(by) = s.stopped_by {
         let _ = writeln!(out, "stopped by {by}");

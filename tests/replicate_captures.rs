@@ -124,7 +124,8 @@ fn a_flow_closing_mid_stream_is_a_clear_error_and_a_clean_close() {
     let fx = globals();
     let master = CaptureMaster::start(&fx, Faults { close_flow_after: Some((1, 1000)), ..Default::default() });
     let srv = RedisServer::start(&[]);
-    let out = replicate(&master, &srv, &[]).wait_with_output().unwrap();
+    // No new session (tests/faults.rs covers reconnects): the first error is the outcome.
+    let out = replicate(&master, &srv, &["--max-retries", "0"]).wait_with_output().unwrap();
     let log = text(&out);
     eprintln!("{log}");
     assert_eq!(out.status.code(), Some(1), "{log}");

@@ -9,46 +9,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::emulator_model::expected;
+use common::live::{journal_writer, wait_acked_beyond, wait_every_flow_acked};
 use common::redis_server::{compare, read_all, RedisServer};
 use common::run::{df2redis, terminate, text};
 use df2redis::emulator::{datasets, Config, Emulator};
-
-/// Keep writing non-idempotent commands until `stop`.
-fn journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut n = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            let k = n % 97;
-            let v = format!("v{n}");
-            let op: Vec<String> = match n % 4 {
-                0 => vec!["INCR".into(), format!("ctr:{k}")],
-                1 => vec!["LPUSH".into(), format!("list:{}", k % 13), v],
-                2 => vec!["APPEND".into(), format!("str:{}", k % 11), v],
-                _ => vec!["XADD".into(), format!("stream:{}", k % 7), "*".into(), "n".into(), v],
-            };
-            let args: Vec<&[u8]> = op.iter().map(|a| a.as_bytes()).collect();
-            emu.write(0, &args).unwrap();
-            n += 1;
-        }
-        n
-    })
-}
-
-/// Wait (polling the emulator's ACK record) until the flows together acknowledged `more`
-/// records beyond `from`.
-fn wait_acked_beyond(emu: &Emulator, from: u64, more: u64, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if emu.acked().iter().sum::<u64>() >= from + more {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
 
 fn kill9(child: std::process::Child) -> String {
     let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
@@ -76,7 +43,9 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let more = 1 + seed % 3000;
-        let reached = wait_acked_beyond(&emu, base, more, Duration::from_secs(60));
+        // Every flow's marker exists (an ACK follows it), then a spread of further moments.
+        let reached = wait_every_flow_acked(&emu, Duration::from_secs(60))
+            && wait_acked_beyond(&emu, base, more, Duration::from_secs(60));
         let log = kill9(child);
         assert!(reached, "round {round}: df2redis never acknowledged {more} more records:\n{log}");
         if log.contains("resuming from the target's checkpoints") {

@@ -266,9 +266,18 @@ impl Emulator {
     pub fn flow_closed_cleanly(&self) -> Vec<Option<bool>> {
         self.core.flow_closed_cleanly()
     }
+    /// The main connection of the latest session: `Some(true)` if the replica closed it
+    /// cleanly (EOF), `Some(false)` on reset/error, `None` while open.
+    pub fn main_closed_cleanly(&self) -> Option<bool> {
+        self.core.main_closed_cleanly()
+    }
     /// Block until all connections of the latest session are closed.
     pub fn wait_session_closed(&self, timeout: Duration) -> bool {
         self.core.wait_session_closed(timeout)
+    }
+    /// Fault: cut one flow connection of the latest session (the session is cancelled).
+    pub fn drop_flow(&self, flow: usize) -> bool {
+        self.core.drop_flow(flow)
     }
     /// Longest single blocked write to a flow socket so far, in ms.
     pub fn max_stall_ms(&self) -> u64 {

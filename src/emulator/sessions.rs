@@ -372,6 +372,23 @@ impl Core {
         })
     }
 
+    pub fn main_closed_cleanly(&self) -> Option<bool> {
+        self.with_latest(|s| s.main_closed).flatten()
+    }
+
+    /// Fault: cut flow `flow` of the latest session, as a network failure would (both
+    /// directions shut down); the master then cancels the session. False if there is none.
+    pub fn drop_flow(&self, flow: usize) -> bool {
+        let sock = self.with_latest(|s| s.flows.get(flow).and_then(|f| f.as_ref()).and_then(|f| f.sock.try_clone().ok()));
+        match sock.flatten() {
+            Some(sock) => {
+                log::info!("fault: dropping flow {flow} of the latest session");
+                sock.shutdown(std::net::Shutdown::Both).is_ok()
+            }
+            None => false,
+        }
+    }
+
     pub fn wait_session_closed(&self, timeout: Duration) -> bool {
         self.progress.wait_until(Some(Instant::now() + timeout), || {
             self.with_latest(|s| s.main_closed.is_some() && s.flows.iter().flatten().all(|f| f.closed.is_some()))

@@ -70,6 +70,10 @@ impl AckThread {
     fn send_ack(&mut self, last: &mut Option<u64>) {
         let st = &self.shared.flows[self.index];
         let lsn = st.applied_next_lsn.load(Relaxed);
+        if lsn == 0 {
+            // The end of the full sync is not applied yet: nothing to acknowledge.
+            return;
+        }
         st.applied_since_ack.store(0, Relaxed);
         let mut b = Vec::with_capacity(48);
         let n = lsn.to_string();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 
-use super::shared::Shared;
+use super::shared::{Failure, Fault, Shared};
 use crate::protocol::{FlowDecoder, Item, Limits, RecordKind};
 use crate::replay::{Cmd, RecordClass, Replayer};
 
@@ -53,8 +53,9 @@ pub struct Batch {
     pub records: u64,
     /// A PING is in it: ACK as soon as it is applied.
     pub force_ack: bool,
-    /// Stable sync with checkpoints: the flow's next LSN once this batch is applied; the
-    /// writer applies the batch atomically with the flow's marker carrying it.
+    /// Stable sync: the flow's next LSN once this batch is applied (what an ACK may carry
+    /// then). With checkpoints the writer applies the batch atomically with the flow's marker
+    /// carrying it.
     pub checkpoint: Option<u64>,
     bytes: usize,
 }
@@ -104,8 +105,6 @@ pub struct FlowReader {
     pub stats_out: Arc<parking_lot::Mutex<crate::replay::ReplayStats>>,
     /// Resume this flow's journal at this LSN (the master answered PARTIAL): no snapshot.
     pub resume_lsn: Option<u64>,
-    /// Mark stable-sync batches with the flow's next LSN (checkpoint markers).
-    pub checkpoints: bool,
 }
 
 const READ_BUFFER: usize = 1 << 20;
@@ -117,8 +116,12 @@ impl FlowReader {
         let i = self.index;
         if let Err(e) = self.read_loop() {
             if !self.shared.stop.is_stopped() || !e.benign_after_stop {
-                self.shared.fail(e.message);
+                self.shared.fail(Failure { msg: e.message, fault: e.fault });
             }
+            // The session is ending: keep reading, discarding, until the master closes the
+            // flow (it does once the main connection is half-closed; the coordinator bounds the
+            // wait). Closing a socket with unread bytes would send an RST instead of a FIN.
+            self.drain();
         }
         *self.stats_out.lock() = self.replayer.stats().clone();
         let _ = self.signals.exited.send(i);
@@ -158,6 +161,18 @@ impl FlowReader {
         }
     }
 
+    fn drain(&mut self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Decode bytes just read, turn the items into commands and queue them.
     fn process(&mut self, data: &[u8], st: &mut ReadState) -> Result<(), FlowError> {
         let i = self.index;
@@ -166,7 +181,7 @@ impl FlowReader {
             // Migrate is complete for this flow: keep draining so the master never stalls.
             return Ok(());
         }
-        st.dec.feed(data, &mut st.items).map_err(|e| FlowError::always(format!("{e}")))?;
+        st.dec.feed(data, &mut st.items).map_err(|e| FlowError::fatal(format!("{e}")))?;
         // The item vector is reused from read to read.
         let mut items = std::mem::take(&mut st.items);
         for item in items.drain(..) {
@@ -204,9 +219,9 @@ impl FlowReader {
                     // Dragonfly's own replica restarts the full sync here (issue #1231 upstream):
                     // applying a flush in the middle of a snapshot load can delete data that
                     // must survive.
-                    return Err(FlowError::always(format!(
+                    return Err(FlowError::transient(format!(
                         "flow {i}: the master journaled {} during the full sync; Dragonfly restarts the sync in this \
-                         case. Run df2redis again (a full resync).",
+                         case, and so does df2redis (a new session, a full resync).",
                         rec.argv.name_upper()
                     )));
                 }
@@ -219,7 +234,7 @@ impl FlowReader {
                 // A global record's command is built before the record is handed over.
                 let global = is_global.then(|| self.replayer.global_command(&rec));
                 let class =
-                    self.replayer.record_owned(rec, &mut batch.cmds).map_err(|e| FlowError::always(format!("flow {i}: {e}")))?;
+                    self.replayer.record_owned(rec, &mut batch.cmds).map_err(|e| FlowError::fatal(format!("flow {i}: {e}")))?;
                 match (class, lsn) {
                     (RecordClass::Normal, Some(lsn)) => {
                         batch.last_lsn = Some(lsn);
@@ -247,17 +262,14 @@ impl FlowReader {
                 log::info!("flow {i}: snapshot complete (FULLSYNC_END after {} keys)", st.keys.load(Relaxed));
                 let _ = self.signals.cut.send(());
             }
-            Item::JournalOffset(o) => {
-                st.applied_next_lsn.store(o, Relaxed);
-                rs.next_lsn = Some(o);
-            }
+            Item::JournalOffset(o) => rs.next_lsn = Some(o),
             Item::Token(_) => {
                 self.begin_stable(rs);
-                if self.checkpoints {
-                    // Mark the end of the full sync now (JOURNAL_OFFSET), even with nothing
-                    // else to send: a flow that stays quiet must still be resumable.
-                    self.send_batch(rs)?;
-                }
+                // The end of the full sync goes to the writer now, even with nothing else to
+                // send: once applied, JOURNAL_OFFSET may be acknowledged (not before: the
+                // snapshot ahead of it may still be in flight), and with checkpoints a flow
+                // that stays quiet is resumable.
+                self.send_batch(rs)?;
                 if self.mode == Mode::Migrate {
                     log::info!(
                         "flow {i}: reached the journal offset {}; nothing after it is applied",
@@ -289,8 +301,8 @@ impl FlowReader {
             return Ok(());
         }
         match dec.finish() {
-            Err(e) => Err(FlowError::always(format!("the master closed the connection of {e}"))),
-            Ok(()) => Err(FlowError::always(format!(
+            Err(e) => Err(FlowError::transient(format!("the master closed the connection of {e}"))),
+            Ok(()) => Err(FlowError::transient(format!(
                 "flow {}: the master closed the connection at byte offset {} (it cancelled the replication \
                  session; its log says why, e.g. a replication timeout)",
                 self.index,
@@ -317,11 +329,11 @@ impl FlowReader {
         let _ = self.signals.stable.send(());
     }
 
-    /// Queue the batch being filled and start a new one. In stable sync with checkpoints it
-    /// carries the flow's next LSN for the writer's marker.
+    /// Queue the batch being filled and start a new one. In stable sync it carries the
+    /// flow's next LSN (see [`Batch::checkpoint`]).
     fn send_batch(&self, rs: &mut ReadState) -> Result<(), FlowError> {
         let mut b = std::mem::replace(&mut rs.batch, self.new_batch());
-        if self.checkpoints && rs.stable {
+        if rs.stable {
             b.checkpoint = rs.next_lsn;
         }
         self.send_msg(ToWriter::Batch(b))
@@ -380,13 +392,19 @@ struct FlowError {
     message: String,
     /// True for errors that are expected once the session is stopping (closed sockets).
     benign_after_stop: bool,
+    fault: Fault,
 }
 
 impl FlowError {
-    fn always(message: String) -> Self {
-        FlowError { message, benign_after_stop: false }
+    /// Retrying cannot help: the stream does not decode, a record cannot be replayed.
+    fn fatal(message: String) -> Self {
+        FlowError { message, benign_after_stop: false, fault: Fault::Fatal }
+    }
+    /// The connection or the session ended under us: a new session may succeed.
+    fn transient(message: String) -> Self {
+        FlowError { message, benign_after_stop: false, fault: Fault::Transient }
     }
     fn after_stop(message: String) -> Self {
-        FlowError { message, benign_after_stop: true }
+        FlowError { message, benign_after_stop: true, fault: Fault::Transient }
     }
 }

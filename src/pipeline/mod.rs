@@ -10,10 +10,12 @@ mod ack;
 mod flow;
 mod gate;
 mod progress;
+mod retry;
 mod semaphore;
 pub mod session;
 mod shared;
 mod writer;
 
 pub use flow::Mode;
-pub use session::{run, FlowSummary, Outcome, Summary};
+pub use retry::run;
+pub use session::{FlowSummary, Outcome, Summary};

@@ -15,13 +15,13 @@ use super::ack::AckThread;
 use super::flow::{FlowReader, Mode, Signals, ToWriter};
 use super::gate::GlobalGate;
 use super::semaphore::Semaphore;
-use super::shared::Shared;
+use super::shared::{Fault, Shared};
 use super::writer::Writer;
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, JsonSetting, OnResync};
 use crate::replay::{Clock, JsonPolicy, Policy, ReplayStats, Replayer};
-use crate::source::{FlowConn, Master, MasterInfo};
-use crate::target::{resp::Reply, Standalone, Target};
+use crate::source::{FlowConn, Master, MasterInfo, SourceError};
+use crate::target::{resp::Reply, Standalone, Target, TargetError};
 
 /// How a session ended.
 #[derive(Debug)]
@@ -30,8 +30,9 @@ pub enum Outcome {
     Ok(Summary),
     /// The settings cannot work with this source and target (exit code 2).
     Usage(String),
-    /// A runtime failure: the message names the flow, key or node and the cause.
-    Failed(String, Summary),
+    /// A runtime failure: the message names the flow, key or node and the cause; whether a new
+    /// session could succeed.
+    Failed(String, Summary, Fault),
 }
 
 /// What was done, for the closing summary.
@@ -46,6 +47,14 @@ pub struct Summary {
     /// Cluster targets: writes per master node, and redirects followed (MOVED, ASK).
     pub node_writes: std::collections::BTreeMap<String, u64>,
     pub redirects: (u64, u64),
+    /// The session got as far as writing to the target (a full sync or a resume started).
+    pub touched_target: bool,
+    /// Stable sync began (the journal was flowing).
+    pub reached_stable: bool,
+    /// Sessions this run needed (more than one after reconnects), and why each earlier one
+    /// ended.
+    pub sessions: u32,
+    pub reconnects: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -60,20 +69,25 @@ pub struct FlowSummary {
 /// How long flows may take to reach EOF after the main connection is half-closed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(35);
 
-pub fn run(cfg: &Config, mode: Mode) -> Outcome {
+/// One session. `prior` says why an earlier session of this run ended, when it had written to
+/// the target: without checkpoints to resume from, that target is then handled as a full
+/// resync's (`--on-resync`).
+pub fn run(cfg: &Config, mode: Mode, prior: Option<&str>) -> Outcome {
     let started = Instant::now();
-    let mut sess = match Session::start(cfg, mode) {
+    let mut sess = match Session::start(cfg, mode, prior) {
         Ok(s) => s,
         Err(StartError::Usage(e)) => return Outcome::Usage(e),
-        Err(StartError::Failed(e)) => return Outcome::Failed(e, Summary { elapsed: started.elapsed(), ..Default::default() }),
+        Err(StartError::Failed(e, fault)) => {
+            return Outcome::Failed(e, Summary { elapsed: started.elapsed(), sessions: 1, ..Default::default() }, fault)
+        }
     };
     let result = sess.drive();
     let summary = sess.shutdown(started);
     match result.err().or_else(|| sess.shared.error()) {
-        Some(e) => Outcome::Failed(e, summary),
+        Some(e) => Outcome::Failed(e, summary, sess.shared.fault()),
         None if mode == Mode::Migrate && summary.stopped_by.is_some() => {
             let by = summary.stopped_by.unwrap_or("a signal");
-            Outcome::Failed(format!("interrupted by {by} before the snapshot was applied; the target is incomplete"), summary)
+            Outcome::Failed(format!("interrupted by {by} before the snapshot was applied; the target is incomplete"), summary, Fault::Fatal)
         }
         None => Outcome::Ok(summary),
     }
@@ -101,6 +115,10 @@ struct Session {
     partial: bool,
     checkpoint_file: Option<std::path::PathBuf>,
     file_every: Duration,
+    /// For the summary: `DFLY SYNC` (or a resume) started writing to the target; STARTSTABLE
+    /// was accepted.
+    touched_target: bool,
+    reached_stable: bool,
 }
 
 fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
@@ -122,7 +140,7 @@ fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) ->
 fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartError> {
     (0..info.num_flows)
         .map(|i| {
-            let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), info, i, None).map_err(|e| e.to_string())?;
+            let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), info, i, None)?;
             if !c.reply.full {
                 return Err(format!("flow {i}: the master answered PARTIAL to a full-sync request").into());
             }
@@ -133,12 +151,29 @@ fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartErro
 
 enum StartError {
     Usage(String),
-    Failed(String),
+    Failed(String, Fault),
 }
 
+/// Most start failures are the source or target not being there (yet): transient.
 impl From<String> for StartError {
     fn from(e: String) -> Self {
-        StartError::Failed(e)
+        StartError::Failed(e, Fault::Transient)
+    }
+}
+
+impl From<SourceError> for StartError {
+    fn from(e: SourceError) -> Self {
+        let fault = if e.is_rejected_credentials() { Fault::Fatal } else { Fault::Transient };
+        StartError::Failed(e.0, fault)
+    }
+}
+
+impl From<TargetError> for StartError {
+    fn from(e: TargetError) -> Self {
+        // A refused AUTH comes as PermissionDenied (standalone.rs).
+        let lost = matches!(&e, TargetError::Io { error, .. } if error.kind() != std::io::ErrorKind::PermissionDenied);
+        let fault = if lost { Fault::Transient } else { Fault::Fatal };
+        StartError::Failed(e.to_string(), fault)
     }
 }
 
@@ -202,15 +237,15 @@ impl Session {
         // Mixed: closing this session's connections cancels it on the master.
         drop(conns);
         drop(master);
-        let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
+        let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth())?;
         let conns = open_full(cfg, &info)?;
         Ok((master, info, conns, false))
     }
 
-    fn start(cfg: &Config, mode: Mode) -> Result<Session, StartError> {
+    fn start(cfg: &Config, mode: Mode, prior: Option<&str>) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
         let mut probe = {
-            let mut last = String::new();
+            let mut last = None;
             let mut found = None;
             for seed in &cfg.target.seeds {
                 match Standalone::connect(seed, cfg.target.auth()) {
@@ -220,13 +255,17 @@ impl Session {
                     }
                     Err(e) => {
                         log::warn!("{e}");
-                        last = e.to_string();
+                        last = Some(e);
                     }
                 }
             }
-            found.ok_or(last)?
+            match (found, last) {
+                (Some(p), _) => p,
+                (None, Some(e)) => return Err(e.into()),
+                (None, None) => return Err(StartError::Usage("no target address given (--target)".into())),
+            }
         };
-        match probe.query(&[b"PING"]).map_err(|e| e.to_string())? {
+        match probe.query(&[b"PING"])? {
             Reply::Status(_) => {}
             other => return Err(format!("target {}: PING answered {other:?}", probe.addr()).into()),
         }
@@ -246,14 +285,14 @@ impl Session {
         };
         log::info!("target {}: JSON documents will be {}", probe.addr(), if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" });
         drop(probe);
-        let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth()).map_err(|e| e.to_string())?;
+        let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth())?;
         let cluster = first_target.is_cluster();
 
-        let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth()).map_err(|e| e.to_string())?;
+        let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth())?;
         if cluster {
             // Redis Cluster has only db 0: data elsewhere must be mapped explicitly, never merged
             // in silence.
-            let keyspace = master.keyspace().map_err(|e| e.to_string())?;
+            let keyspace = master.keyspace()?;
             let unmapped: Vec<String> = keyspace
                 .iter()
                 .filter(|&(&db, &keys)| keys > 0 && cfg.db_map.get(&db).copied().unwrap_or(db) != 0)
@@ -287,10 +326,13 @@ impl Session {
             );
         }
         let mut resume = if markers {
-            checkpoint::decide(&first_target.read_markers(n).map_err(|e| e.to_string())?, &info.replid, n)
+            checkpoint::decide(&first_target.read_markers(n)?, &info.replid, n)
         } else {
             Resume::Nothing
         };
+        if let (Resume::Nothing, Some(why)) = (&resume, prior) {
+            resume = Resume::Unusable(format!("the previous session ended ({why}) with no checkpoint to resume from"));
+        }
         if matches!(resume, Resume::At(_)) && info.release.as_deref().is_some_and(|r| r.contains("v1.34.")) {
             resume = Resume::Unusable(format!(
                 "the master runs {} and df2redis does not speak its partial-sync dialect (protocol doc 8.3) yet",
@@ -301,9 +343,9 @@ impl Session {
         let n = info.num_flows; // after mixed answers this is a new session's
         if !partial {
             // A stale marker must never pair with a new snapshot.
-            first_target.delete_markers().map_err(|e| e.to_string())?;
+            first_target.delete_markers()?;
         }
-        let fresh = !partial && first_target.is_empty().map_err(|e| e.to_string())?;
+        let fresh = !partial && first_target.is_empty()?;
         if !partial {
             log::info!(
                 "{}",
@@ -361,13 +403,15 @@ impl Session {
             partial,
             checkpoint_file: cfg.checkpoint_file.clone(),
             file_every: Duration::from_secs(cfg.progress_secs),
+            touched_target: partial,
+            reached_stable: false,
         };
         // Every target connection before any thread starts: a failure here leaves nothing
         // running and nothing half-read on the master's sockets.
         let mut conns_w = Vec::with_capacity(nw);
         conns_w.push(first_target);
         for _ in 1..nw {
-            conns_w.push(Target::connect(&cfg.target.seeds, cfg.target.auth()).map_err(|e| e.to_string())?);
+            conns_w.push(Target::connect(&cfg.target.seeds, cfg.target.auth())?);
         }
         for (i, ((conn, kick_rx), recycled)) in conns.into_iter().zip(kicks_rx).zip(recycle_rx).enumerate() {
             let (tx, rx) = bounded(cfg.channel_capacity);
@@ -393,7 +437,6 @@ impl Session {
                 batch_bytes: cfg.batch_bytes,
                 stats_out: stats,
                 resume_lsn: resume_lsns[i],
-                checkpoints: markers,
             };
             if let Some(l) = resume_lsns[i] {
                 shared.flows[i].applied_next_lsn.store(l, Relaxed);
@@ -452,6 +495,7 @@ impl Session {
     /// Full sync, barrier, STARTSTABLE, then wait for the end.
     fn drive(&mut self) -> Result<(), String> {
         if !self.partial {
+            self.touched_target = true;
             self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
             log::info!("full sync started on {} flows", self.info.num_flows);
         }
@@ -469,6 +513,7 @@ impl Session {
             log::info!("every flow reached FULLSYNC_END: sending DFLY STARTSTABLE");
         }
         self.master.start_stable(&self.info.sync_id).map_err(|e| e.to_string())?;
+        self.reached_stable = true;
         log::info!("stable sync: applying the journal");
         let stop = self.shared.stop.receiver().clone();
         let mut done = 0;
@@ -564,6 +609,10 @@ impl Session {
             stopped_by,
             node_writes,
             redirects: (moved, asked),
+            touched_target: self.touched_target,
+            reached_stable: self.reached_stable,
+            sessions: 1,
+            reconnects: Vec::new(),
         }
     }
 }

@@ -59,9 +59,39 @@ pub struct FlowState {
     pub stable: AtomicBool,
 }
 
+/// Whether a failure is worth a new session: the source or target went away (transient), or
+/// retrying cannot help (fatal: a stream that does not decode, a command the target rejects,
+/// a rejected password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Transient,
+    Fatal,
+}
+
+/// An error with its [`Fault`]; a bare message is fatal unless said otherwise.
+#[derive(Debug)]
+pub struct Failure {
+    pub msg: String,
+    pub fault: Fault,
+}
+
+impl Failure {
+    pub fn transient(msg: String) -> Self {
+        Failure { msg, fault: Fault::Transient }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(msg: String) -> Self {
+        Failure { msg, fault: Fault::Fatal }
+    }
+}
+
 pub struct Shared {
     pub stop: Stopper,
     error: Mutex<Option<String>>,
+    /// Some failure of this session was fatal (then no new session is tried).
+    fatal: AtomicBool,
     /// Errors after the first (logged as they happen).
     more_errors: AtomicU64,
     pub flows: Vec<FlowState>,
@@ -78,6 +108,7 @@ impl Shared {
         Shared {
             stop: Stopper::new(),
             error: Mutex::new(None),
+            fatal: AtomicBool::new(false),
             more_errors: AtomicU64::new(0),
             flows: (0..flows).map(|_| FlowState::default()).collect(),
             interrupted: AtomicBool::new(false),
@@ -87,7 +118,11 @@ impl Shared {
     }
     /// Record an error and stop the session. The first one becomes the session's error; every
     /// one is logged, since the first seen is not always the first cause.
-    pub fn fail(&self, e: String) {
+    pub fn fail(&self, f: Failure) {
+        let Failure { msg: e, fault } = f;
+        if fault == Fault::Fatal {
+            self.fatal.store(true, Relaxed);
+        }
         log::error!("{e}");
         {
             let mut slot = self.error.lock();
@@ -106,6 +141,15 @@ impl Shared {
         }
         g.1 += moved;
         g.2 += asked;
+    }
+
+    /// The session's fault: fatal if any failure was.
+    pub fn fault(&self) -> Fault {
+        if self.fatal.load(Relaxed) {
+            Fault::Fatal
+        } else {
+            Fault::Transient
+        }
     }
 
     pub fn error(&self) -> Option<String> {

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Select};
 use super::flow::{Batch, ToWriter};
 use super::gate::{GateError, GlobalGate};
 use super::semaphore::Semaphore;
-use super::shared::Shared;
+use super::shared::{Failure, Shared};
 use crate::checkpoint::{self, Mark};
 use crate::config::OnReject;
 use crate::target::{Target, TargetError};
@@ -65,7 +65,7 @@ impl Writer {
         }
     }
 
-    fn main_loop(&mut self) -> Result<(), String> {
+    fn main_loop(&mut self) -> Result<(), Failure> {
         let mut slots: Vec<FlowSlot> = self.flows.iter().map(|_| FlowSlot::Open).collect();
         let mut global_cmd = None;
         loop {
@@ -82,11 +82,12 @@ impl Writer {
                     return Err(format!(
                         "writer {}: a flow ended while others wait at a global command (txid {})",
                         self.index, parked[0].0
-                    ));
+                    )
+                    .into());
                 }
                 let txid = parked[0].0;
                 if parked.iter().any(|p| p.0 != txid) {
-                    return Err(format!("writer {}: its flows reached different global commands ({parked:?})", self.index));
+                    return Err(format!("writer {}: its flows reached different global commands ({parked:?})", self.index).into());
                 }
                 let cmd: crate::replay::Cmd = global_cmd.take().expect("a parked flow left its command");
                 let conn = &mut self.conn;
@@ -97,7 +98,7 @@ impl Writer {
                 match passed {
                     Ok(()) => {}
                     Err(GateError::Stopped) => return Ok(()),
-                    Err(GateError::Failed(e)) => return Err(e),
+                    Err(GateError::Failed(e)) => return Err(e.into()),
                 }
                 for (k, s) in slots.iter_mut().enumerate() {
                     if let FlowSlot::Parked(_, lsn) = *s {
@@ -144,7 +145,7 @@ impl Writer {
     }
 
     /// Send a batch as a pipeline (waiting for a permit), keeping at most two in flight.
-    fn start(&mut self, b: Batch) -> Result<(), String> {
+    fn start(&mut self, b: Batch) -> Result<(), Failure> {
         let limit = if self.conn.needs_exclusive(&b.cmds) { 1 } else { PER_WRITER_INFLIGHT };
         while self.inflight.len() >= limit {
             self.complete_oldest()?;
@@ -168,14 +169,14 @@ impl Writer {
         Ok(())
     }
 
-    fn complete_all(&mut self) -> Result<(), String> {
+    fn complete_all(&mut self) -> Result<(), Failure> {
         while !self.inflight.is_empty() {
             self.complete_oldest()?;
         }
         Ok(())
     }
 
-    fn complete_oldest(&mut self) -> Result<(), String> {
+    fn complete_oldest(&mut self) -> Result<(), Failure> {
         let Some(b) = self.inflight.pop_front() else { return Ok(()) };
         let r = self.conn.recv(&b.cmds);
         self.sem.release();
@@ -185,7 +186,10 @@ impl Writer {
                 self.shared.rejected.fetch_add(1 + more as u64, Relaxed);
                 log::warn!("flow {}: target rejected {command}: {error}; skipped and counted (policy on_reject = skip)", b.flow);
             }
-            Err(e) => return Err(format!("flow {}: {}", b.flow, self.describe(e))),
+            Err(e) => {
+                let f = self.describe(e);
+                return Err(Failure { msg: format!("flow {}: {}", b.flow, f.msg), ..f });
+            }
         }
         self.shared.flows[b.flow].commands.fetch_add(b.cmds.len() as u64, Relaxed);
         // The checkpoint, when there is one, is the flow's next LSN (it also covers the
@@ -210,17 +214,19 @@ impl Writer {
     }
 
     /// Write one flow's marker on its own (after a global command), with nothing in flight.
-    fn write_marker(&mut self, flow: usize, next_lsn: u64) -> Result<(), String> {
+    fn write_marker(&mut self, flow: usize, next_lsn: u64) -> Result<(), Failure> {
         let Some((replid, flows)) = &self.markers else { return Ok(()) };
         let v = Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode();
         let k = checkpoint::marker_key(flow);
         self.conn.send_marked(&[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
     }
 
-    fn describe(&self, e: TargetError) -> String {
+    /// A rejected command is fatal (retrying would be rejected again); a lost connection is
+    /// transient: the session ends and a new one resumes from the checkpoints.
+    fn describe(&self, e: TargetError) -> Failure {
         match e {
-            TargetError::Rejected { .. } => format!("{e} (set policy.on_reject = skip to count and go on)"),
-            TargetError::Io { .. } => format!("{e}"),
+            TargetError::Rejected { .. } => format!("{e} (set policy.on_reject = skip to count and go on)").into(),
+            TargetError::Io { .. } => Failure::transient(format!("{e}")),
         }
     }
 }

@@ -67,7 +67,10 @@ fn auth(out: &mut TcpStream, inp: &mut impl std::io::BufRead, auth: Option<(&str
     out.write_all(&cmd_bytes(&args)).map_err(|e| SourceError(format!("{what} to {addr}: {e}")))?;
     match resp::read_reply(inp).map_err(|e| SourceError(format!("{what} to {addr}: AUTH: {e}")))? {
         Reply::Status(_) => Ok(()),
-        Reply::Error(e) => Err(SourceError(format!("{what} to {addr}: AUTH rejected: {e} (check --source-user / --source-password)"))),
+        Reply::Error(e) => Err(SourceError(format!(
+            "{what} to {addr}: {}: {e} (check --source-user / --source-password)",
+            super::socket::AUTH_REJECTED
+        ))),
         other => Err(SourceError(format!("{what} to {addr}: unexpected AUTH reply {other:?}"))),
     }
 }

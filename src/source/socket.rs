@@ -21,6 +21,16 @@ impl std::fmt::Display for SourceError {
 }
 impl std::error::Error for SourceError {}
 
+/// The words every rejected-AUTH error of the source carries (handshake.rs writes them).
+pub(crate) const AUTH_REJECTED: &str = "AUTH rejected";
+
+impl SourceError {
+    /// The master refused the credentials: retrying cannot help.
+    pub fn is_rejected_credentials(&self) -> bool {
+        self.0.contains(AUTH_REJECTED)
+    }
+}
+
 pub const RECV_BUFFER: usize = 10 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 

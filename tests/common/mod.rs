@@ -5,6 +5,8 @@
 pub mod capture_master;
 #[cfg(feature = "emulator")]
 pub mod emulator_model;
+#[cfg(feature = "emulator")]
+pub mod live;
 pub mod redis_server;
 pub mod run;
 pub mod redis_cluster;

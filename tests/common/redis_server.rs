@@ -100,6 +100,21 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Kill the server with SIGKILL (as a crash would) and start it again on the same port
+    /// and directory with `extra` (its data survives only if `extra` enables persistence).
+    pub fn crash_and_restart(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The port was just ours; a few tries cover a slow release of the socket.
+        for _attempt in 0..20 {
+            if let Some(child) = spawn_ready(self.port, &self._dir.0, extra) {
+                self.child = child;
+                return;
+            }
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
     pub fn conn(&self) -> redis::Connection {
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection().unwrap()
     }

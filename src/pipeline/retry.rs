@@ -1,0 +1,138 @@
+//! Reconnect: a session that ends because the source or the target went away (a transient
+//! [`Fault`]) is followed by a new one, after an exponential backoff, bounded by
+//! `--max-retries` and `--retry-deadline`.
+//!
+//! Recovery is by whole sessions, on purpose. A session ends through its one shutdown path
+//! (final ACKs, half-closed main connection, flows drained to EOF), so the master sees a clean
+//! replica leave; the next session resumes every flow from the checkpoint markers in the
+//! target, which were written atomically with the batches they cover, so nothing is applied
+//! twice or lost whichever pipeline the outage cut (a retry inside the writer could not know
+//! which commands of a broken pipeline the target had run). When the master cannot resume
+//! (backlog overrun, new master id) or there is no checkpoint (a cluster target, an unfinished
+//! full sync), the new session is a full resync and the target is handled by `--on-resync`.
+
+use std::time::{Duration, Instant};
+
+use super::flow::Mode;
+use super::session::{self, Outcome, Summary};
+use super::shared::Fault;
+use crate::config::Config;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Run sessions until one ends for good: finished, stopped by a signal, failed fatally, or the
+/// retries ran out (then the error lists every attempt).
+pub fn run(cfg: &Config, mode: Mode) -> Outcome {
+    let started = Instant::now();
+    let mut total: Option<Summary> = None;
+    // Why the last session that wrote to the target ended (see `session::run`).
+    let mut prior: Option<String> = None;
+    // The current row of failures: since the last session that reached stable sync.
+    let mut row: Vec<String> = Vec::new();
+    let mut row_started = Instant::now();
+    let mut backoff = cfg.retry_backoff;
+    loop {
+        let outcome = session::run(cfg, mode, prior.as_deref());
+        let (error, summary) = match outcome {
+            Outcome::Failed(e, s, Fault::Transient) if crate::signals::received().is_none() => (e, s),
+            Outcome::Ok(s) => return Outcome::Ok(finish(total, s, started)),
+            Outcome::Failed(e, s, f) => return Outcome::Failed(e, finish(total, s, started), f),
+            usage @ Outcome::Usage(_) => return usage,
+        };
+        if summary.reached_stable {
+            row.clear();
+            row_started = Instant::now();
+            backoff = cfg.retry_backoff;
+        }
+        if summary.touched_target {
+            prior = Some(error.clone());
+        }
+        let at = started.elapsed().as_secs_f64();
+        row.push(format!("at {at:.1} s: {error}"));
+        let merged = merge(total.take(), summary, &error);
+        if cfg.max_retries == 0 {
+            return Outcome::Failed(error, finish(Some(merged), Summary::default(), started), Fault::Transient);
+        }
+        let out_of_tries = row.len() > cfg.max_retries as usize;
+        let out_of_time = row_started.elapsed() + backoff > cfg.retry_deadline;
+        if out_of_tries || out_of_time {
+            let why = if out_of_tries {
+                format!("{} attempts in a row failed (--max-retries {})", row.len(), cfg.max_retries)
+            } else {
+                format!("the failures lasted past --retry-deadline {} s", cfg.retry_deadline.as_secs())
+            };
+            let history = row.iter().enumerate().map(|(i, r)| format!("\n  attempt {}: {r}", i + 1)).collect::<String>();
+            return Outcome::Failed(format!("giving up: {why}:{history}"), finish(Some(merged), Summary::default(), started), Fault::Fatal);
+        }
+        total = Some(merged);
+        log::warn!(
+            "the session ended: {error}; a new session starts in {:.1} s (attempt {} of {}, until {} s after the first failure)",
+            backoff.as_secs_f64(),
+            row.len(),
+            cfg.max_retries,
+            cfg.retry_deadline.as_secs()
+        );
+        if let Some(sig) = wait(backoff) {
+            let s = finish(total, Summary::default(), started);
+            return Outcome::Failed(format!("{sig} received while waiting to reconnect; the last session ended: {error}"), s, Fault::Fatal);
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sleep for the backoff, or less if a signal arrives (returned).
+fn wait(d: Duration) -> Option<&'static str> {
+    let until = Instant::now() + d;
+    loop {
+        if let Some(sig) = crate::signals::received() {
+            return Some(sig);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// Add a failed session to the run's totals.
+fn merge(total: Option<Summary>, s: Summary, why: &str) -> Summary {
+    let mut t = add(total, s);
+    t.reconnects.push(why.to_string());
+    t
+}
+
+/// The run's summary: every session's counts, the last session's positions.
+fn finish(total: Option<Summary>, last: Summary, started: Instant) -> Summary {
+    let mut t = add(total, last);
+    t.elapsed = started.elapsed();
+    t
+}
+
+fn add(total: Option<Summary>, s: Summary) -> Summary {
+    let Some(mut t) = total else { return s };
+    if s.flows.len() == t.flows.len() {
+        for (a, b) in t.flows.iter_mut().zip(&s.flows) {
+            a.keys += b.keys;
+            a.bytes += b.bytes;
+            a.records += b.records;
+            a.commands += b.commands;
+            a.applied_next_lsn = b.applied_next_lsn;
+        }
+    } else if !s.flows.is_empty() {
+        // Another master (or one with another shard count): its positions replace the old.
+        t.flows = s.flows;
+    }
+    t.stats.merge(&s.stats);
+    t.rejected += s.rejected;
+    t.json = s.json.or(t.json);
+    t.stopped_by = s.stopped_by;
+    for (k, v) in s.node_writes {
+        *t.node_writes.entry(k).or_default() += v;
+    }
+    t.redirects.0 += s.redirects.0;
+    t.redirects.1 += s.redirects.1;
+    t.sessions += s.sessions;
+    t.reconnects.extend(s.reconnects);
+    t
+}
