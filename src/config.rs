@@ -89,6 +89,8 @@ pub struct Config {
     /// A local copy of the applied LSNs, for diagnostics (the resume point is in the target).
     pub checkpoint_file: Option<std::path::PathBuf>,
     pub on_resync: OnResync,
+    /// Keep the resume point in the target (marker keys written atomically with each batch).
+    pub checkpoints: bool,
     /// Reconnects: new sessions after a transient failure (the source or target went away),
     /// at most this many in a row and within `retry_deadline` of the first failure, waiting
     /// `retry_backoff` before the first and doubling up to 30 s.
@@ -116,6 +118,7 @@ impl Default for Config {
             db_map: BTreeMap::new(),
             checkpoint_file: None,
             on_resync: OnResync::Flush,
+            checkpoints: true,
             max_retries: 20,
             retry_deadline: std::time::Duration::from_secs(600),
             retry_backoff: std::time::Duration::from_millis(1000),
@@ -150,6 +153,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("log.progress_secs", "--progress-secs", "seconds between progress lines (5)"),
     ("checkpoint.file", "--checkpoint", "file mirroring the applied LSNs (diagnostics; the resume point is in the target)"),
     ("checkpoint.on_resync", "--on-resync", "full resync over a target df2redis wrote before: flush | keep (flush)"),
+    ("checkpoint.markers", "--checkpoints", "on | off: keep the resume point in the target; off = every restart is a full resync (on)"),
     ("retry.max_retries", "--max-retries", "new sessions in a row after the source or target went away; 0 = exit at once (20)"),
     ("retry.deadline_secs", "--retry-deadline", "give up reconnecting this many seconds after the first failure (600)"),
     ("retry.backoff_ms", "--retry-backoff-ms", "wait before the first reconnect, doubled each time up to 30 s (1000)"),
@@ -286,6 +290,7 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
         _ => OnResync::Flush,
     };
     c.checkpoint_file = get("checkpoint.file").map(std::path::PathBuf::from);
+    c.checkpoints = choice("checkpoint.markers", &["on", "off"])?.as_deref() != Some("off");
     c.on_reject = match choice("policy.on_reject", &["stop", "skip"])?.as_deref() {
         Some("skip") => OnReject::SkipAndCount,
         _ => OnReject::Stop,

@@ -173,6 +173,12 @@ struct RunArgs {
     /// [file: checkpoint.on_resync]
     #[arg(long, value_name = "POLICY")]
     on_resync: Option<String>,
+    /// on (default): keep the resume point in the target, marker keys written in MULTI/EXEC
+    /// with each batch (exactly-once resume) | off: write no markers; every restart or
+    /// reconnect is a full resync (for targets that must hold nothing but the data).
+    /// [file: checkpoint.markers]
+    #[arg(long, value_name = "on|off")]
+    checkpoints: Option<String>,
     /// When the source or target goes away (EOF, reset, the master cancelling, the target
     /// restarting), start a new session, resuming from the checkpoints: at most N in a row
     /// (default 20; 0 = exit 1 at once). Failures a retry cannot fix (rejected password or
@@ -220,6 +226,7 @@ impl RunArgs {
             ("log.progress_secs", self.progress_secs),
             ("checkpoint.file", self.checkpoint),
             ("checkpoint.on_resync", self.on_resync),
+            ("checkpoint.markers", self.checkpoints),
             ("retry.max_retries", self.max_retries),
             ("retry.deadline_secs", self.retry_deadline),
             ("retry.backoff_ms", self.retry_backoff_ms),

@@ -138,3 +138,30 @@ fn a_restarted_master_means_a_full_resync_into_an_emptied_target() {
     assert!(compared >= 100, "{compared}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--checkpoints off`: the target holds only the data, and a restart is a full resync.
+#[test]
+fn without_checkpoints_no_marker_is_written_and_a_restart_resyncs() {
+    let emu = Emulator::start(Config { shards: 2, ..Config::default() }).unwrap();
+    datasets::small(&emu, 100);
+    let srv = RedisServer::start(&[]);
+    let target = format!("redis://{}", srv.addr());
+    let args = ["replicate", "--source", &emu.addr().to_string(), "--target", &target, "--checkpoints", "off"];
+    for run in 0..2 {
+        let child = df2redis(&args);
+        for i in 0..20 {
+            emu.write(0, &[b"INCR", format!("ctr:{}", i % 3).as_bytes()]).unwrap();
+        }
+        assert!(emu.wait_acked_all(Duration::from_secs(60)), "{:?} vs {:?}", emu.acked(), emu.lsns());
+        let out = terminate(child);
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{log}");
+        assert!(log.contains("--checkpoints off: no resume point is kept"), "{log}");
+        assert!(!log.contains("resuming from the target's checkpoints"), "run {run}: {log}");
+        let mut c = srv.conn();
+        let markers: Vec<String> = redis::cmd("KEYS").arg("df2redis:checkpoint:*").query(&mut c).unwrap();
+        assert!(markers.is_empty(), "{markers:?}");
+        let (diffs, _, _) = compare(&expected(&emu), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
+        assert!(diffs.is_empty(), "run {run}: {}", diffs.join("\n"));
+    }
+}

@@ -59,6 +59,9 @@ are in the table):
       for <ds> in small, hashes, lists, big (and small_4x: peak_rss_mb, fullsync_keys_per_s)
   rss_growth  benchmark_set_ops_per_s  journal_max_ops_per_s  lag_p99_ms  journal_vs_benchmark
   journal.peak_rss_mb  max_source_stall_ms
+  journal_catchup_ops_per_s  journal_catchup_nocheckpoints_ops_per_s  checkpoint_cost (1 - on/off:
+      a backlog of --catchup-ops journal operations released at once, applied with and without
+      the exactly-once MULTI/EXEC checkpoints)
   cluster_fullsync_keys_per_s  cluster_pipe_keys_per_s  cluster_fullsync_vs_pipe
 
 Exit status: 0 when every copy was right (targets missed or not), 1 when a copy was wrong or a \
@@ -122,6 +125,10 @@ struct Args {
     /// Requests of `redis-benchmark -P 100 -t set` [default: 2000000; smoke 100000].
     #[arg(long)]
     benchmark_requests: Option<u64>,
+    /// Journal operations of the catch-up figure (released at once, applied by `replicate`
+    /// with and without its checkpoints) [default: 2000000; smoke 20000].
+    #[arg(long)]
+    catchup_ops: Option<usize>,
     /// The df2redis binary [default: `df2redis` beside this program].
     #[arg(long)]
     df2redis: Option<PathBuf>,
@@ -182,6 +189,7 @@ struct Plan {
     journal_secs: f64,
     journal_rates: Vec<u64>,
     benchmark_requests: u64,
+    catchup_ops: usize,
     repeat: usize,
 }
 
@@ -210,6 +218,7 @@ impl Plan {
                 }
             }),
             benchmark_requests: a.benchmark_requests.unwrap_or(if s { 100_000 } else { 2_000_000 }),
+            catchup_ops: pick(a.catchup_ops, 2_000_000, 20_000),
             repeat: a.repeat.unwrap_or(if s { 1 } else { 3 }).max(1),
         }
     }
@@ -339,6 +348,8 @@ struct Bench {
     max_stall_ms: u64,
     journal: Option<journal::JournalResult>,
     benchmark_rps: Option<f64>,
+    /// Catch-up rates (records/s, medians) with and without checkpoints.
+    catchup: Option<(f64, f64)>,
 }
 
 fn say(msg: impl AsRef<str>) {
@@ -679,6 +690,21 @@ impl Bench {
         say(format!("journal: the target equals the emulator's {} keys after the run", r.verified_keys));
         self.max_stall_ms = self.max_stall_ms.max(r.max_stall_ms);
         self.journal = Some(r);
+        // The cost of the checkpoints: the same backlog applied with and without them,
+        // alternated --repeat times (medians), so drift of the machine hits both alike.
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..self.plan.repeat {
+            for (markers, v) in [(false, &mut off), (true, &mut on)] {
+                let r = journal::catchup(&cfg, redis, markers, self.plan.catchup_ops)?;
+                say(format!(
+                    "catch-up of {} ops, checkpoints {}: {r:.0} records/s",
+                    self.plan.catchup_ops,
+                    if markers { "on" } else { "off" }
+                ));
+                v.push(r);
+            }
+        }
+        self.catchup = Some((median(&mut on), median(&mut off)));
         redis.flushall()?;
         Ok(())
     }
@@ -870,6 +896,11 @@ impl Bench {
             }
             figure("journal.peak_rss_mb", format!("{:.1}", mb(j.peak_rss)));
         }
+        if let Some((on, off)) = self.catchup {
+            figure("journal_catchup_ops_per_s", format!("{on:.0}"));
+            figure("journal_catchup_nocheckpoints_ops_per_s", format!("{off:.0}"));
+            figure("checkpoint_cost", format!("{:.3}", 1.0 - on / off));
+        }
         if self.plan.has(Part::Small)
             || self.plan.has(Part::Hashes)
             || self.plan.has(Part::Lists)
@@ -902,6 +933,7 @@ impl Bench {
         targets.extend([
             ("rss_growth".to_string(), "<=", 1.2),
             ("journal_vs_benchmark".to_string(), ">=", 0.5),
+            ("checkpoint_cost".to_string(), "<=", 0.10),
             ("lag_p99_ms".to_string(), "<", self.args.lag_limit_ms),
             ("max_source_stall_ms".to_string(), "<", 10_000.0),
             ("cluster_fullsync_vs_pipe".to_string(), ">=", 0.8),
@@ -936,6 +968,11 @@ impl Bench {
 /// The run with the median wall time (the upper median for an even count). Timed pairs are
 /// repeated because this machine's run-to-run spread (±15% for `redis-cli --pipe` alone) is
 /// larger than the differences the ratios are meant to show.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn median_by_wall<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> T {
     runs.sort_by(|a, b| wall(a).total_cmp(&wall(b)));
     let mid = runs.len() / 2;
@@ -1052,6 +1089,7 @@ fn main() -> ExitCode {
         max_stall_ms: 0,
         journal: None,
         benchmark_rps: None,
+        catchup: None,
         args,
     };
     let started = Instant::now();

@@ -318,8 +318,10 @@ impl Session {
             info.version
         );
         let n = info.num_flows;
-        let markers = mode == Mode::Replicate && first_target.supports_markers();
-        if mode == Mode::Replicate && !markers {
+        let markers = mode == Mode::Replicate && cfg.checkpoints && first_target.supports_markers();
+        if mode == Mode::Replicate && !cfg.checkpoints {
+            log::warn!("--checkpoints off: no resume point is kept, so a restart or reconnect means a full resync");
+        } else if mode == Mode::Replicate && !markers {
             log::warn!(
                 "the target is a Redis Cluster: no checkpoints are written (its transactions cannot span slots), \
                  so a restart of df2redis means a full resync"

@@ -42,7 +42,7 @@ fn fmt_usize(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
 /// A reply, as far as the writer cares.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// `+OK`, the reply to almost every write, is held without an allocation.
+    /// `+OK`, the reply to almost every write, and `+QUEUED` are held without an allocation.
     Status(Cow<'static, str>),
     Error(String),
     Int(i64),
@@ -93,6 +93,8 @@ fn head(l: &[u8]) -> io::Result<Head> {
     let (&kind, rest) = l.split_first().ok_or_else(|| bad("empty reply line"))?;
     Ok(match kind {
         b'+' if rest == b"OK" => Head::Status(Cow::Borrowed("OK")),
+        // Every command of a checkpointed batch (MULTI ... EXEC) is answered QUEUED first.
+        b'+' if rest == b"QUEUED" => Head::Status(Cow::Borrowed("QUEUED")),
         b'+' => Head::Status(Cow::Owned(String::from_utf8_lossy(rest).into_owned())),
         b'-' => Head::Error(String::from_utf8_lossy(rest).into_owned()),
         b':' => Head::Int(int(rest)?),

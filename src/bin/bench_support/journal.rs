@@ -209,7 +209,9 @@ fn wait_for_key(redis: &RedisServer, key: &str, timeout: Duration) -> R<bool> {
     Ok(false)
 }
 
-pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(String)) -> R<JournalResult> {
+/// An emulator (empty, pre-encoded) and `df2redis replicate` from it into `redis` (flushed
+/// first, with `extra` arguments), in stable sync once this returns; and the path of its log.
+fn start_replicate(cfg: &JournalCfg, redis: &RedisServer, extra: &[&str], tag: &str) -> R<(Arc<Emulator>, Proc, PathBuf)> {
     let emu = Arc::new(
         Emulator::start(Config {
             shards: cfg.flows,
@@ -220,24 +222,59 @@ pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(S
         .map_err(|e| format!("emulator: {e}"))?,
     );
     emu.pre_encode();
-    let pool = Arc::new(op_pool(&emu));
     redis.flushall()?;
-    let (out, err) = (cfg.dir.join("journal-df2redis.out"), cfg.dir.join("journal-df2redis.err"));
+    let (out, err) = (cfg.dir.join(format!("{tag}-df2redis.out")), cfg.dir.join(format!("{tag}-df2redis.err")));
     let mut cmd = sys::command_logged(&cfg.df2redis, &out, &err).map_err(|e| e.to_string())?;
     cmd.arg("replicate")
         .args(["--source", &emu.addr().to_string(), "--target", &format!("redis://{}", redis.addr())])
-        .args(&cfg.df2redis_args);
+        .args(&cfg.df2redis_args)
+        .args(extra);
     let mut df: Proc = sys::spawn("df2redis replicate", cmd).map_err(|e| format!("start df2redis: {e}"))?;
+    // Stable sync reached: a first probe arrives.
+    emu.write(0, &[b"SET", b"bench:probe:start", b"0"]).map_err(|e| e.to_string())?;
+    if !wait_for_key(redis, "bench:probe:start", Duration::from_secs(60))? {
+        let e = df.terminate(Duration::from_secs(10));
+        return Err(format!(
+            "df2redis replicate never applied the first probe within 60 s (df2redis: {}; its log: {})",
+            e.describe(),
+            err.display()
+        ));
+    }
+    Ok((emu, df, err))
+}
+
+/// How fast `replicate` applies a backlog of `records` journal operations released at once
+/// (records per second, from the release to the last ACK), with or without its checkpoint
+/// markers (`--checkpoints on|off`): the cost of the exactly-once MULTI/EXEC batches.
+pub fn catchup(cfg: &JournalCfg, redis: &RedisServer, checkpoints: bool, ops: usize) -> R<f64> {
+    let onoff = if checkpoints { "on" } else { "off" };
+    let (emu, mut df, err) = start_replicate(cfg, redis, &["--checkpoints", onoff], &format!("catchup-{onoff}"))?;
+    let pool = op_pool(&emu);
     let fail = |df: &mut Proc, why: String| -> String {
         let e = df.terminate(Duration::from_secs(10));
         format!("{why} (df2redis: {}; its log: {})", e.describe(), err.display())
     };
-
-    // Stable sync reached: a first probe arrives.
-    emu.write(0, &[b"SET", b"bench:probe:start", b"0"]).map_err(|e| e.to_string())?;
-    if !wait_for_key(redis, "bench:probe:start", Duration::from_secs(60))? {
-        return Err(fail(&mut df, "df2redis replicate never applied the first probe within 60 s".into()));
+    let prep = emu.prepare_journal(0, pool.iter().cycle().take(ops)).map_err(|e| fail(&mut df, format!("preparing the journal: {e}")))?;
+    let t0 = Instant::now();
+    emu.release_journal(&prep, u64::MAX / 4, TICK);
+    if !emu.wait_acked_all(Duration::from_secs(300)) {
+        return Err(fail(&mut df, format!("df2redis did not apply {} records within 300 s", prep.records())));
     }
+    let rate = prep.records() as f64 / t0.elapsed().as_secs_f64();
+    let e = df.terminate(Duration::from_secs(30));
+    if !e.success() {
+        return Err(format!("df2redis replicate did not exit cleanly on SIGTERM: {}; log: {}", e.describe(), err.display()));
+    }
+    Ok(rate)
+}
+
+pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(String)) -> R<JournalResult> {
+    let (emu, mut df, err) = start_replicate(cfg, redis, &[], "journal")?;
+    let pool = Arc::new(op_pool(&emu));
+    let fail = |df: &mut Proc, why: String| -> String {
+        let e = df.terminate(Duration::from_secs(10));
+        format!("{why} (df2redis: {}; its log: {})", e.describe(), err.display())
+    };
 
     let mut steps: Vec<Step> = Vec::new();
     let mut probe_n: u64 = 0;
