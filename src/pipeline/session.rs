@@ -14,11 +14,13 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver};
 use super::ack::AckThread;
 use super::flow::{FlowReader, Mode, Signals, ToWriter};
 use super::gate::GlobalGate;
+use super::report::{MasterSize, SessionView};
 use super::semaphore::Semaphore;
 use super::shared::Shared;
 use super::writer::Writer;
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, JsonSetting, OnResync};
+use crate::metrics::Phase;
 use crate::replay::{Clock, JsonPolicy, Policy, ReplayStats, Replayer};
 use crate::source::{FlowConn, Master, MasterInfo};
 use crate::target::{resp::Reply, Standalone, Target};
@@ -297,7 +299,9 @@ impl Session {
                 info.release.as_deref().unwrap_or_default()
             ));
         }
-        let (master, info, conns, partial) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        let (mut master, info, conns, partial) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        // The master's size now, just before its snapshot, for the full-sync estimate.
+        let master_size = if partial { MasterSize::default() } else { MasterSize::ask(&mut master) };
         let n = info.num_flows; // after mixed answers this is a new session's
         if !partial {
             // A stale marker must never pair with a new snapshot.
@@ -426,10 +430,16 @@ impl Session {
                 recycle: recycle_tx.clone(),
                 markers: markers.then(|| (replid.clone(), n)),
                 inflight: VecDeque::new(),
+                sent_at: VecDeque::new(),
             };
             let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(w));
             sess.writers.push(spawn(format!("writer-{w}"), cpu, move || writer.run())?);
         }
+        crate::metrics::global().attach(Arc::new(SessionView {
+            shared: shared.clone(),
+            replay: sess.replayers.clone(),
+            master: master_size,
+        }));
         // Signals and progress.
         let sh = shared.clone();
         sess.helpers.push(spawn("signals".into(), None, move || loop {
@@ -453,6 +463,7 @@ impl Session {
     fn drive(&mut self) -> Result<(), String> {
         if !self.partial {
             self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
+            crate::metrics::global().set_phase(Phase::FullSync);
             log::info!("full sync started on {} flows", self.info.num_flows);
         }
         // Every ACK thread arrives once its flow saw FULLSYNC_END (or the session stopped);
@@ -469,6 +480,7 @@ impl Session {
             log::info!("every flow reached FULLSYNC_END: sending DFLY STARTSTABLE");
         }
         self.master.start_stable(&self.info.sync_id).map_err(|e| e.to_string())?;
+        crate::metrics::global().set_phase(Phase::StableSync);
         log::info!("stable sync: applying the journal");
         let stop = self.shared.stop.receiver().clone();
         let mut done = 0;
@@ -501,6 +513,7 @@ impl Session {
     /// The one way out (protocol doc section 10): final ACKs, half-close the main connection
     /// so the master ends the session, read every flow to EOF (bounded), then join and close.
     fn shutdown(&mut self, started: Instant) -> Summary {
+        crate::metrics::global().set_phase(Phase::Stopping);
         let stopped_by = if self.shared.interrupted.load(Relaxed) { crate::signals::received() } else { None };
         self.shared.stop.stop();
         if !self.barrier_passed {

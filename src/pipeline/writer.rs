@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select};
 
@@ -43,6 +44,8 @@ pub struct Writer {
     pub recycle: Vec<crossbeam_channel::Sender<Batch>>,
     /// Pipelines sent and not yet answered, oldest first.
     pub inflight: VecDeque<Batch>,
+    /// When each pipeline in `inflight` was sent (for the latency histogram).
+    pub sent_at: VecDeque<Instant>,
 }
 
 enum FlowSlot {
@@ -58,6 +61,8 @@ impl Writer {
             self.shared.fail(e);
         }
         self.shared.add_node_writes(&self.conn.node_writes(), self.conn.redirects());
+        let conn = &self.conn;
+        crate::metrics::global().publish_node_writes(self.index, true, || (conn.node_writes(), conn.redirects()));
         // Whatever is still in flight must not hold permits other writers wait for.
         while !self.inflight.is_empty() {
             self.inflight.pop_front();
@@ -165,6 +170,7 @@ impl Writer {
             return Err(self.describe(e));
         }
         self.inflight.push_back(b);
+        self.sent_at.push_back(Instant::now());
         Ok(())
     }
 
@@ -177,8 +183,10 @@ impl Writer {
 
     fn complete_oldest(&mut self) -> Result<(), String> {
         let Some(b) = self.inflight.pop_front() else { return Ok(()) };
+        let sent_at = self.sent_at.pop_front();
         let r = self.conn.recv(&b.cmds);
         self.sem.release();
+        self.record_round_trip(sent_at);
         match r {
             Ok(()) => {}
             Err(TargetError::Rejected { command, error, more, .. }) if self.on_reject == OnReject::SkipAndCount => {
@@ -215,6 +223,16 @@ impl Writer {
         let v = Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode();
         let k = checkpoint::marker_key(flow);
         self.conn.send_marked(&[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
+    }
+
+    /// Metrics: the pipeline's round trip, and now and then this writer's per-node counts.
+    fn record_round_trip(&self, sent_at: Option<Instant>) {
+        let m = crate::metrics::global();
+        if let Some(t) = sent_at {
+            m.pipeline_latency.record(t.elapsed());
+        }
+        let conn = &self.conn;
+        m.publish_node_writes(self.index, false, || (conn.node_writes(), conn.redirects()));
     }
 
     fn describe(&self, e: TargetError) -> String {
