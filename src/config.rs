@@ -89,6 +89,8 @@ pub struct Config {
     /// A local copy of the applied LSNs, for diagnostics (the resume point is in the target).
     pub checkpoint_file: Option<std::path::PathBuf>,
     pub on_resync: OnResync,
+    /// Serve `/metrics` and `/status` over HTTP on this `host:port`.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for Config {
@@ -110,6 +112,7 @@ impl Default for Config {
             db_map: BTreeMap::new(),
             checkpoint_file: None,
             on_resync: OnResync::Flush,
+            metrics_addr: None,
         }
     }
 }
@@ -139,6 +142,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("policy.member_ttl", "--member-ttl", "hash field / set member TTLs: drop-ttl | skip (drop-ttl)"),
     ("policy.on_reject", "--on-reject", "a command the target rejects: stop | skip (stop)"),
     ("log.progress_secs", "--progress-secs", "seconds between progress lines (5)"),
+    ("metrics.addr", "--metrics-addr", "serve /metrics (Prometheus) and /status (JSON) on host:port (off)"),
     ("checkpoint.file", "--checkpoint", "file mirroring the applied LSNs (diagnostics; the resume point is in the target)"),
     ("checkpoint.on_resync", "--on-resync", "full resync over a target df2redis wrote before: flush | keep (flush)"),
 ];
@@ -265,6 +269,10 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
         _ => OnResync::Flush,
     };
     c.checkpoint_file = get("checkpoint.file").map(std::path::PathBuf::from);
+    if let Some(a) = get("metrics.addr") {
+        check_addr(a, "metrics.addr")?;
+        c.metrics_addr = Some(a.to_string());
+    }
     c.on_reject = match choice("policy.on_reject", &["stop", "skip"])?.as_deref() {
         Some("skip") => OnReject::SkipAndCount,
         _ => OnReject::Stop,

@@ -168,6 +168,11 @@ struct RunArgs {
     /// [file: checkpoint.on_resync]
     #[arg(long, value_name = "POLICY")]
     on_resync: Option<String>,
+    /// Serve GET /metrics (Prometheus text format) and GET /status (JSON) over HTTP on
+    /// HOST:PORT, e.g. 127.0.0.1:9121 (default: off). The README lists the metrics and fields.
+    /// [file: metrics.addr]
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 impl RunArgs {
@@ -201,6 +206,7 @@ impl RunArgs {
             ("log.progress_secs", self.progress_secs),
             ("checkpoint.file", self.checkpoint),
             ("checkpoint.on_resync", self.on_resync),
+            ("metrics.addr", self.metrics_addr),
         ];
         for (k, v) in flags {
             if let Some(v) = v {
@@ -213,9 +219,13 @@ impl RunArgs {
 
 fn main() -> ExitCode {
     df2redis::alloc_tuning::tune();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_timestamp_millis();
+    if df2redis::console::global().is_terminal() {
+        // Log lines and the live progress block share the terminal (see console.rs).
+        logger.target(env_logger::Target::Pipe(Box::new(df2redis::console::LogTarget)));
+    }
+    logger.init();
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { flow_file, token, partial_from } => run_inspect(flow_file, token, partial_from),
@@ -234,6 +244,21 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
         }
     };
     df2redis::signals::install();
+    // Bound before the session starts, so that a taken port is a usage error, not a surprise
+    // in the middle of a migration. It serves until the summary is printed.
+    let _metrics = match &cfg.metrics_addr {
+        None => None,
+        Some(addr) => match df2redis::metrics::http::Server::start(addr, df2redis::metrics::Routes(df2redis::metrics::global())) {
+            Ok(s) => {
+                log::info!("metrics: http://{}/metrics and /status", s.addr());
+                Some(s)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics-addr (file key metrics.addr): cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     match pipeline::run(&cfg, mode) {
         Outcome::Ok(s) => {
             print_summary(&s, mode);
