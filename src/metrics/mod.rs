@@ -35,7 +35,7 @@ pub enum Phase {
     /// Handshake with the master and the target, flow registration.
     #[default]
     Connecting = 0,
-    /// `DFLY SYNC` sent: the snapshot is streaming.
+    /// `DFLY SYNC` is being sent: the snapshot streams.
     FullSync = 1,
     /// `DFLY STARTSTABLE` answered (or every flow resumed PARTIAL): the live journal.
     StableSync = 2,

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::shared::Shared;
-use crate::metrics::{self, FullSyncProgress, SessionSnapshot};
+use crate::metrics::{self, FlowSnapshot, FullSyncProgress, SessionSnapshot};
 
 /// Refresh period of the live block on a terminal.
 const LIVE_TICK: Duration = Duration::from_millis(500);
@@ -20,7 +20,8 @@ pub fn run(shared: &Shared, every: Duration) {
     let console = crate::console::global();
     let live = console.is_terminal();
     let tick = if live { LIVE_TICK.min(every) } else { every };
-    let mut prev: Option<(Instant, SessionSnapshot)> = None;
+    // The first line's rates are since the thread started (from nothing).
+    let mut prev = (Instant::now(), SessionSnapshot::default());
     loop {
         if shared.stop.receiver().recv_timeout(tick).is_err() && shared.stop.is_stopped() {
             console.clear();
@@ -29,16 +30,16 @@ pub fn run(shared: &Shared, every: Duration) {
         let report = metrics::global().report();
         let Some(s) = report.session else { continue };
         let now = Instant::now();
-        let before = prev.as_ref().map(|(t, p)| (now.saturating_duration_since(*t).as_secs_f64().max(1e-3), p));
+        let before = Some((now.saturating_duration_since(prev.0).as_secs_f64().max(1e-3), &prev.1));
         let stable = !s.flows.is_empty() && s.flows.iter().all(|f| f.stable);
         let fs = report.full_sync.unwrap_or_default();
-        let lines = if stable { stable_lines(&s, before, report.ops_per_sec) } else { full_sync_lines(&s, before, &fs) };
+        let lines = if stable { stable_lines(&s, before) } else { full_sync_lines(&s, before, &fs) };
         if live {
             console.show(lines);
         } else {
             log::info!("{}", one_line(&lines));
         }
-        prev = Some((now, s));
+        prev = (now, s);
     }
 }
 
@@ -104,9 +105,11 @@ fn full_sync_lines(s: &SessionSnapshot, before: Before, p: &FullSyncProgress) ->
     lines
 }
 
-fn stable_lines(s: &SessionSnapshot, before: Before, ops: f64) -> Vec<String> {
-    let records: u64 = s.flows.iter().map(|f| f.records).sum();
-    let rps = before.map_or(0.0, |(dt, b)| records.saturating_sub(b.flows.iter().map(|f| f.records).sum()) as f64 / dt);
+fn stable_lines(s: &SessionSnapshot, before: Before) -> Vec<String> {
+    let total = |x: &SessionSnapshot, g: fn(&FlowSnapshot) -> u64| x.flows.iter().map(g).sum::<u64>();
+    let per_sec = |g: fn(&FlowSnapshot) -> u64| before.map_or(0.0, |(dt, b)| total(s, g).saturating_sub(total(b, g)) as f64 / dt);
+    let records = total(s, |f| f.records);
+    let (rps, ops) = (per_sec(|f| f.records), per_sec(|f| f.commands));
     let mut lines = vec![format!("stable sync: {records} records ({rps:.0} records/s, {ops:.0} commands/s)")];
     for (i, f) in s.flows.iter().enumerate() {
         lines.push(format!(
@@ -122,7 +125,7 @@ fn stable_lines(s: &SessionSnapshot, before: Before, ops: f64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{full_sync_progress, FlowSnapshot};
+    use crate::metrics::full_sync_progress;
 
     #[test]
     fn lines_for_both_phases() {
@@ -150,7 +153,10 @@ mod tests {
             f.records = 10;
             f.lag_ms = Some(7);
         }
-        let l = one_line(&stable_lines(&s, None, 12.0));
+        let mut b = s.clone();
+        b.flows[0].commands = 0;
+        s.flows[0].commands = 24;
+        let l = one_line(&stable_lines(&s, Some((2.0, &b))));
         assert!(l.starts_with("stable sync: 20 records (0 records/s, 12 commands/s); flow 0 lag 5 records 7 ms"), "{l}");
         assert_eq!(duration(Duration::from_secs(725)), "12 min 5 s");
         assert_eq!(duration(Duration::from_secs(12_000)), "3 h 20 min");

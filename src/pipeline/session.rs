@@ -462,8 +462,9 @@ impl Session {
     /// Full sync, barrier, STARTSTABLE, then wait for the end.
     fn drive(&mut self) -> Result<(), String> {
         if !self.partial {
-            self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
+            // Before the command: the master starts streaming before it answers.
             crate::metrics::global().set_phase(Phase::FullSync);
+            self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
             log::info!("full sync started on {} flows", self.info.num_flows);
         }
         // Every ACK thread arrives once its flow saw FULLSYNC_END (or the session stopped);

@@ -225,14 +225,16 @@ impl Writer {
         self.conn.send_marked(&[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
     }
 
-    /// Metrics: the pipeline's round trip, and now and then this writer's per-node counts.
+    /// Metrics: the pipeline's round trip, and this writer's per-node counts once a second
+    /// or when nothing is left in flight (the writer may then wait long: the figures must not
+    /// stay behind meanwhile).
     fn record_round_trip(&self, sent_at: Option<Instant>) {
         let m = crate::metrics::global();
         if let Some(t) = sent_at {
             m.pipeline_latency.record(t.elapsed());
         }
         let conn = &self.conn;
-        m.publish_node_writes(self.index, false, || (conn.node_writes(), conn.redirects()));
+        m.publish_node_writes(self.index, self.inflight.is_empty(), || (conn.node_writes(), conn.redirects()));
     }
 
     fn describe(&self, e: TargetError) -> String {
