@@ -48,8 +48,9 @@ enum Command {
     ///
     /// Handshake, full sync of every flow, barrier, DFLY STARTSTABLE, then the live journal.
     /// On SIGINT/SIGTERM: final ACKs, the main connection is half-closed so the master ends
-    /// the session, every flow is read to its end, then exit 0. Progress and per-flow lag are
-    /// logged every --progress-secs.
+    /// the session, every flow is read to its end, then exit 0. Progress (keys, rates, ETA) and
+    /// per-flow lag (records, ms) are shown live on a terminal, else logged every
+    /// --progress-secs; --metrics-addr serves them over HTTP too.
     Replicate(RunArgs),
     /// Copy the master once: the snapshot plus every journal record before JOURNAL_OFFSET,
     /// then print a summary and exit 0.
@@ -154,7 +155,8 @@ struct RunArgs {
     /// (count it and go on).  [file: policy.on_reject]
     #[arg(long, value_name = "POLICY")]
     on_reject: Option<String>,
-    /// Seconds between progress lines (default 5).  [file: log.progress_secs]
+    /// Seconds between progress lines (default 5) when stderr is not a terminal; a terminal
+    /// gets a live display refreshed twice a second.  [file: log.progress_secs]
     #[arg(long, value_name = "SECS")]
     progress_secs: Option<String>,
     /// Mirror the applied LSNs of every flow in FILE (rewritten atomically every progress
