@@ -97,6 +97,8 @@ pub struct Config {
     pub max_retries: u32,
     pub retry_deadline: std::time::Duration,
     pub retry_backoff: std::time::Duration,
+    /// Serve `/metrics` and `/status` over HTTP on this `host:port`.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for Config {
@@ -122,6 +124,7 @@ impl Default for Config {
             max_retries: 20,
             retry_deadline: std::time::Duration::from_secs(600),
             retry_backoff: std::time::Duration::from_millis(1000),
+            metrics_addr: None,
         }
     }
 }
@@ -151,6 +154,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("policy.member_ttl", "--member-ttl", "hash field / set member TTLs: drop-ttl | skip (drop-ttl)"),
     ("policy.on_reject", "--on-reject", "a command the target rejects: stop | skip (stop)"),
     ("log.progress_secs", "--progress-secs", "seconds between progress lines (5)"),
+    ("metrics.addr", "--metrics-addr", "serve /metrics (Prometheus) and /status (JSON) on host:port (off)"),
     ("checkpoint.file", "--checkpoint", "file mirroring the applied LSNs (diagnostics; the resume point is in the target)"),
     ("checkpoint.on_resync", "--on-resync", "full resync over a target df2redis wrote before: flush | keep (flush)"),
     ("checkpoint.markers", "--checkpoints", "on | off: keep the resume point in the target; off = every restart is a full resync (on)"),
@@ -291,6 +295,10 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     };
     c.checkpoint_file = get("checkpoint.file").map(std::path::PathBuf::from);
     c.checkpoints = choice("checkpoint.markers", &["on", "off"])?.as_deref() != Some("off");
+    if let Some(a) = get("metrics.addr") {
+        check_addr(a, "metrics.addr")?;
+        c.metrics_addr = Some(a.to_string());
+    }
     c.on_reject = match choice("policy.on_reject", &["stop", "skip"])?.as_deref() {
         Some("skip") => OnReject::SkipAndCount,
         _ => OnReject::Stop,

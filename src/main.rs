@@ -48,8 +48,9 @@ enum Command {
     ///
     /// Handshake, full sync of every flow, barrier, DFLY STARTSTABLE, then the live journal.
     /// On SIGINT/SIGTERM: final ACKs, the main connection is half-closed so the master ends
-    /// the session, every flow is read to its end, then exit 0. Progress and per-flow lag are
-    /// logged every --progress-secs.
+    /// the session, every flow is read to its end, then exit 0. Progress (keys, rates, ETA) and
+    /// per-flow lag (records, ms) are shown live on a terminal, else logged every
+    /// --progress-secs; --metrics-addr serves them over HTTP too.
     ///
     /// When the source or the target goes away, the session ends the same clean way and a new
     /// one starts after a backoff, resuming from the checkpoints in the target (PARTIAL) when
@@ -159,7 +160,8 @@ struct RunArgs {
     /// (count it and go on).  [file: policy.on_reject]
     #[arg(long, value_name = "POLICY")]
     on_reject: Option<String>,
-    /// Seconds between progress lines (default 5).  [file: log.progress_secs]
+    /// Seconds between progress lines (default 5) when stderr is not a terminal; a terminal
+    /// gets a live display refreshed twice a second.  [file: log.progress_secs]
     #[arg(long, value_name = "SECS")]
     progress_secs: Option<String>,
     /// Mirror the applied LSNs of every flow in FILE (rewritten atomically every progress
@@ -193,6 +195,11 @@ struct RunArgs {
     /// [file: retry.backoff_ms]
     #[arg(long, value_name = "MS")]
     retry_backoff_ms: Option<String>,
+    /// Serve GET /metrics (Prometheus text format) and GET /status (JSON) over HTTP on
+    /// HOST:PORT, e.g. 127.0.0.1:9121 (default: off). The README lists the metrics and fields.
+    /// [file: metrics.addr]
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 impl RunArgs {
@@ -230,6 +237,7 @@ impl RunArgs {
             ("retry.max_retries", self.max_retries),
             ("retry.deadline_secs", self.retry_deadline),
             ("retry.backoff_ms", self.retry_backoff_ms),
+            ("metrics.addr", self.metrics_addr),
         ];
         for (k, v) in flags {
             if let Some(v) = v {
@@ -242,9 +250,13 @@ impl RunArgs {
 
 fn main() -> ExitCode {
     df2redis::alloc_tuning::tune();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_timestamp_millis();
+    if df2redis::console::global().is_terminal() {
+        // Log lines and the live progress block share the terminal (see console.rs).
+        logger.target(env_logger::Target::Pipe(Box::new(df2redis::console::LogTarget)));
+    }
+    logger.init();
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { flow_file, token, partial_from } => run_inspect(flow_file, token, partial_from),
@@ -263,6 +275,21 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
         }
     };
     df2redis::signals::install();
+    // Bound before the session starts, so that a taken port is a usage error, not a surprise
+    // in the middle of a migration. It serves until the summary is printed.
+    let _metrics = match &cfg.metrics_addr {
+        None => None,
+        Some(addr) => match df2redis::metrics::http::Server::start(addr, df2redis::metrics::Routes(df2redis::metrics::global())) {
+            Ok(s) => {
+                log::info!("metrics: http://{}/metrics and /status", s.addr());
+                Some(s)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics-addr (file key metrics.addr): cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     match pipeline::run(&cfg, mode) {
         Outcome::Ok(s) => {
             print_summary(&s, mode);

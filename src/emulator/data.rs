@@ -30,6 +30,31 @@ impl Entry {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expire_at_ms.is_some_and(|t| t <= now_ms)
     }
+
+    /// The emulator's model of the memory a key takes on a master, for `INFO MEMORY`: the
+    /// key and value bytes plus a fixed overhead per key (table slot, object header) and per
+    /// element (node or listpack entry). Not Dragonfly's exact accounting; it only has to grow
+    /// with the data as a real `used_memory` does.
+    pub fn approx_memory(&self, key: &[u8]) -> u64 {
+        const PER_KEY: u64 = 48;
+        const PER_ELEMENT: u64 = 16;
+        let elems = |n: usize, bytes: usize| n as u64 * PER_ELEMENT + bytes as u64;
+        let value = match &self.value {
+            Value::String(s) | Value::Json(s) => s.len() as u64,
+            Value::List(l) => elems(l.len(), l.iter().map(Vec::len).sum()),
+            Value::Set(s) => elems(s.len(), s.iter().map(Vec::len).sum()),
+            Value::Hash(h) => elems(h.len(), h.iter().map(|(f, v)| f.len() + v.len()).sum()),
+            Value::Zset(z) => elems(z.len(), z.keys().map(|m| m.len() + 8).sum()),
+            Value::HashTtl(h) => elems(h.len(), h.iter().map(|(f, (v, _))| f.len() + v.len() + 8).sum()),
+            Value::SetTtl(s) => elems(s.len(), s.keys().map(|m| m.len() + 8).sum()),
+            Value::Stream(st) => elems(
+                st.entries.len(),
+                st.entries.values().map(|r| 16 + r.fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>()).sum(),
+            ),
+            Value::Opaque { bytes, .. } => bytes.len() as u64,
+        };
+        PER_KEY + key.len() as u64 + value
+    }
 }
 
 /// A value of every type Dragonfly v1.40 replicates.

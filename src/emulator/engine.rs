@@ -139,6 +139,16 @@ pub(super) struct Shard {
     /// The pre-encoded full-sync body of this shard's current data; dropped by any change
     /// (a flow streaming it keeps its own reference).
     pub(super) pre: Option<Arc<Vec<u8>>>,
+    /// `INFO KEYSPACE`/`MEMORY` figures of this shard, computed when asked; dropped by any
+    /// change, as `pre` is.
+    pub(super) stats: Option<ShardStats>,
+}
+
+/// Per db (keys, keys with a TTL), and the modelled memory of the shard's data.
+#[derive(Clone, Default)]
+pub(super) struct ShardStats {
+    pub dbs: BTreeMap<u32, (u64, u64)>,
+    pub memory: u64,
 }
 
 impl Shard {
@@ -181,6 +191,7 @@ impl Core {
                     ring: VecDeque::new(),
                     feeds: Vec::new(),
                     pre: None,
+                    stats: None,
                 })
             })
             .collect();
@@ -243,6 +254,38 @@ impl Core {
         }
         out.retain(|_, m| !m.is_empty());
         out
+    }
+
+    /// Keys and keys with a TTL per db (expired keys not yet deleted included, as Redis and
+    /// Dragonfly count them), and the modelled memory of all data: what `INFO KEYSPACE` and
+    /// `INFO MEMORY` report. Cached per shard until its data changes.
+    pub fn keyspace_stats(&self) -> (BTreeMap<u32, (u64, u64)>, u64) {
+        let mut dbs: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut memory = 0;
+        for s in &self.shards {
+            let mut sh = s.lock();
+            let st = match &sh.stats {
+                Some(st) => st.clone(),
+                None => {
+                    let mut st = ShardStats::default();
+                    for (db, ks) in &sh.dbs {
+                        let expires = ks.values().filter(|e| e.expire_at_ms.is_some()).count() as u64;
+                        st.dbs.insert(*db, (ks.len() as u64, expires));
+                        st.memory += ks.iter().map(|(k, e)| e.approx_memory(k)).sum::<u64>();
+                    }
+                    sh.stats = Some(st.clone());
+                    st
+                }
+            };
+            for (db, (k, e)) in st.dbs {
+                let t = dbs.entry(db).or_default();
+                t.0 += k;
+                t.1 += e;
+            }
+            memory += st.memory;
+        }
+        dbs.retain(|_, (k, _)| *k > 0);
+        (dbs, memory)
     }
 
     pub fn lsns(&self) -> Vec<u64> {
@@ -401,8 +444,9 @@ impl Core {
     /// Serialize-before-mutate: a key some flow has not serialized yet is written now, as it
     /// is before the change; an open chunked entry of the key is finished first.
     fn touch(&self, sh: &mut Shard, db: u32, key: &[u8]) {
-        let Shard { dbs, feeds, pre, .. } = sh;
+        let Shard { dbs, feeds, pre, stats, .. } = sh;
         *pre = None;
+        *stats = None;
         let now = now_ms();
         for f in feeds.iter_mut() {
             let Stage::Snapshot(tr) = &mut f.stage else { continue };
@@ -418,8 +462,9 @@ impl Core {
 
     /// FLUSHDB/FLUSHALL during a snapshot: every pending key of the scope is serialized first.
     fn claim_all(&self, sh: &mut Shard, db: Option<u32>) {
-        let Shard { dbs, feeds, pre, .. } = sh;
+        let Shard { dbs, feeds, pre, stats, .. } = sh;
         *pre = None;
+        *stats = None;
         let now = now_ms();
         for f in feeds.iter_mut() {
             let Stage::Snapshot(tr) = &mut f.stage else { continue };
@@ -508,6 +553,8 @@ impl Core {
 
     /// Encode every shard's body now (see [`Config::pre_encode`]); returns their total size.
     pub fn pre_encode(&self) -> u64 {
+        // The INFO figures too, so that a replica's INFO at start costs nothing either.
+        self.keyspace_stats();
         (0..self.shards.len()).map(|i| self.pre_encoded(&mut self.shard(i)).len() as u64).sum()
     }
 

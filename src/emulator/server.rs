@@ -282,6 +282,20 @@ impl Conn {
                 self.core.replid
             ));
         }
+        let wants = |name: &str| section.as_deref().is_none_or(|s| s == name || s == "all");
+        if wants("memory") || wants("keyspace") {
+            let (dbs, memory) = self.core.keyspace_stats();
+            if wants("memory") {
+                out.push_str(&format!("# Memory\r\nused_memory:{memory}\r\nused_memory_human:{:.2}M\r\n\r\n", memory as f64 / 1048576.0));
+            }
+            if wants("keyspace") {
+                out.push_str("# Keyspace\r\n");
+                for (db, (keys, expires)) in dbs {
+                    out.push_str(&format!("db{db}:keys={keys},expires={expires},avg_ttl=0\r\n"));
+                }
+                out.push_str("\r\n");
+            }
+        }
         out
     }
 

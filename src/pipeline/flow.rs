@@ -177,6 +177,7 @@ impl FlowReader {
     fn process(&mut self, data: &[u8], st: &mut ReadState) -> Result<(), FlowError> {
         let i = self.index;
         self.shared.flows[i].bytes.fetch_add(data.len() as u64, Relaxed);
+        self.shared.flows[i].transit.read_now();
         if !st.applying {
             // Migrate is complete for this flow: keep draining so the master never stalls.
             return Ok(());
@@ -197,6 +198,7 @@ impl FlowReader {
             self.send_msg(ToWriter::Done)?;
         }
         self.shared.flows[i].received_next_lsn.store(st.dec.next_lsn().unwrap_or(0), Relaxed);
+        super::report::publish_stats(&self.replayer, &self.stats_out);
         Ok(())
     }
 
@@ -336,6 +338,8 @@ impl FlowReader {
         if rs.stable {
             b.checkpoint = rs.next_lsn;
         }
+        let st = &self.shared.flows[self.index];
+        st.transit.queued(b.last_lsn, st.applied_next_lsn.load(Relaxed));
         self.send_msg(ToWriter::Batch(b))
     }
 

@@ -9,7 +9,9 @@
 mod ack;
 mod flow;
 mod gate;
+mod lag;
 mod progress;
+mod report;
 mod retry;
 mod semaphore;
 pub mod session;
@@ -17,5 +19,17 @@ mod shared;
 mod writer;
 
 pub use flow::Mode;
-pub use retry::run;
 pub use session::{FlowSummary, Outcome, Summary};
+
+use crate::config::Config;
+use crate::metrics::{self, Phase};
+
+/// Run sessions until one ends for good (see [`retry::run`]), with the start and the ending
+/// reported as phases of the process metrics; the sessions report the phases in between.
+pub fn run(cfg: &Config, mode: Mode) -> Outcome {
+    let m = metrics::global();
+    m.set_phase(Phase::Connecting);
+    let out = retry::run(cfg, mode);
+    m.set_phase(if matches!(out, Outcome::Ok(_)) { Phase::Done } else { Phase::Failed });
+    out
+}

@@ -1,45 +1,164 @@
-//! One progress line at a steady cadence: keys, bytes and rates during the full sync, then the
-//! lag of each flow (records decoded but not yet applied) during stable sync.
+//! Progress for people: during the full sync, keys, bytes and rates per flow and in total,
+//! with the share done and an ETA from the master's key count; during stable sync, the lag of
+//! each flow in records and milliseconds.
+//!
+//! On a terminal it is a live block at the bottom of stderr, redrawn twice a second (see
+//! [`crate::console`]); otherwise one log line every `--progress-secs`. The figures come from
+//! the same [`Report`](crate::metrics::Report) as `/status` and `/metrics`, so the three never
+//! disagree. Rates shown are over the last interval; the ETA uses the average rate of the
+//! whole full sync, which moves less.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::shared::Shared;
+use crate::metrics::{self, FlowSnapshot, FullSyncProgress, SessionSnapshot};
+
+/// Refresh period of the live block on a terminal.
+const LIVE_TICK: Duration = Duration::from_millis(500);
 
 pub fn run(shared: &Shared, every: Duration) {
-    let started = Instant::now();
-    let mut last = (Instant::now(), 0u64, 0u64);
+    let console = crate::console::global();
+    let live = console.is_terminal();
+    let tick = if live { LIVE_TICK.min(every) } else { every };
+    // The first line's rates are since the thread started (from nothing).
+    let mut prev = (Instant::now(), SessionSnapshot::default());
     loop {
-        if shared.stop.receiver().recv_timeout(every).is_err() && shared.stop.is_stopped() {
+        if shared.stop.receiver().recv_timeout(tick).is_err() && shared.stop.is_stopped() {
+            console.clear();
             return;
         }
-        let keys: u64 = shared.flows.iter().map(|f| f.keys.load(Relaxed)).sum();
-        let bytes: u64 = shared.flows.iter().map(|f| f.bytes.load(Relaxed)).sum();
-        let dt = last.0.elapsed().as_secs_f64().max(1e-3);
-        let (kps, mbps) = ((keys - last.1) as f64 / dt, (bytes - last.2) as f64 / dt / 1e6);
-        last = (Instant::now(), keys, bytes);
-        let stable = shared.flows.iter().all(|f| f.stable.load(Relaxed));
-        if !stable {
-            let cut = shared.flows.iter().filter(|f| f.fullsync_end.load(Relaxed)).count();
-            log::info!(
-                "full sync: {keys} keys, {:.1} MB in {:.0} s ({kps:.0} keys/s, {mbps:.1} MB/s); {cut}/{} flows complete",
-                bytes as f64 / 1e6,
-                started.elapsed().as_secs_f64(),
-                shared.flows.len()
-            );
+        let report = metrics::global().report();
+        let Some(s) = report.session else { continue };
+        let now = Instant::now();
+        let before = Some((now.saturating_duration_since(prev.0).as_secs_f64().max(1e-3), &prev.1));
+        let stable = !s.flows.is_empty() && s.flows.iter().all(|f| f.stable);
+        let fs = report.full_sync.unwrap_or_default();
+        let lines = if stable { stable_lines(&s, before) } else { full_sync_lines(&s, before, &fs) };
+        if live {
+            console.show(lines);
         } else {
-            let lags: Vec<String> = shared
-                .flows
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    let rx = f.received_next_lsn.load(Relaxed);
-                    let ap = f.applied_next_lsn.load(Relaxed);
-                    format!("flow {i} lag {}", rx.saturating_sub(ap))
-                })
-                .collect();
-            let records: u64 = shared.flows.iter().map(|f| f.records.load(Relaxed)).sum();
-            log::info!("stable sync: {records} records; {}", lags.join(", "));
+            log::info!("{}", one_line(&lines));
         }
+        prev = (now, s);
+    }
+}
+
+/// The block's lines as one log line: the headline, then the flows separated by commas.
+fn one_line(lines: &[String]) -> String {
+    match lines.split_first() {
+        Some((head, rest)) if !rest.is_empty() => {
+            let flows: Vec<&str> = rest.iter().map(|l| l.trim()).collect();
+            format!("{head}; {}", flows.join(", "))
+        }
+        Some((head, _)) => head.clone(),
+        None => String::new(),
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `75 s`, `12 min 5 s`, `3 h 20 min`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=99 => format!("{s} s"),
+        100..=5999 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s / 60 % 60),
+    }
+}
+
+type Before<'a> = Option<(f64, &'a SessionSnapshot)>;
+
+fn full_sync_lines(s: &SessionSnapshot, before: Before, p: &FullSyncProgress) -> Vec<String> {
+    let rate = |i: Option<usize>| -> (f64, f64) {
+        let Some((dt, b)) = before else { return (0.0, 0.0) };
+        let pick = |x: &SessionSnapshot| match i {
+            Some(i) => x.flows.get(i).map_or((0, 0), |f| (f.keys, f.bytes)),
+            None => (x.flows.iter().map(|f| f.keys).sum(), x.flows.iter().map(|f| f.bytes).sum()),
+        };
+        let ((k1, b1), (k0, b0)) = (pick(s), pick(b));
+        (k1.saturating_sub(k0) as f64 / dt, b1.saturating_sub(b0) as f64 / dt / 1e6)
+    };
+    let (kps, mbps) = rate(None);
+    let done = s.flows.iter().filter(|f| f.fullsync_done).count();
+    let share = match (p.ratio, p.master_keys) {
+        (Some(r), Some(k)) if k > 0 => format!("{} of ~{k} keys ({:.0}%)", p.keys, r * 100.0),
+        (Some(r), _) => format!("{} keys (~{:.0}% of the master's used_memory)", p.keys, r * 100.0),
+        (None, _) => format!("{} keys", p.keys),
+    };
+    let eta = p.eta.map_or(String::new(), |d| format!(", ETA {}", duration(d)));
+    let mut lines = vec![format!(
+        "full sync: {share}, {} ({kps:.0} keys/s, {mbps:.1} MB/s){eta}; {done}/{} flows complete",
+        mb(p.bytes),
+        s.flows.len()
+    )];
+    for (i, f) in s.flows.iter().enumerate() {
+        if f.fullsync_done {
+            lines.push(format!("  flow {i}: {} keys, {}, complete", f.keys, mb(f.bytes)));
+        } else {
+            let (k, m) = rate(Some(i));
+            lines.push(format!("  flow {i}: {} keys, {}, {k:.0} keys/s, {m:.1} MB/s", f.keys, mb(f.bytes)));
+        }
+    }
+    lines
+}
+
+fn stable_lines(s: &SessionSnapshot, before: Before) -> Vec<String> {
+    let total = |x: &SessionSnapshot, g: fn(&FlowSnapshot) -> u64| x.flows.iter().map(g).sum::<u64>();
+    let per_sec = |g: fn(&FlowSnapshot) -> u64| before.map_or(0.0, |(dt, b)| total(s, g).saturating_sub(total(b, g)) as f64 / dt);
+    let records = total(s, |f| f.records);
+    let (rps, ops) = (per_sec(|f| f.records), per_sec(|f| f.commands));
+    let mut lines = vec![format!("stable sync: {records} records ({rps:.0} records/s, {ops:.0} commands/s)")];
+    for (i, f) in s.flows.iter().enumerate() {
+        lines.push(format!(
+            "  flow {i} lag {} records {} ms (applied LSN {})",
+            f.lag_records().unwrap_or(0),
+            f.lag_ms.unwrap_or(0),
+            f.applied_lsn
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::full_sync_progress;
+
+    #[test]
+    fn lines_for_both_phases() {
+        let mut s = SessionSnapshot {
+            flows: vec![
+                FlowSnapshot { keys: 300, bytes: 3_000_000, ..Default::default() },
+                FlowSnapshot { keys: 100, bytes: 1_000_000, fullsync_done: true, ..Default::default() },
+            ],
+            master_keys: Some(1000),
+            ..Default::default()
+        };
+        let mut b = s.clone();
+        b.flows[0].keys = 100;
+        let p = full_sync_progress(&s, Some(Duration::from_secs(4)));
+        let l = one_line(&full_sync_lines(&s, Some((2.0, &b)), &p));
+        assert_eq!(
+            l,
+            "full sync: 400 of ~1000 keys (40%), 4.0 MB (100 keys/s, 0.0 MB/s), ETA 6 s; 1/2 flows complete; \
+             flow 0: 300 keys, 3.0 MB, 100 keys/s, 0.0 MB/s, flow 1: 100 keys, 1.0 MB, complete"
+        );
+        for f in &mut s.flows {
+            f.stable = true;
+            f.received_lsn = 50;
+            f.applied_lsn = 45;
+            f.records = 10;
+            f.lag_ms = Some(7);
+        }
+        let mut b = s.clone();
+        b.flows[0].commands = 0;
+        s.flows[0].commands = 24;
+        let l = one_line(&stable_lines(&s, Some((2.0, &b))));
+        assert!(l.starts_with("stable sync: 20 records (0 records/s, 12 commands/s); flow 0 lag 5 records 7 ms"), "{l}");
+        assert_eq!(duration(Duration::from_secs(725)), "12 min 5 s");
+        assert_eq!(duration(Duration::from_secs(12_000)), "3 h 20 min");
     }
 }

@@ -14,11 +14,13 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver};
 use super::ack::AckThread;
 use super::flow::{FlowReader, Mode, Signals, ToWriter};
 use super::gate::GlobalGate;
+use super::report::{MasterSize, SessionView};
 use super::semaphore::Semaphore;
 use super::shared::{Fault, Shared};
 use super::writer::Writer;
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, JsonSetting, OnResync};
+use crate::metrics::Phase;
 use crate::replay::{Clock, JsonPolicy, Policy, ReplayStats, Replayer};
 use crate::source::{FlowConn, Master, MasterInfo, SourceError};
 use crate::target::{resp::Reply, Standalone, Target, TargetError};
@@ -341,7 +343,9 @@ impl Session {
                 info.release.as_deref().unwrap_or_default()
             ));
         }
-        let (master, info, conns, partial) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        let (mut master, info, conns, partial) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        // The master's size now, just before its snapshot, for the full-sync estimate.
+        let master_size = if partial { MasterSize::default() } else { MasterSize::ask(&mut master) };
         let n = info.num_flows; // after mixed answers this is a new session's
         if !partial {
             // A stale marker must never pair with a new snapshot.
@@ -471,10 +475,16 @@ impl Session {
                 recycle: recycle_tx.clone(),
                 markers: markers.then(|| (replid.clone(), n)),
                 inflight: VecDeque::new(),
+                sent_at: VecDeque::new(),
             };
             let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(w));
             sess.writers.push(spawn(format!("writer-{w}"), cpu, move || writer.run())?);
         }
+        crate::metrics::global().attach(Arc::new(SessionView {
+            shared: shared.clone(),
+            replay: sess.replayers.clone(),
+            master: master_size,
+        }));
         // Signals and progress.
         let sh = shared.clone();
         sess.helpers.push(spawn("signals".into(), None, move || loop {
@@ -498,6 +508,8 @@ impl Session {
     fn drive(&mut self) -> Result<(), String> {
         if !self.partial {
             self.touched_target = true;
+            // Before the command: the master starts streaming before it answers.
+            crate::metrics::global().set_phase(Phase::FullSync);
             self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
             log::info!("full sync started on {} flows", self.info.num_flows);
         }
@@ -516,6 +528,7 @@ impl Session {
         }
         self.master.start_stable(&self.info.sync_id).map_err(|e| e.to_string())?;
         self.reached_stable = true;
+        crate::metrics::global().set_phase(Phase::StableSync);
         log::info!("stable sync: applying the journal");
         let stop = self.shared.stop.receiver().clone();
         let mut done = 0;
@@ -548,6 +561,7 @@ impl Session {
     /// The one way out (protocol doc section 10): final ACKs, half-close the main connection
     /// so the master ends the session, read every flow to EOF (bounded), then join and close.
     fn shutdown(&mut self, started: Instant) -> Summary {
+        crate::metrics::global().set_phase(Phase::Stopping);
         let stopped_by = if self.shared.interrupted.load(Relaxed) { crate::signals::received() } else { None };
         self.shared.stop.stop();
         if !self.barrier_passed {

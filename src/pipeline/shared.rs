@@ -57,6 +57,8 @@ pub struct FlowState {
     pub commands: AtomicU64,
     pub fullsync_end: AtomicBool,
     pub stable: AtomicBool,
+    /// Batches of journal records between reader and target, for the lag in milliseconds.
+    pub transit: super::lag::Transit,
 }
 
 /// Whether a failure is worth a new session: the source or target went away (transient), or

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select};
 
@@ -43,6 +44,8 @@ pub struct Writer {
     pub recycle: Vec<crossbeam_channel::Sender<Batch>>,
     /// Pipelines sent and not yet answered, oldest first.
     pub inflight: VecDeque<Batch>,
+    /// When each pipeline in `inflight` was sent (for the latency histogram).
+    pub sent_at: VecDeque<Instant>,
 }
 
 enum FlowSlot {
@@ -58,6 +61,8 @@ impl Writer {
             self.shared.fail(e);
         }
         self.shared.add_node_writes(&self.conn.node_writes(), self.conn.redirects());
+        let conn = &self.conn;
+        crate::metrics::global().publish_node_writes(self.index, true, || (conn.node_writes(), conn.redirects()));
         // Whatever is still in flight must not hold permits other writers wait for.
         while !self.inflight.is_empty() {
             self.inflight.pop_front();
@@ -166,6 +171,7 @@ impl Writer {
             return Err(self.describe(e));
         }
         self.inflight.push_back(b);
+        self.sent_at.push_back(Instant::now());
         Ok(())
     }
 
@@ -178,8 +184,10 @@ impl Writer {
 
     fn complete_oldest(&mut self) -> Result<(), Failure> {
         let Some(b) = self.inflight.pop_front() else { return Ok(()) };
+        let sent_at = self.sent_at.pop_front();
         let r = self.conn.recv(&b.cmds);
         self.sem.release();
+        self.record_round_trip(sent_at);
         match r {
             Ok(()) => {}
             Err(TargetError::Rejected { command, error, more, .. }) if self.on_reject == OnReject::SkipAndCount => {
@@ -219,6 +227,18 @@ impl Writer {
         let v = Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode();
         let k = checkpoint::marker_key(flow);
         self.conn.send_marked(&[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
+    }
+
+    /// Metrics: the pipeline's round trip, and this writer's per-node counts once a second
+    /// or when nothing is left in flight (the writer may then wait long: the figures must not
+    /// stay behind meanwhile).
+    fn record_round_trip(&self, sent_at: Option<Instant>) {
+        let m = crate::metrics::global();
+        if let Some(t) = sent_at {
+            m.pipeline_latency.record(t.elapsed());
+        }
+        let conn = &self.conn;
+        m.publish_node_writes(self.index, self.inflight.is_empty(), || (conn.node_writes(), conn.redirects()));
     }
 
     /// A rejected command is fatal (retrying would be rejected again); a lost connection is

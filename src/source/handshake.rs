@@ -163,6 +163,16 @@ impl Master {
         Ok(out)
     }
 
+    /// `used_memory` from `INFO MEMORY`, in bytes; `None` when the master does not report it.
+    pub fn used_memory(&mut self) -> Result<Option<u64>, SourceError> {
+        Ok(match self.call(&["INFO", "MEMORY"])? {
+            Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text)
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:").and_then(|v| v.trim().parse().ok())),
+            _ => None,
+        })
+    }
+
     /// `DFLY SYNC <sid>`: start the full sync on every flow.
     pub fn sync(&mut self, sync_id: &str) -> Result<(), SourceError> {
         match self.call_timeout(&["DFLY", "SYNC", sync_id], PHASE_TIMEOUT)? {
