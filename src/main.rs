@@ -86,8 +86,8 @@ enum Command {
     /// check after `migrate`, or after writes to the source stopped and replicate caught up.
     ///
     /// Examples:
-    ///   df2redis check --source dragonfly:6379 --target redis://redis:6379
-    ///   df2redis check --source dragonfly:6379 --target redis://10.0.0.1:7000 --db-map 0:0,1:0 --report check.json
+    ///   df2redis check --source dragonfly:6379 --target redis://redis:6379 --report check.json
+    ///   df2redis check --source dragonfly:6379 --target redis://10.0.0.1:7000 --db-map 0:0,1:0
     ///   df2redis check --config /etc/df2redis.ini --sample 10000 --max-keys-per-s 5000
     ///
     /// The summary goes to standard output; --report FILE also writes it as JSON (consistent,

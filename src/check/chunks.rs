@@ -207,7 +207,7 @@ impl Job {
                 let flat: Vec<Vec<u8>> = a.iter().flat_map(|e| e.1.iter().cloned()).collect();
                 self.learn(&flat);
                 if let Some(i) = first_difference(&a, &b) {
-                    let id = |v: &[(Vec<u8>, Vec<Vec<u8>>)]| v.get(i).map_or("nothing".to_string(), |e| String::from_utf8_lossy(&e.0).into_owned());
+                    let id = |v: &[StreamEntry]| v.get(i).map_or("nothing".to_string(), |e| String::from_utf8_lossy(&e.0).into_owned());
                     Step::Differs(format!("stream entry {} differs (target: {})", id(&a), id(&b)))
                 } else {
                     match a.last() {
@@ -318,8 +318,11 @@ fn bulks(r: Reply, side: &str) -> Result<Vec<Vec<u8>>, String> {
     }
 }
 
-/// `XRANGE` entries: (ID, fields and values).
-fn entries(r: Reply, side: &str) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, String> {
+/// A stream entry as `XRANGE` gives it: its ID, then its fields and values.
+type StreamEntry = (Vec<u8>, Vec<Vec<u8>>);
+
+/// `XRANGE` entries.
+fn entries(r: Reply, side: &str) -> Result<Vec<StreamEntry>, String> {
     let Reply::Array(items) = r else { return Err(format!("{side}: expected stream entries, got {r:?}")) };
     items
         .unwrap_or_default()

@@ -124,9 +124,10 @@ pub fn run(opts: &Options) -> Result<Report, CheckError> {
     );
     let pace = pace::Pace::new(opts.max_keys_per_s);
     let batch = pace.batch(BATCH);
-    let mut checker = compare::Checker::new(&mut src, &mut tgt, &mut report, pace, opts.ttl_tolerance_ms, opts.progress_every);
-    let outcome = passes(&mut checker, opts, &src_dbs, &tgt_dbs, batch);
-    drop(checker);
+    let outcome = {
+        let mut checker = compare::Checker::new(&mut src, &mut tgt, &mut report, pace, opts.ttl_tolerance_ms, opts.progress_every);
+        passes(&mut checker, opts, &src_dbs, &tgt_dbs, batch)
+    };
     if let Err(e) = outcome {
         report.error = Some(e.to_string());
     }
