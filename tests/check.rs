@@ -63,6 +63,9 @@ fn load(emu: &Emulator) {
     emu.load(0, &big("stream"), Entry::new(Value::Stream(st)));
     let s: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     emu.load(0, &big("string"), Entry::new(Value::String(s)));
+    // Few elements, each big: windows of one element (sized from MEMORY USAGE).
+    let fat: VecDeque<Vec<u8>> = (0..12u8).map(|i| vec![b'A' + i; 512 << 10]).collect();
+    emu.load(0, &big("fat"), Entry::new(Value::List(fat)));
 }
 
 fn source_keys(emu: &Emulator) -> u64 {
@@ -151,6 +154,7 @@ fn inject(mut w: impl FnMut(u32, &[&[u8]]), cluster: bool) -> BTreeSet<(String, 
     w(0, &[b"SETRANGE", b"db0:big:string", b"2500000", b"!"]);
     w(0, &[b"XDEL", b"db0:big:stream", b"7000-1"]);
     w(0, &[b"XADD", b"db0:big:stream", b"99999-0", b"n", b"late"]);
+    w(0, &[b"LSET", b"db0:big:fat", b"9", b"changed"]);
     // Not the master's data: never reported.
     w(0, &[b"SET", b"df2redis:checkpoint:0", b"df2redis/1 replid=x flows=4 next_lsn=1"]);
     let e = |c: &str, db: u64, k: &str| (c.to_string(), db, k.to_string());
@@ -167,6 +171,7 @@ fn inject(mut w: impl FnMut(u32, &[&[u8]]), cluster: bool) -> BTreeSet<(String, 
         e("value", 0, "db0:big:zset"),
         e("value", 0, "db0:big:string"),
         e("value", 0, "db0:big:stream"),
+        e("value", 0, "db0:big:fat"),
     ])
 }
 
@@ -182,6 +187,7 @@ fn assert_details(v: &Json) {
         ("value", "db0:big:zset", "member \"member:000555\" score differs: source 832.5, target 7"),
         ("value", "db0:big:string", "bytes differ from offset 2500000"),
         ("value", "db0:big:stream", "stream entry 7000-1 differs"),
+        ("value", "db0:big:fat", "element 9 differs"),
         ("extra", "extra:key", "string, not in source db 0"),
     ] {
         let d = detail(v, cat, key);
@@ -233,7 +239,7 @@ fn check_a_standalone_copy_then_find_each_injected_difference() {
     assert_eq!(v["consistent"], false);
     assert_eq!(listed(&v), want, "{v}");
     assert_details(&v);
-    assert!(log.contains("result: 12 differences"), "{log}");
+    assert!(log.contains("result: 13 differences"), "{log}");
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
 }
 
@@ -261,6 +267,18 @@ fn check_a_cluster_copy_then_find_each_injected_difference() {
     assert_eq!(tdbs.len(), 1);
     assert_eq!(tdbs[0]["keys_checked"], keys, "every master was scanned: {v}");
     assert!(v["source_dbs"].as_array().unwrap().iter().all(|d| d["target_db"] == 0), "{v}");
+
+    // A slot half migrated: its moved keys answer ASK on their old owner; still consistent.
+    let slots: Vec<u16> = [b"db0:big:list".as_slice(), b"db1:hash:3"].iter().map(|k| key_slot(k)).collect();
+    for &slot in &slots {
+        cluster.begin_migration(slot, (cluster.owner(slot) + 1) % 3);
+        assert!(cluster.migrate_some_keys(slot, 100) >= 1);
+    }
+    let (code, v, log) = check(&emu, &target, &map, &dir);
+    assert_consistent(code, &v, &log, keys);
+    for slot in slots {
+        cluster.finish_migration(slot);
+    }
 
     let want = inject(
         |_, args| {

@@ -9,9 +9,11 @@
 //! cursor may return an item twice; a lookup does not mind, where a digest (sum of hashes)
 //! would. A difference names the field, member, index or offset.
 //!
-//! A window starts small (most values fit in the first) and then grows to about 1 MiB of
-//! replies, judged from the bytes per element seen so far. A [`Job`] is pure: it builds
-//! commands and judges replies; `compare` sends them.
+//! Windows are sized in bytes, not only in elements, so that a list of 10 MB elements is read
+//! one element at a time: the first window aims at 64 KiB (at most 128 elements), judged from
+//! the source's `MEMORY USAGE` of the key when it answers; later ones at about 1 MiB, judged
+//! from the bytes per element seen so far. A [`Job`] is pure: it builds commands and judges
+//! replies; `compare` sends them.
 
 use crate::protocol::cursor::show;
 use crate::target::resp::Reply;
@@ -21,12 +23,11 @@ use super::scan::parse_scan;
 
 /// Elements in a value's first window.
 const FIRST_ELEMS: u64 = 128;
-/// Bytes of a string's first window.
+/// Reply bytes aimed at by a first window (and a string's first window).
 const FIRST_BYTES: u64 = 64 << 10;
 /// Reply bytes aimed at by later windows.
 const STEP_BYTES: u64 = 1 << 20;
-/// Bounds of a later window, in elements.
-const MIN_ELEMS: u64 = 16;
+/// Elements in a later window, at most.
 const MAX_ELEMS: u64 = 4096;
 /// Assumed bytes per element before any was seen.
 const GUESS_ELEM_BYTES: u64 = 64;
@@ -131,13 +132,22 @@ impl Job {
         Job { key, kind, len, pos: 0, from_id: b"-".to_vec(), cursor: b"0".to_vec(), windows: 0, elem_bytes: GUESS_ELEM_BYTES, page: Vec::new() }
     }
 
+    /// What the source says the key takes in memory (`MEMORY USAGE`), to size the first
+    /// window before any element was seen.
+    pub fn set_memory_usage(&mut self, bytes: u64) {
+        if self.windows == 0 && self.len > 0 {
+            self.elem_bytes = (bytes / self.len).max(1);
+        }
+    }
+
     /// The next window: bytes (string) or elements.
     pub fn window(&self) -> u64 {
+        let per = self.elem_bytes.max(1);
         match (self.kind, self.windows) {
             (Kind::Str, 0) => FIRST_BYTES,
             (Kind::Str, _) => STEP_BYTES,
-            (_, 0) => FIRST_ELEMS,
-            _ => (STEP_BYTES / self.elem_bytes.max(1)).clamp(MIN_ELEMS, MAX_ELEMS),
+            (_, 0) => (FIRST_BYTES / per).clamp(1, FIRST_ELEMS),
+            _ => (STEP_BYTES / per).clamp(1, MAX_ELEMS),
         }
     }
 
@@ -204,8 +214,7 @@ impl Job {
             }
             (Kind::Stream, Some(t)) => {
                 let (a, b) = (entries(src, "source")?, entries(t, "target")?);
-                let flat: Vec<Vec<u8>> = a.iter().flat_map(|e| e.1.iter().cloned()).collect();
-                self.learn(&flat);
+                self.learn_bytes(a.iter().map(|e| e.0.len() + e.1.iter().map(|f| f.len() + 16).sum::<usize>()).sum(), a.len());
                 if let Some(i) = first_difference(&a, &b) {
                     let id = |v: &[StreamEntry]| v.get(i).map_or("nothing".to_string(), |e| String::from_utf8_lossy(&e.0).into_owned());
                     Step::Differs(format!("stream entry {} differs (target: {})", id(&a), id(&b)))
@@ -287,10 +296,18 @@ impl Job {
         }
     }
 
+    /// Learn the bytes per element from a page of items (members, or fields and values).
     fn learn(&mut self, items: &[Vec<u8>]) {
-        if !items.is_empty() {
-            let bytes: usize = items.iter().map(|i| i.len() + 16).sum();
-            self.elem_bytes = (bytes / items.len()).max(1) as u64;
+        let per_element = match self.kind {
+            Kind::Hash | Kind::Zset => 2,
+            _ => 1,
+        };
+        self.learn_bytes(items.iter().map(|i| i.len() + 16).sum(), items.len() / per_element);
+    }
+
+    fn learn_bytes(&mut self, bytes: usize, elements: usize) {
+        if let Some(per) = bytes.checked_div(elements) {
+            self.elem_bytes = per.max(1) as u64;
         }
     }
 }
@@ -416,8 +433,15 @@ mod tests {
         let mut j = Job::new(b"l".to_vec(), Kind::List, 100_000);
         let page: Vec<Reply> = (0..128).map(|_| b(&"x".repeat(1000))).collect();
         assert_eq!(j.after_source(arr(page.clone()), Some(arr(page))).unwrap(), AfterSource::Step(Step::More));
-        assert_eq!(j.window(), (STEP_BYTES / 1016).clamp(MIN_ELEMS, MAX_ELEMS));
+        assert_eq!(j.window(), STEP_BYTES / 1016);
         assert_eq!(j.source_cmd().0, cmd(&[b"LRANGE", b"l", b"128", (128 + j.window() - 1).to_string().as_bytes()]));
+        // Elements of 10 MB: one per window, from the first one on.
+        let mut j = Job::new(b"l".to_vec(), Kind::List, 50);
+        j.set_memory_usage(500 << 20);
+        assert_eq!(j.window(), 1);
+        let mut j = Job::new(b"l".to_vec(), Kind::List, 50);
+        j.set_memory_usage(5000);
+        assert_eq!(j.window(), FIRST_ELEMS);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! target pass (each target key looked up on the source).
 //!
 //! A batch of source keys goes through pipelined rounds, each sent to both sides at once:
-//! `TYPE` + `PTTL`, then the sizes, then the values window by window ([`chunks`]), where every
+//! `TYPE` + `PTTL`, then the sizes (and the source's `MEMORY USAGE`), then the values window by
+//! window ([`chunks`]), where every
 //! round carries a window of every value still being compared, within a byte budget. A batch
 //! of small keys costs three or four round trips; a big value costs one more per window, and
 //! never more memory than a window.
@@ -106,14 +107,25 @@ impl<'a> Checker<'a> {
                 None => self.report.source_db(sdb).not_compared += 1,
             }
         }
-        let cmds: Vec<Args> = sized.iter().map(|(k, kind)| kind.size_cmd(k)).collect();
-        let (s, t) = self.both(sdb, &cmds, tdb, &cmds)?;
+        // Sizes on both sides; on the source also what each collection takes in memory, which
+        // sizes its first window (a server without MEMORY USAGE just answers an error).
+        let tcmds: Vec<Args> = sized.iter().map(|(k, kind)| kind.size_cmd(k)).collect();
+        let mut scmds = tcmds.clone();
+        scmds.extend(sized.iter().map(|(k, _)| cmd(&[b"MEMORY", b"USAGE", k])));
+        let (mut s, t) = self.both(sdb, &scmds, tdb, &tcmds)?;
+        let usage = s.split_off(sized.len());
         let mut jobs = Vec::new();
-        for (((key, kind), sr), tr) in sized.into_iter().zip(s).zip(t) {
+        for ((((key, kind), sr), tr), mem) in sized.into_iter().zip(s).zip(t).zip(usage) {
             match (sr, tr) {
                 (Reply::Int(a), Reply::Int(b)) if a != b => self.report.record(Category::Value, sdb, key, kind.size_differs(a, b)),
                 (Reply::Int(0), Reply::Int(_)) => {}
-                (Reply::Int(a), Reply::Int(_)) => jobs.push(Job::new(key.to_vec(), kind, a as u64)),
+                (Reply::Int(a), Reply::Int(_)) => {
+                    let mut job = Job::new(key.to_vec(), kind, a as u64);
+                    if let Reply::Int(m) = mem {
+                        job.set_memory_usage(m.max(0) as u64);
+                    }
+                    jobs.push(job);
+                }
                 (Reply::Error(e), _) | (_, Reply::Error(e)) if e.starts_with("WRONGTYPE") => self.report.source_db(sdb).vanished += 1,
                 (a, b) => {
                     return Err(CheckError::Failed(format!("size of key {} in db {sdb}: source answered {a:?}, target {b:?}", show(key))));

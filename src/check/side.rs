@@ -81,7 +81,8 @@ impl Side {
         }
     }
 
-    /// Send keyed commands (each with its key at `args[1]`) as one pipeline in `db`; read the
+    /// Send keyed commands (each with its key at `args[1]`, or `MEMORY USAGE key`) as one
+    /// pipeline in `db`; read the
     /// replies with [`recv`](Self::recv), passing the same commands.
     pub fn send(&mut self, db: u32, cmds: &[Args]) -> Result<(), CheckError> {
         match self {
@@ -156,7 +157,9 @@ impl Cluster {
     }
 
     fn owner_of(&self, c: &Args) -> usize {
-        c.get(1).map_or(self.owner[0], |k| self.owner[key_slot(k) as usize]) as usize
+        // Every keyed command sent has its key at argv[1], but MEMORY USAGE <key>.
+        let at = if c.first().is_some_and(|n| n.eq_ignore_ascii_case(b"MEMORY")) { 2 } else { 1 };
+        c.get(at).map_or(self.owner[0], |k| self.owner[key_slot(k) as usize]) as usize
     }
 
     fn send(&mut self, cmds: &[Args]) -> Result<(), CheckError> {

@@ -3,8 +3,9 @@
 //! the emulator over the wire).
 //!
 //! `SCAN`, `DBSIZE`, `EXISTS`, `TYPE`, `PTTL`, `GET`, `STRLEN`, `GETRANGE`, `LLEN`, `LRANGE`,
-//! `HLEN`, `HSCAN`, `SCARD`, `SSCAN`, `ZCARD`, `ZSCAN`, `XLEN`, `XRANGE` and the keyspace
-//! section of `INFO`, with Redis's reply shapes and index rules. Reads never change the data:
+//! `HLEN`, `HSCAN`, `SCARD`, `SSCAN`, `ZCARD`, `ZSCAN`, `XLEN`, `XRANGE`, `MEMORY USAGE` (an
+//! estimate: the bytes of the value plus 16 per element) and the keyspace section of `INFO`,
+//! with Redis's reply shapes and index rules. Reads never change the data:
 //! an expired key (or hash field / set member) is simply absent, as it is to a client of the
 //! real master.
 //!
@@ -47,6 +48,7 @@ pub(super) fn is_read(name: &str) -> bool {
             | "ZSCAN"
             | "XLEN"
             | "XRANGE"
+            | "MEMORY"
     )
 }
 
@@ -94,6 +96,7 @@ fn run(core: &Core, db: u32, args: &[&[u8]]) -> Result<Vec<u8>, String> {
         "GETRANGE" | "LRANGE" => (4, 4),
         "HSCAN" | "SSCAN" | "ZSCAN" => (3, 5),
         "XRANGE" => (4, 6),
+        "MEMORY" => (3, 5),
         _ => (2, 2),
     };
     if args.len() < min || args.len() > max {
@@ -112,6 +115,10 @@ fn run(core: &Core, db: u32, args: &[&[u8]]) -> Result<Vec<u8>, String> {
             return Ok(resp::int(n as i64));
         }
         "SCAN" => return scan(core, db, args),
+        "MEMORY" if args[1].eq_ignore_ascii_case(b"USAGE") => {
+            return Ok(with_key(core, db, args[2], |e| e.map_or(b"$-1\r\n".to_vec(), |e| resp::int(memory_usage(&e.value) as i64))));
+        }
+        "MEMORY" => return Err(SYNTAX.into()),
         _ => {}
     }
     let key = args[1];
@@ -131,6 +138,22 @@ fn with_key<R>(core: &Core, db: u32, key: &[u8], f: impl FnOnce(Option<&Entry>) 
     let sh = core.shard(core.shard_of(key));
     let now = now_ms();
     f(sh.dbs.get(&db).and_then(|ks| ks.get(key)).filter(|e| !e.is_expired(now)))
+}
+
+/// About the bytes a value takes: its payload plus 16 per element, plus a header.
+fn memory_usage(v: &Value) -> usize {
+    const E: usize = 16;
+    64 + match v {
+        Value::String(s) | Value::Json(s) => s.len(),
+        Value::Opaque { bytes, .. } => bytes.len(),
+        Value::List(l) => l.iter().map(|e| e.len() + E).sum(),
+        Value::Set(m) => m.iter().map(|e| e.len() + E).sum(),
+        Value::SetTtl(m) => m.keys().map(|e| e.len() + E).sum(),
+        Value::Hash(h) => h.iter().map(|(f, v)| f.len() + v.len() + E).sum(),
+        Value::HashTtl(h) => h.iter().map(|(f, (v, _))| f.len() + v.len() + E).sum(),
+        Value::Zset(z) => z.keys().map(|m| m.len() + 8 + E).sum(),
+        Value::Stream(s) => s.live().map(|(_, r)| r.fields.iter().map(|(f, v)| f.len() + v.len() + E).sum::<usize>() + E).sum(),
+    }
 }
 
 fn int_arg(a: &[u8]) -> Result<i64, String> {
