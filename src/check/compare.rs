@@ -120,7 +120,7 @@ impl<'a> Checker<'a> {
                 (Reply::Int(a), Reply::Int(b)) if a != b => self.report.record(Category::Value, sdb, key, kind.size_differs(a, b)),
                 (Reply::Int(0), Reply::Int(_)) => {}
                 (Reply::Int(a), Reply::Int(_)) => {
-                    let mut job = Job::new(key.to_vec(), kind, a as u64);
+                    let mut job = Job::new(key.to_vec(), kind, a.max(0) as u64);
                     if let Reply::Int(m) = mem {
                         job.set_memory_usage(m.max(0) as u64);
                     }
