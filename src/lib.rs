@@ -4,11 +4,13 @@
 //! - [`protocol`]: pure decoders for one flow's byte stream (no I/O).
 //! - [`replay`]: decoded items to Redis commands (types, TTLs, rewrites, policies).
 //! - [`inspect`]: human-readable rendering of a captured flow.
+//! - [`check`]: compare a source with its copy, key by key (`df2redis check`).
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod affinity;
 pub mod alloc_tuning;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod console;

@@ -24,6 +24,7 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 ///   df2redis replicate --source dragonfly:6379 --target redis://:secret@10.0.0.1:7000,10.0.0.2:7000
 ///   df2redis replicate --config /etc/df2redis.ini --pin-flows 0-3 --pin-writers 4-7
 ///   df2redis inspect flow-0.bin --token <40 hex>
+///   df2redis check     --source dragonfly:6379 --target redis://redis:6379 --report check.json
 ///
 /// Data Redis cannot hold is handled by policy, counted by reason in the summary and logged
 /// once per key: JSON (JSON.SET when the target has RedisJSON, else skipped), hash fields and
@@ -63,6 +64,46 @@ enum Command {
     /// Writes made on the master after the cut are not copied; use `replicate` for a copy that
     /// stays current.
     Migrate(RunArgs),
+    /// Compare the target with the source key by key; exit 0 only when they hold the same data.
+    ///
+    /// Source pass: every source db with keys (INFO KEYSPACE) is walked with SCAN, and each
+    /// key is compared with its copy in the target db it maps to (--db-map, as replicate
+    /// used it): its type, its TTL (within --ttl-tolerance-ms) and its value. Target pass:
+    /// every target db with keys (every master of a Redis Cluster) is walked, and each key is
+    /// looked up in the source dbs that map to that db. replicate's checkpoint markers
+    /// (df2redis:checkpoint:*) are not data and are left out.
+    ///
+    /// Findings, by db and category, each with up to --max-listed keys and what differs:
+    ///   missing  on the source, not on the target
+    ///   extra    on the target, in no source db that maps to its db
+    ///   type     different types
+    ///   value    same type, different contents (the field, member, index or offset is named)
+    ///   ttl      TTLs further apart than the tolerance, or a TTL on one side only
+    ///
+    /// Values are never loaded whole: strings are compared by GETRANGE windows, lists by
+    /// LRANGE windows, streams by XRANGE ... COUNT; hashes, sets and sorted sets are walked on
+    /// the source (HSCAN/SSCAN/ZSCAN) and each page is looked up on the target (HMGET,
+    /// SMISMEMBER, ZMSCORE: Redis 6.2 or later), after their sizes were found equal. Memory
+    /// stays at a few MB whatever the size of the keys. Types other than string, list, hash,
+    /// set, zset and stream are compared by type and TTL only (counted in the summary).
+    ///
+    /// A live source keeps changing: keys that vanish or change type while being compared are
+    /// counted apart, not as differences; writes not yet replicated do show up. For a verdict,
+    /// check after `migrate`, or after writes to the source stopped and replicate caught up.
+    ///
+    /// Examples:
+    ///   df2redis check --source dragonfly:6379 --target redis://redis:6379 --report check.json
+    ///   df2redis check --source dragonfly:6379 --target redis://10.0.0.1:7000 --db-map 0:0,1:0
+    ///   df2redis check --config /etc/df2redis.ini --sample 10000 --max-keys-per-s 5000
+    ///
+    /// The summary goes to standard output; --report FILE also writes it as JSON (consistent,
+    /// totals, and per db the counts and listed keys of every category).
+    ///
+    /// Exit codes: 0 consistent (every key checked matches); 1 differences found, or the check
+    /// could not finish (the message names the server, key or command); 2 usage or
+    /// configuration error.
+    #[command(verbatim_doc_comment)]
+    Check(CheckArgs),
     /// Remove df2redis's checkpoint markers from the target once a migration is finished.
     ///
     /// `replicate` keeps its resume point in the target: one key per flow,
@@ -202,6 +243,96 @@ struct RunArgs {
     metrics_addr: Option<String>,
 }
 
+#[derive(Args)]
+struct CheckArgs {
+    /// INI file with the source and target settings, as for replicate (source.*, target.url,
+    /// target.user, target.password, target.db_map are used); flags win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Dragonfly master (or any Redis-protocol server), host:port.  [file: source.addr]
+    #[arg(long, value_name = "HOST:PORT")]
+    source: Option<String>,
+    /// ACL user on the source.  [file: source.user]
+    #[arg(long, value_name = "USER")]
+    source_user: Option<String>,
+    /// Password on the source.  [file: source.password]
+    #[arg(long, value_name = "PASSWORD")]
+    source_password: Option<String>,
+    /// Target Redis or Redis Cluster: redis://[user:password@]host:port[,host:port...]. A
+    /// cluster is detected; every master is scanned.  [file: target.url]
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// ACL user on the target (overrides the URL's).  [file: target.user]
+    #[arg(long, value_name = "USER")]
+    target_user: Option<String>,
+    /// Password on the target (overrides the URL's).  [file: target.password]
+    #[arg(long, value_name = "PASSWORD")]
+    target_password: Option<String>,
+    /// Source db -> target db, as given to replicate, e.g. 0:0,1:0 (dbs not listed keep their
+    /// number; a cluster has only db 0).  [file: target.db_map]
+    #[arg(long, value_name = "MAP")]
+    db_map: Option<String>,
+    /// Check about N keys of each side (shared among the dbs by their key counts, in SCAN
+    /// order) instead of all of them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    sample: Option<u64>,
+    /// TTLs (PTTL) further apart than this are a difference. A key about to expire (its TTL
+    /// within the tolerance) may be absent from the target.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    ttl_tolerance_ms: u64,
+    /// Read at most about N keys per second (a window of a big value counts as a key), to
+    /// spare a production server. Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_keys_per_s: Option<u64>,
+    /// Also write the findings as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Keys listed per category and db (the counts are always complete).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    max_listed: usize,
+    /// Seconds between progress lines.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    progress_secs: u64,
+}
+
+impl CheckArgs {
+    fn into_options(self) -> Result<df2redis::check::Options, config::ConfigError> {
+        let mut raw: Raw = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
+                config::parse_ini(&text, p)?
+            }
+            None => Raw::new(),
+        };
+        let flags = [
+            ("source.addr", self.source),
+            ("source.user", self.source_user),
+            ("source.password", self.source_password),
+            ("target.url", self.target),
+            ("target.user", self.target_user),
+            ("target.password", self.target_password),
+            ("target.db_map", self.db_map),
+        ];
+        for (k, v) in flags {
+            if let Some(v) = v {
+                raw.insert(k.to_string(), v);
+            }
+        }
+        let cfg = config::build(&raw)?;
+        Ok(df2redis::check::Options {
+            source: cfg.source,
+            target: cfg.target,
+            db_map: cfg.db_map,
+            sample: self.sample,
+            ttl_tolerance_ms: self.ttl_tolerance_ms,
+            max_keys_per_s: self.max_keys_per_s,
+            max_listed: self.max_listed,
+            progress_every: std::time::Duration::from_secs(self.progress_secs),
+        })
+    }
+}
+
 impl RunArgs {
     fn into_config(self) -> Result<Config, config::ConfigError> {
         let mut raw: Raw = match &self.config {
@@ -263,6 +394,54 @@ fn main() -> ExitCode {
         Command::Replicate(args) => run(args, Mode::Replicate),
         Command::Migrate(args) => run(args, Mode::Migrate),
         Command::Cleanup { target } => run_cleanup(&target),
+        Command::Check(args) => run_check(args),
+    }
+}
+
+fn run_check(args: CheckArgs) -> ExitCode {
+    let report_path = args.report.clone();
+    let opts = match args.into_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Created first, so that a path that cannot be written fails before the long scan.
+    let mut report_file = match report_path.as_ref().map(|p| (p, File::create(p))) {
+        None => None,
+        Some((_, Ok(f))) => Some(f),
+        Some((p, Err(e))) => {
+            eprintln!("error: --report {}: {e}", p.display());
+            return ExitCode::from(2);
+        }
+    };
+    let report = match df2redis::check::run(&opts) {
+        Ok(r) => r,
+        Err(df2redis::check::CheckError::Usage(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _ = report.write_text(&mut io::stdout().lock());
+    if let (Some(f), Some(p)) = (report_file.as_mut(), &report_path) {
+        if let Err(e) = f.write_all(report.to_json().as_bytes()).and_then(|_| f.sync_all()) {
+            eprintln!("error: --report {}: {e}", p.display());
+            return ExitCode::from(1);
+        }
+    }
+    if let Some(e) = &report.error {
+        eprintln!("error: the check stopped before the end: {e}");
+        return ExitCode::from(1);
+    }
+    if report.consistent() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

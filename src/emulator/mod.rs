@@ -11,8 +11,9 @@
 //! Layout: [`data`] (values), [`commands`] (write semantics and their journal forms),
 //! [`encode`] and [`listpack`] (bytes), [`snapshot`] (one flow's full-sync writer), `engine`
 //! (shards, write path, journal, snapshot steps), `sessions` (REPLCONF/DFLY session state),
-//! `flow` (the socket writer of one flow), `server` (TCP, RESP, command dispatch), `hash`
-//! (XXH64 shard mapping), [`datasets`] (generators).
+//! `flow` (the socket writer of one flow), `server` (TCP, RESP, command dispatch), `reads`
+//! (the read commands `df2redis check` uses), `hash` (XXH64 shard mapping), [`datasets`]
+//! (generators).
 //!
 //! Threads: `emu-listen` accepts; each connection gets `emu-conn-<n>`, which after `DFLY
 //! FLOW` keeps reading ACKs and starts `emu-flow-<i>` to write the flow. All are joined by
@@ -32,6 +33,7 @@ mod engine;
 mod flow;
 mod hash;
 pub mod listpack;
+mod reads;
 mod resp;
 mod server;
 mod sessions;

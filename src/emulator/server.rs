@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use super::commands::{self, NOT_INT, SYNTAX};
 use super::engine::Core;
 use super::flow::{self, Pipe};
+use super::reads;
 use super::resp::{self, ReadError};
 use super::sessions::FlowGrant;
 use super::{data, Dialect};
@@ -239,6 +240,7 @@ impl Conn {
             }
             "REPLCONF" => self.replconf(args),
             "DFLY" => self.dfly(args),
+            _ if reads::is_read(&name) => Outcome::Reply(reads::execute(&self.core, self.db, args)),
             _ if commands::shape(&name).is_some() => Outcome::Reply(match self.core.write(self.db, args) {
                 Ok(()) => resp::simple("OK"),
                 Err(e) => resp::error(&e),
