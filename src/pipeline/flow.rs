@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use super::shared::{Failure, Fault, Shared};
 use crate::protocol::{FlowDecoder, Item, Limits, RecordKind};
 use crate::replay::{Cmd, RecordClass, Replayer};
+use crate::target::keyspec;
 
 /// How the session ends for a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +58,23 @@ pub struct Batch {
     /// then). With checkpoints the writer applies the batch atomically with the flow's marker
     /// carrying it.
     pub checkpoint: Option<u64>,
+    /// For a cluster target: each command's slot ([`keyspec::slot_hint`]), else empty.
+    pub slots: Vec<u16>,
     bytes: usize,
 }
 
 impl Batch {
     fn new(flow: usize, capacity: usize) -> Self {
-        Batch { flow, cmds: Vec::with_capacity(capacity), last_lsn: None, records: 0, force_ack: false, checkpoint: None, bytes: 0 }
+        Batch {
+            flow,
+            cmds: Vec::with_capacity(capacity),
+            last_lsn: None,
+            records: 0,
+            force_ack: false,
+            checkpoint: None,
+            slots: Vec::new(),
+            bytes: 0,
+        }
     }
     fn is_empty(&self) -> bool {
         self.cmds.is_empty() && self.last_lsn.is_none()
@@ -73,6 +85,7 @@ impl Batch {
         self.records = 0;
         self.force_ack = false;
         self.checkpoint = None;
+        self.slots.clear();
         self.bytes = 0;
     }
 }
@@ -103,6 +116,8 @@ pub struct FlowReader {
     pub batch_bytes: usize,
     /// Where the replayer's counts (skipped/altered keys) are published when the reader ends.
     pub stats_out: Arc<parking_lot::Mutex<crate::replay::ReplayStats>>,
+    /// The target is a cluster: batches carry their commands' slots (see [`Batch::slots`]).
+    pub slot_hints: bool,
     /// Resume this flow's journal at this LSN (the master answered PARTIAL): no snapshot.
     pub resume_lsn: Option<u64>,
 }
@@ -337,6 +352,9 @@ impl FlowReader {
         let mut b = std::mem::replace(&mut rs.batch, self.new_batch());
         if rs.stable {
             b.checkpoint = rs.next_lsn;
+        }
+        if self.slot_hints {
+            b.slots.extend(b.cmds.iter().map(keyspec::slot_hint));
         }
         let st = &self.shared.flows[self.index];
         st.transit.queued(b.last_lsn, st.applied_next_lsn.load(Relaxed));

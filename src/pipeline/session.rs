@@ -442,6 +442,7 @@ impl Session {
                 batch_cmds: cfg.batch_cmds,
                 batch_bytes: cfg.batch_bytes,
                 stats_out: stats,
+                slot_hints: cluster,
                 resume_lsn: resume_lsns[i],
             };
             if let Some(l) = resume_lsns[i] {

@@ -151,7 +151,7 @@ impl Writer {
 
     /// Send a batch as a pipeline (waiting for a permit), keeping at most two in flight.
     fn start(&mut self, b: Batch) -> Result<(), Failure> {
-        let limit = if self.conn.needs_exclusive(&b.cmds) { 1 } else { PER_WRITER_INFLIGHT };
+        let limit = if self.conn.needs_exclusive(&b.cmds, &b.slots) { 1 } else { PER_WRITER_INFLIGHT };
         while self.inflight.len() >= limit {
             self.complete_oldest()?;
         }
@@ -166,7 +166,7 @@ impl Writer {
             }
             _ => None,
         };
-        if let Err(e) = self.conn.send_marked(&b.cmds, marker.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()))) {
+        if let Err(e) = self.conn.send_marked(&b.cmds, &b.slots, marker.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()))) {
             self.sem.release();
             return Err(self.describe(e));
         }
@@ -226,7 +226,7 @@ impl Writer {
         let Some((replid, flows)) = &self.markers else { return Ok(()) };
         let v = Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode();
         let k = checkpoint::marker_key(flow);
-        self.conn.send_marked(&[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
+        self.conn.send_marked(&[], &[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
     }
 
     /// Metrics: the pipeline's round trip, and this writer's per-node counts once a second

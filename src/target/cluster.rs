@@ -143,8 +143,11 @@ impl Cluster {
 
     /// Whether this batch needs the connections to itself (a cross-slot RENAME is emulated
     /// with reads): the caller completes every pipeline in flight first.
-    pub fn needs_exclusive(&self, cmds: &[Cmd]) -> bool {
-        cmds.iter().any(|c| {
+    pub fn needs_exclusive(&self, cmds: &[Cmd], hints: &[u16]) -> bool {
+        cmds.iter().enumerate().any(|(i, c)| {
+            if hints.get(i).is_some_and(|&h| h != keyspec::NO_HINT) {
+                return false; // one slot: not a cross-slot RENAME
+            }
             let n = c.argv.get(0).unwrap_or_default();
             (n.eq_ignore_ascii_case(b"RENAME") || n.eq_ignore_ascii_case(b"RENAMENX")) && matches!(keyspec::split(c), Split::CrossSlot(_))
         })
@@ -167,11 +170,17 @@ impl Cluster {
 
     /// Send a batch as one pipeline per master. Batches with cross-slot RENAMEs are carried out
     /// synchronously here (the caller made sure nothing else is in flight).
-    pub fn send(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
+    /// Send a batch, each command to the master of its slot. `hints` (empty, or one per
+    /// command) are the flow threads' [`keyspec::slot_hint`]s.
+    pub fn send(&mut self, cmds: &[Cmd], hints: &[u16]) -> Result<(), TargetError> {
         let mut routed: Vec<Routed> = Vec::with_capacity(cmds.len());
         for (i, c) in cmds.iter().enumerate() {
             Self::check_db(c)?;
-            match keyspec::split(c) {
+            let split = match hints.get(i) {
+                Some(&h) if h != keyspec::NO_HINT => Split::One(Some(h)),
+                _ => keyspec::split(c),
+            };
+            match split {
                 Split::One(slot) => routed.push(Routed { src: i, part: None, slot }),
                 Split::PerSlot(parts) => {
                     for p in parts {

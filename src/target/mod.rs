@@ -63,23 +63,25 @@ impl Target {
     }
 
     /// Whether the batch must run with nothing else in flight (cluster RENAME emulation).
-    pub fn needs_exclusive(&self, cmds: &[Cmd]) -> bool {
+    /// `hints`: as for [`send_marked`](Self::send_marked).
+    pub fn needs_exclusive(&self, cmds: &[Cmd], hints: &[u16]) -> bool {
         match self {
             Target::Standalone(_) => false,
-            Target::Cluster(c) => c.needs_exclusive(cmds),
+            Target::Cluster(c) => c.needs_exclusive(cmds, hints),
         }
     }
 
     pub fn send(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
-        self.send_marked(cmds, None)
+        self.send_marked(cmds, &[], None)
     }
 
     /// Send a batch; with a checkpoint `marker` (key, value) it runs atomically with the marker
-    /// (standalone only: see [`supports_markers`](Self::supports_markers)).
-    pub fn send_marked(&mut self, cmds: &[Cmd], marker: Option<(&[u8], &[u8])>) -> Result<(), TargetError> {
+    /// (standalone only: see [`supports_markers`](Self::supports_markers)). `hints` are the
+    /// commands' [`keyspec::slot_hint`]s (or empty), used by a cluster.
+    pub fn send_marked(&mut self, cmds: &[Cmd], hints: &[u16], marker: Option<(&[u8], &[u8])>) -> Result<(), TargetError> {
         match self {
             Target::Standalone(s) => s.send_marked(cmds, marker),
-            Target::Cluster(c) => c.send(cmds),
+            Target::Cluster(c) => c.send(cmds, hints),
         }
     }
 
