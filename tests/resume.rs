@@ -42,6 +42,7 @@ fn kill_9_at_random_moments_resumes_exactly_once_from_a_v1_34_master() {
 
 /// The markers' next LSNs in the target (0 for a flow without one).
 fn markers(c: &mut redis::Connection, flows: usize) -> Vec<u64> {
+    redis::cmd("SELECT").arg(0).query::<()>(c).unwrap();
     (0..flows)
         .map(|i| {
             let m: Option<Vec<u8>> = redis::cmd("GET").arg(format!("df2redis:checkpoint:{i}")).query(c).unwrap();
@@ -211,4 +212,57 @@ fn a_restarted_master_means_a_full_resync_into_an_emptied_target() {
     assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
     assert!(compared >= 100, "{compared}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A FLUSHDB among the records a resume brings (the v1.35+ journal, or v1.34's journal
+/// blobs) runs once for every flow, and the checkpoint of the records queued before it stops
+/// short of it: when the target refuses the FLUSHDB, every marker names the FLUSHDB's own
+/// LSN, so the next run applies it instead of skipping it.
+#[test]
+fn a_flushdb_in_the_resumed_records_runs_once_and_is_never_checkpointed_before_it_ran() {
+    for dialect in [Dialect::V1_40, Dialect::V1_34] {
+        for refused in [false, true] {
+            let emu = Emulator::start(Config { shards: 2, dialect: dialect.clone(), ..Config::default() }).unwrap();
+            datasets::small(&emu, 100);
+            // Renamed away: the journal's FLUSHDB is then a rejected command.
+            let srv = RedisServer::start(if refused { &["--rename-command", "FLUSHDB", "FLUSHDB-OFF"] } else { &[] });
+            let (source, target) = (emu.addr().to_string(), format!("redis://{}", srv.addr()));
+            let args = ["replicate", "--source", &source, "--target", &target];
+            let what = format!("{dialect:?}, FLUSHDB refused: {refused}");
+            let child = df2redis(&args);
+            assert!(emu.wait_acked_all(Duration::from_secs(60)), "{what}");
+            let out = terminate(child);
+            assert_eq!(out.status.code(), Some(0), "{what}: {}", text(&out));
+            // While df2redis is away: records on both shards, the FLUSHDB, more records.
+            let incr = |tag: &str| {
+                for i in 0..20 {
+                    emu.write(0, &[b"INCR", format!("{tag}:{i}").as_bytes()]).unwrap();
+                }
+            };
+            incr("before");
+            let flush_lsns = emu.lsns();
+            emu.write(0, &[b"FLUSHDB"]).unwrap();
+            incr("after");
+            let child = df2redis(&args);
+            let mut c = srv.conn();
+            if refused {
+                let out = child.wait_with_output().unwrap();
+                let log = text(&out);
+                assert_eq!(out.status.code(), Some(1), "{what}: {log}");
+                assert!(log.contains("resuming from the target's checkpoints") && log.contains("FLUSHDB"), "{what}: {log}");
+                assert_eq!(markers(&mut c, 2), flush_lsns, "{what}: the markers stop at the FLUSHDB:\n{log}");
+                continue;
+            }
+            assert!(emu.wait_acked_all(Duration::from_secs(60)), "{what}");
+            let out = terminate(child);
+            let log = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{what}: {log}");
+            assert!(log.contains("resuming from the target's checkpoints"), "{what}: {log}");
+            assert!(log.contains("running FLUSHDB (db 0) once for every flow"), "{what}: {log}");
+            let (diffs, compared, _) = compare(&expected(&emu), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
+            assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
+            assert_eq!(compared, 20, "{what}");
+            assert_eq!(markers(&mut c, 2), emu.lsns(), "{what}");
+        }
+    }
 }

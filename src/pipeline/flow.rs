@@ -283,9 +283,12 @@ impl FlowReader {
                     }
                     (RecordClass::Normal, None) => {}
                     (RecordClass::Global { txid }, lsn) => {
-                        // Everything before it goes first; the writer completes its LSN.
+                        // Everything before it goes first, checkpointed up to the global
+                        // command, not past it: the writer completes its LSN once it ran.
                         if !batch.is_empty() {
+                            let after = std::mem::replace(&mut rs.next_lsn, lsn);
                             self.send_batch(rs)?;
+                            rs.next_lsn = after;
                         }
                         let cmd = global.expect("classified global");
                         self.send_msg(ToWriter::Global { cmd, txid, lsn: lsn.unwrap_or(0) })?;
