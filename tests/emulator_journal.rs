@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use df2redis::emulator::{Compression, Config, Dialect, Emulator, Entry, Value};
-use df2redis::protocol::{Item, RecordKind};
+use df2redis::protocol::{Item, JournalRecord, RecordKind};
 use emulator_support::*;
 
 fn w(emu: &Emulator, db: u32, args: &[&str]) {
@@ -389,4 +389,120 @@ fn startstable_is_held_until_released() {
     let inline = flows[0].items.iter().filter(|i| matches!(i, Item::Journal(r) if r.lsn.is_none())).count();
     assert_eq!(inline, 3, "the writes made while STARTSTABLE was held are post-cut blobs");
     assert_eq!(flows[0].journal_offset(), Some(4));
+}
+
+/// The flows' stable-sync records from `from[i]` on, as an observer replica saw them.
+fn records_from(flows: &[Flow], from: &[u64]) -> Vec<Vec<JournalRecord>> {
+    flows.iter().map(|f| f.stable_records().into_iter().filter(|r| r.lsn >= Some(from[f.index])).cloned().collect()).collect()
+}
+
+/// v1.34's partial sync (protocol doc 8.3): PARTIAL flows still need `DFLY SYNC`, then carry
+/// an RDB header, one journal blob per backlog record from the requested LSN, FULLSYNC_END
+/// and, after STARTSTABLE, JOURNAL_OFFSET, EOF, the token and the journal. Decoded with
+/// `FlowDecoder::partial_v134`, the blobs are exactly the master's journal records from the
+/// requested LSN on (as a replica that stayed connected received them), with their LSNs.
+#[test]
+fn v1_34_partial_resume_sends_the_backlog_as_journal_blobs_after_sync() {
+    let emu = Emulator::start(Config { shards: 2, dialect: Dialect::V1_34, ..Config::default() }).unwrap();
+    strings(&emu, 20);
+    // An observer that stays in stable sync throughout: the master's journal, with LSNs.
+    let mut obs = handshake(emu.addr(), None);
+    assert_eq!(obs.capa.len(), 4, "v1.34 answers capa dragonfly with 4 elements");
+    assert_eq!(obs.capa[3], Reply::Int(4), "DflyVersion 4");
+    let mut observer = full_sync(&mut obs);
+
+    let mut m = handshake(emu.addr(), None);
+    let mut flows = full_sync(&mut m);
+    w(&emu, 0, &["SET", "before", "1"]);
+    let mut replica = Replica::default();
+    let lsns = emu.lsns();
+    for f in flows.iter_mut() {
+        if lsns[f.index] > f.journal_offset().unwrap() {
+            f.wait_lsn(lsns[f.index] - 1);
+        }
+        replica.apply_all(&f.items);
+    }
+    let resume: Vec<u64> = flows.iter().map(|f| f.next_lsn().unwrap()).collect();
+    assert_eq!(resume, lsns);
+    close_gracefully(m, flows);
+
+    // Writes while the replica is away: records of every kind the backlog can hold, enough
+    // for a compressed blob on each flow.
+    for i in 0..40 {
+        w(&emu, 0, &["SET", &format!("away:{i}"), "a value written while the replica was away"]);
+    }
+    w(&emu, 0, &["DEL", "k:1", "k:2", "k:3"]);
+    w(&emu, 0, &["INCR", "ctr"]);
+    w(&emu, 0, &["MSET", "m:1", "a", "m:2", "b", "m:3", "c"]);
+
+    let mut m = handshake(emu.addr(), None);
+    let mut flows = m.open_flows_v134(&resume);
+    assert!(flows.iter().all(|f| f.kind == "PARTIAL"));
+    assert_eq!(m.sync(), Reply::Simple("OK".into()), "v1.34 wants DFLY SYNC after PARTIAL");
+    let at_sync = emu.lsns();
+    for f in flows.iter_mut() {
+        let i = f.index;
+        let fse = f.wait_fullsync_end();
+        assert_eq!(aux_value(&f.items, "df-ver").as_deref(), Some("df-v1.34.2"), "flow {i}");
+        assert!(!f.items.iter().any(|x| matches!(x, Item::Value(_))), "flow {i}: no snapshot entries");
+        let blobs: Vec<u64> = f.items[..fse].iter().filter_map(|x| if let Item::Journal(r) = x { r.lsn } else { None }).collect();
+        assert_eq!(blobs, (resume[i]..at_sync[i]).collect::<Vec<_>>(), "flow {i}: one blob per backlog record");
+        assert_ne!(
+            &f.raw[f.raw.len() - 9..],
+            &[0xC8, 0, 0, 0, 0, 0, 0, 0, 0],
+            "flow {i}: FULLSYNC_END rides in the compressed blob with the last backlog records"
+        );
+    }
+    // A write after the cut is held, as in a full sync, until STARTSTABLE.
+    w(&emu, 0, &["SET", "post-cut", "held"]);
+    assert_eq!(m.startstable(), Reply::Simple("OK".into()));
+    w(&emu, 0, &["SET", "live", "after STARTSTABLE"]);
+    w(&emu, 0, &["APPEND", "away:1", "+live"]);
+    let end = emu.lsns();
+    for f in flows.iter_mut() {
+        let i = f.index;
+        let t = f.wait_token();
+        assert!(end[i] > resume[i], "flow {i}: the writes above reach every shard");
+        if end[i] > f.journal_offset().unwrap() {
+            f.wait_lsn(end[i] - 1);
+        }
+        let offset = f.journal_offset().unwrap();
+        assert!(offset >= at_sync[i], "flow {i}");
+        let before_token = f.items[..t].iter().filter(|x| matches!(x, Item::Journal(_))).count() as u64;
+        assert_eq!(resume[i] + before_token, offset, "flow {i}: JOURNAL_OFFSET follows the last blob");
+        f.ack(end[i]);
+    }
+    for f in observer.iter_mut() {
+        if end[f.index] > f.journal_offset().unwrap() {
+            f.wait_lsn(end[f.index] - 1);
+        }
+    }
+    let expected = records_from(&observer, &resume);
+    for f in &flows {
+        let got: Vec<JournalRecord> =
+            f.items.iter().filter_map(|x| if let Item::Journal(r) = x { Some(r.clone()) } else { None }).collect();
+        assert_eq!(got, expected[f.index], "flow {}: the master's records from LSN {} on, with their LSNs", f.index, resume[f.index]);
+        replica.apply_all(&f.items);
+    }
+    assert_same("after a v1.34 partial resume", &replica.data(), &normalize(emu.data()));
+    assert!(emu.wait_acked_all(WAIT));
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+}
+
+/// A v1.34 master accepts STARTSTABLE only in full sync: straight after all-PARTIAL flows
+/// (the v1.35+ procedure) it is refused, and the emulator records the misuse.
+#[test]
+fn v1_34_refuses_startstable_without_sync_after_partial_flows() {
+    let emu = Emulator::start(Config { shards: 2, dialect: Dialect::V1_34, ..Config::default() }).unwrap();
+    let mut m = handshake(emu.addr(), None);
+    let flows = full_sync(&mut m);
+    let resume = emu.lsns();
+    close_gracefully(m, flows);
+    w(&emu, 0, &["SET", "a", "1"]);
+    let mut m = handshake(emu.addr(), None);
+    let flows = m.open_flows_v134(&resume);
+    assert!(flows.iter().all(|f| f.kind == "PARTIAL"));
+    assert_eq!(m.startstable(), Reply::Error("ERR invalid state".into()));
+    let v = emu.violations();
+    assert!(v.len() == 1 && v[0].contains("STARTSTABLE") && v[0].contains("v1.34"), "{v:?}");
 }

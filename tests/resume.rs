@@ -15,7 +15,7 @@ use common::emulator_model::expected;
 use common::live::{journal_writer, wait_acked_beyond, wait_every_flow_acked};
 use common::redis_server::{compare, read_all, RedisServer};
 use common::run::{df2redis, terminate, text};
-use df2redis::emulator::{datasets, Config, Emulator};
+use df2redis::emulator::{datasets, Config, Dialect, Emulator};
 
 fn kill9(child: std::process::Child) -> String {
     let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
@@ -26,17 +26,89 @@ fn kill9(child: std::process::Child) -> String {
 #[test]
 fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
     let rounds: usize = std::env::var("DF2REDIS_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let emu = Arc::new(Emulator::start(Config { shards: 4, backlog_len: 1 << 20, ..Config::default() }).unwrap());
+    kill_9_rounds(Dialect::V1_40, rounds, None);
+}
+
+/// The same against a v1.34 master, whose partial sync is another dialect (protocol doc 8.3):
+/// `DFLY SYNC` after the PARTIAL answers, the missing records as journal blobs, FULLSYNC_END,
+/// then STARTSTABLE. Those blobs are applied and checkpointed like journal records, so a kill
+/// while they are being applied loses and repeats nothing either: every other restart waits
+/// for a long backlog and is killed as soon as the target's markers show its first batch.
+#[test]
+fn kill_9_at_random_moments_resumes_exactly_once_from_a_v1_34_master() {
+    let rounds: usize = std::env::var("DF2REDIS_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    kill_9_rounds(Dialect::V1_34, rounds, Some("in the v1.34 partial-sync dialect"));
+}
+
+/// The markers' next LSNs in the target (0 for a flow without one).
+fn markers(c: &mut redis::Connection, flows: usize) -> Vec<u64> {
+    redis::cmd("SELECT").arg(0).query::<()>(c).unwrap();
+    (0..flows)
+        .map(|i| {
+            let m: Option<Vec<u8>> = redis::cmd("GET").arg(format!("df2redis:checkpoint:{i}")).query(c).unwrap();
+            m.and_then(|m| df2redis::checkpoint::Mark::parse(&m)).map_or(0, |m| m.next_lsn)
+        })
+        .collect()
+}
+
+/// Poll (bounded) until `pred` holds.
+fn poll(within: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// `rounds` runs of `replicate` killed with SIGKILL after a spread of acknowledged records,
+/// then a last run stopped cleanly; every restart must resume (its log naming `dialect_note`
+/// when given) and the target must end equal to the master. With a dialect note (v1.34),
+/// rounds 2, 4, ... are started once the master journaled 10 000 more records and killed at
+/// their first applied batch, while the missing records arrive as journal blobs.
+fn kill_9_rounds(dialect: Dialect, rounds: usize, dialect_note: Option<&str>) {
+    let emu = Arc::new(Emulator::start(Config { shards: 4, backlog_len: 1 << 20, dialect, ..Config::default() }).unwrap());
     datasets::small(&emu, 500);
     let srv = RedisServer::start(&[]);
     let target = format!("redis://{}", srv.addr());
-    let args = ["replicate", "--source", &emu.addr().to_string(), "--target", &target, "--progress-secs", "1"];
+    let source = emu.addr().to_string();
+    let mut args = vec!["replicate", "--source", &source, "--target", &target, "--progress-secs", "1"];
+    // Small pipelines: many checkpointed batches in a backlog, so a kill lands among them.
+    let early_kills = dialect_note.is_some();
+    if early_kills {
+        args.extend(["--batch-cmds", "50"]);
+    }
+    let mut probe = srv.conn();
+    let mut blob_kills = 0;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = journal_writer(emu.clone(), stop.clone());
+    let resumed = |log: &str| {
+        log.contains("resuming from the target's checkpoints") && dialect_note.is_none_or(|n| log.contains(n))
+    };
     // A deterministic spread of moments: after 1 to ~3000 more acknowledged records.
     let mut seed = 0x9E3779B97F4A7C15u64;
     let mut partial_resumes = 0;
     for round in 0..rounds {
+        if early_kills && round >= 2 && round % 2 == 0 {
+            // A long backlog, then a kill at the first batch applied from it.
+            let at_kill: u64 = emu.lsns().iter().sum();
+            assert!(poll(Duration::from_secs(60), || emu.lsns().iter().sum::<u64>() >= at_kill + 10_000));
+            let (start, lsns) = (markers(&mut probe, 4), emu.lsns());
+            let child = df2redis(&args);
+            let moved = poll(Duration::from_secs(60), || markers(&mut probe, 4) != start);
+            let log = kill9(child);
+            assert!(moved, "round {round}: no marker moved:\n{log}");
+            assert!(resumed(&log), "round {round} did not resume partially:\n{log}");
+            partial_resumes += 1;
+            // Records journaled before the restart came as blobs: some still unapplied means
+            // the kill hit that phase.
+            if markers(&mut probe, 4).iter().zip(&lsns).any(|(m, l)| m < l) {
+                blob_kills += 1;
+            }
+            continue;
+        }
         let child = df2redis(&args);
         let base = emu.acked().iter().sum::<u64>();
         seed ^= seed << 13;
@@ -48,13 +120,16 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
             && wait_acked_beyond(&emu, base, more, Duration::from_secs(60));
         let log = kill9(child);
         assert!(reached, "round {round}: df2redis never acknowledged {more} more records:\n{log}");
-        if log.contains("resuming from the target's checkpoints") {
+        if resumed(&log) {
             partial_resumes += 1;
         } else {
             assert_eq!(round, 0, "round {round} did not resume partially:\n{log}");
         }
     }
-    assert_eq!(partial_resumes, rounds - 1);
+    assert_eq!(partial_resumes, rounds.saturating_sub(1));
+    if early_kills && rounds > 2 {
+        assert!(blob_kills > 0, "no kill landed while the v1.34 journal blobs were applied");
+    }
     // The last run: the writer stops, everything is acknowledged, SIGTERM.
     let child = df2redis(&args);
     stop.store(true, Ordering::SeqCst);
@@ -64,7 +139,7 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     if rounds > 0 {
-        assert!(log.contains("resuming from the target's checkpoints"), "{log}");
+        assert!(resumed(&log), "{log}");
     }
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
 
@@ -163,5 +238,58 @@ fn without_checkpoints_no_marker_is_written_and_a_restart_resyncs() {
         assert!(markers.is_empty(), "{markers:?}");
         let (diffs, _, _) = compare(&expected(&emu), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
         assert!(diffs.is_empty(), "run {run}: {}", diffs.join("\n"));
+    }
+}
+
+/// A FLUSHDB among the records a resume brings (the v1.35+ journal, or v1.34's journal
+/// blobs) runs once for every flow, and the checkpoint of the records queued before it stops
+/// short of it: when the target refuses the FLUSHDB, every marker names the FLUSHDB's own
+/// LSN, so the next run applies it instead of skipping it.
+#[test]
+fn a_flushdb_in_the_resumed_records_runs_once_and_is_never_checkpointed_before_it_ran() {
+    for dialect in [Dialect::V1_40, Dialect::V1_34] {
+        for refused in [false, true] {
+            let emu = Emulator::start(Config { shards: 2, dialect: dialect.clone(), ..Config::default() }).unwrap();
+            datasets::small(&emu, 100);
+            // Renamed away: the journal's FLUSHDB is then a rejected command.
+            let srv = RedisServer::start(if refused { &["--rename-command", "FLUSHDB", "FLUSHDB-OFF"] } else { &[] });
+            let (source, target) = (emu.addr().to_string(), format!("redis://{}", srv.addr()));
+            let args = ["replicate", "--source", &source, "--target", &target];
+            let what = format!("{dialect:?}, FLUSHDB refused: {refused}");
+            let child = df2redis(&args);
+            assert!(emu.wait_acked_all(Duration::from_secs(60)), "{what}");
+            let out = terminate(child);
+            assert_eq!(out.status.code(), Some(0), "{what}: {}", text(&out));
+            // While df2redis is away: records on both shards, the FLUSHDB, more records.
+            let incr = |tag: &str| {
+                for i in 0..20 {
+                    emu.write(0, &[b"INCR", format!("{tag}:{i}").as_bytes()]).unwrap();
+                }
+            };
+            incr("before");
+            let flush_lsns = emu.lsns();
+            emu.write(0, &[b"FLUSHDB"]).unwrap();
+            incr("after");
+            let child = df2redis(&args);
+            let mut c = srv.conn();
+            if refused {
+                let out = child.wait_with_output().unwrap();
+                let log = text(&out);
+                assert_eq!(out.status.code(), Some(1), "{what}: {log}");
+                assert!(log.contains("resuming from the target's checkpoints") && log.contains("FLUSHDB"), "{what}: {log}");
+                assert_eq!(markers(&mut c, 2), flush_lsns, "{what}: the markers stop at the FLUSHDB:\n{log}");
+                continue;
+            }
+            assert!(emu.wait_acked_all(Duration::from_secs(60)), "{what}");
+            let out = terminate(child);
+            let log = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{what}: {log}");
+            assert!(log.contains("resuming from the target's checkpoints"), "{what}: {log}");
+            assert!(log.contains("running FLUSHDB (db 0) once for every flow"), "{what}: {log}");
+            let (diffs, compared, _) = compare(&expected(&emu), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
+            assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
+            assert_eq!(compared, 20, "{what}");
+            assert_eq!(markers(&mut c, 2), emu.lsns(), "{what}");
+        }
     }
 }

@@ -86,6 +86,8 @@ enum DialectArg {
     V1_40,
     #[value(name = "v1.36")]
     V1_36,
+    #[value(name = "v1.34")]
+    V1_34,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -118,6 +120,7 @@ fn main() {
         dialect: match args.dialect {
             DialectArg::V1_40 => Dialect::V1_40,
             DialectArg::V1_36 => Dialect::V1_36,
+            DialectArg::V1_34 => Dialect::V1_34,
         },
         compression: args.compression,
         chunk_size: args.chunk_size,

@@ -201,7 +201,7 @@ pub fn every_type(emu: &Emulator) {
             ld(0, "topk:1", opaque(t::TOPK, topk(&mut r)));
             ld(0, "cf:1", opaque(t::CUCKOO, cuckoo(&mut r)));
         }
-        Dialect::V1_36 => ld(0, "bf:1", opaque(t::SBF, sbf(&mut r))),
+        Dialect::V1_34 | Dialect::V1_36 => ld(0, "bf:1", opaque(t::SBF, sbf(&mut r))),
     }
 
     ld(1, "db1:hash", Entry::new(Value::Hash([(s("k"), s("v"))].into())));

@@ -297,7 +297,7 @@ impl Core {
     fn shard_cnt(&self, touched: usize) -> u64 {
         match self.cfg.dialect {
             Dialect::V1_40 => 1,
-            Dialect::V1_36 => touched as u64,
+            Dialect::V1_34 | Dialect::V1_36 => touched as u64,
         }
     }
 
@@ -435,7 +435,7 @@ impl Core {
             ks.remove(key);
         }
         let op = match self.cfg.dialect {
-            Dialect::V1_36 => encode::J_EXPIRED,
+            Dialect::V1_34 | Dialect::V1_36 => encode::J_EXPIRED,
             Dialect::V1_40 => encode::J_COMMAND,
         };
         self.journal(sh, db, op, 0, 1, &[b"DEL".as_slice(), key], cap);

@@ -20,9 +20,12 @@
 //! [`Emulator::stop`] (or on drop). No async runtime: blocking sockets and condition variables.
 //!
 //! Where it is knowingly simpler than Dragonfly: a stalled write cancels the session in
-//! stable sync too (Dragonfly: 1 MiB pending for 30 s); no PING records, no `WAIT`; no v1.34
-//! partial-sync dialect; `DFLY SYNC` after PARTIAL flows is refused in both dialects (v1.36
-//! also records a violation, since a real v1.35-v1.39 master would corrupt the stream);
+//! stable sync too (Dragonfly: 1 MiB pending for 30 s); no PING records, no `WAIT`; `DFLY
+//! SYNC` after PARTIAL flows is refused by v1.36 and v1.40 (v1.36 also records a violation,
+//! since a real v1.35-v1.39 master would corrupt the stream), and STARTSTABLE without SYNC
+//! by v1.34 (a violation too); v1.34 serializes a PARTIAL flow's backlog at `DFLY SYNC`
+//! at once, where Dragonfly's fiber may yield between flushes (same records, other flush
+//! boundaries);
 //! snapshot order is per key, not per bucket; no `journal_omit_redundant_writes` LSN gaps.
 
 pub mod commands;
@@ -50,6 +53,11 @@ pub use data::{Consumer, Entry, Group, Keyspace, Pending, Stream, StreamId, Stre
 /// Which Dragonfly release the emulator pretends to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dialect {
+    /// v1.34.2: as v1.36 on the wire, but its partial sync (protocol doc 8.3) still wants
+    /// `DFLY SYNC`: PARTIAL flows then get an RDB header, one journal blob per record from
+    /// the requested LSN, FULLSYNC_END and the live records as blobs, and STARTSTABLE (valid
+    /// only after SYNC) the usual JOURNAL_OFFSET, EOF, token and journal.
+    V1_34,
     /// v1.36.0: `*4` capa reply (version 4), no tagged chunks by default, expiry as opcode
     /// EXPIRED, `shard_cnt` = shards the transaction touched.
     V1_36,
@@ -61,6 +69,7 @@ pub enum Dialect {
 impl Dialect {
     pub fn version(&self) -> &'static str {
         match self {
+            Dialect::V1_34 => "df-v1.34.2",
             Dialect::V1_36 => "df-v1.36.0",
             Dialect::V1_40 => "df-v1.40.1",
         }

@@ -321,7 +321,7 @@ impl Conn {
                     reply.push(resp::int(5));
                     reply.push(resp::simple(&self.core.replid));
                 }
-                Dialect::V1_36 => reply.push(resp::int(4)),
+                Dialect::V1_34 | Dialect::V1_36 => reply.push(resp::int(4)),
             }
             return Outcome::Reply(resp::array(&reply));
         }

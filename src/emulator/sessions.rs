@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commands;
-use super::engine::{Core, Feed, Stage};
+use super::engine::{Core, Feed, Shard, Stage};
 use super::flow::Pipe;
 use super::hash::random_hex;
 use super::snapshot::{Serializer, Traversal};
@@ -139,7 +139,8 @@ impl Core {
         Ok(FlowGrant { sid, flow, partial: partial.is_some(), token, pipe })
     }
 
-    /// `DFLY SYNC <sync id>`: start every flow's snapshot.
+    /// `DFLY SYNC <sync id>`: start every flow's snapshot; in v1.34 a PARTIAL flow's is
+    /// incremental (protocol doc 8.3): its backlog from the requested LSN as journal blobs.
     pub fn sync(&self, sync_id: &[u8]) -> Result<(), String> {
         let mut ss = self.sessions.lock();
         let (sid, s) = self.lookup(&mut ss, sync_id)?;
@@ -147,14 +148,20 @@ impl Core {
             return Err(ERR_INVALID_STATE.into());
         }
         if s.flows.iter().flatten().any(|f| f.partial.is_some()) {
-            if self.cfg.dialect == Dialect::V1_36 {
-                self.violation(format!(
-                    "DFLY SYNC after PARTIAL flows in session SYNC{sid}: v1.35-v1.39 masters would corrupt the stream"
-                ));
+            match self.cfg.dialect {
+                // SYNC is the required next step for PARTIAL flows.
+                Dialect::V1_34 => {}
+                Dialect::V1_36 => {
+                    self.violation(format!(
+                        "DFLY SYNC after PARTIAL flows in session SYNC{sid}: v1.35-v1.39 masters would corrupt the stream"
+                    ));
+                    return Err(ERR_INVALID_STATE.into());
+                }
+                Dialect::V1_40 => return Err(ERR_INVALID_STATE.into()),
             }
-            return Err(ERR_INVALID_STATE.into());
         }
         s.state = SyncState::FullSync;
+        let mut overrun = None;
         for (i, f) in s.flows.iter().flatten().enumerate() {
             let mut sh = self.shard(i);
             if f.pipe.is_cancelled() {
@@ -162,6 +169,14 @@ impl Core {
             }
             let mut ser = Serializer::new(self.ser_opts());
             ser.header(&self.aux(i, &sh));
+            if let Some(from) = f.partial {
+                if !sh.lsn_available(from) {
+                    overrun = Some(format!("flow {i}: LSN {from} fell out of the backlog (partial sync unsuccessful)"));
+                    break;
+                }
+                self.incremental_snapshot(sid, &mut sh, &f.pipe, ser, from);
+                continue;
+            }
             let stage = if self.cfg.pre_encode {
                 Stage::PreEncoded { body: self.pre_encoded(&mut sh), pos: 0 }
             } else {
@@ -172,31 +187,63 @@ impl Core {
             sh.feeds.push(feed);
             f.pipe.update(|st| st.snapshot_work = true);
         }
+        drop(ss);
+        if let Some(why) = overrun {
+            // Dragonfly answers +OK and its snapshot fiber then fails the session.
+            self.cancel_session(sid, &why);
+        }
+        self.progress.bump();
         Ok(())
     }
 
-    /// `DFLY STARTSTABLE <sync id>`: end the full sync of FULL flows (held journal blobs,
-    /// JOURNAL_OFFSET, EOF, token) and start streaming the journal; PARTIAL flows get the
-    /// backlog from their LSN on.
+    /// v1.34's incremental snapshot of a PARTIAL flow (Dragonfly v1.34.2
+    /// `SliceSnapshot::SwitchIncrementalFb`): after the header, one journal blob per backlog
+    /// record from `from` to the current LSN (flushed at 8 KiB), FULLSYNC_END with the rest,
+    /// then every new record as a held post-cut blob, as in a full sync after its cut. Done at
+    /// once under the shard lock, so no write interleaves; Dragonfly's fiber may yield between
+    /// flushes, and a record written meanwhile is then picked up from the ring buffer by the
+    /// same loop: other flush boundaries, the same records in the same order.
+    fn incremental_snapshot(&self, sid: u32, sh: &mut Shard, pipe: &Arc<Pipe>, mut ser: Serializer, from: u64) {
+        for (_, rec) in sh.ring.iter().filter(|(l, _)| *l >= from) {
+            ser.journal_blob(rec, true);
+        }
+        ser.incremental_cut();
+        let mut feed = Feed { session: sid, pipe: pipe.clone(), stage: Stage::PostCut, ser, last_mark: None };
+        feed.drain();
+        sh.feeds.push(feed);
+        pipe.update(|st| {
+            st.snapshot_done = true;
+            st.fse_at = Some(st.enqueued);
+        });
+    }
+
+    /// `DFLY STARTSTABLE <sync id>`: after `DFLY SYNC`, end every flow's full sync (held
+    /// journal blobs, JOURNAL_OFFSET, EOF, token) and start streaming the journal; directly
+    /// after all-PARTIAL flows (v1.35+), stream each flow's backlog from its LSN on.
     pub fn startstable(&self, sync_id: &[u8]) -> Result<(), String> {
-        let (sid, pipes) = {
+        let (sid, full_sync, pipes) = {
             let mut ss = self.sessions.lock();
             let (sid, s) = self.lookup(&mut ss, sync_id)?;
             let all_partial = s.flows.iter().all(|f| f.as_ref().is_some_and(|f| f.partial.is_some()));
-            let ok_state = s.state == SyncState::FullSync || (s.state == SyncState::Preparation && all_partial);
+            let v134 = self.cfg.dialect == Dialect::V1_34;
+            if s.state == SyncState::Preparation && all_partial && v134 {
+                self.violation(format!(
+                    "DFLY STARTSTABLE after all-PARTIAL flows without DFLY SYNC in session SYNC{sid}: a v1.34 master \
+                     accepts it only in full sync (protocol doc 8.3)"
+                ));
+            }
+            let ok_state = s.state == SyncState::FullSync || (s.state == SyncState::Preparation && all_partial && !v134);
             if !ok_state || s.flows.iter().any(|f| f.as_ref().is_none_or(|f| f.closed.is_some())) {
                 return Err(ERR_INVALID_STATE.into());
             }
-            (sid, s.flows.iter().flatten().map(|f| (f.pipe.clone(), f.partial)).collect::<Vec<_>>())
+            (sid, s.state == SyncState::FullSync, s.flows.iter().flatten().map(|f| f.pipe.clone()).collect::<Vec<_>>())
         };
         let live = || !self.stopping.load(Ordering::SeqCst) && self.session_state(sid) != Some(SyncState::Cancelled);
         if self.cfg.hold_startstable {
             self.progress.wait_until(None, || !live() || self.startstable_released.load(Ordering::SeqCst));
         }
         // Dragonfly joins the snapshot fibers here (under its global lock): wait for them.
-        self.progress.wait_until(None, || {
-            !live() || pipes.iter().all(|(p, partial)| partial.is_some() || p.lock().snapshot_done)
-        });
+        self.progress.wait_until(None, || !live() || !full_sync || pipes.iter().all(|p| p.lock().snapshot_done));
         let mut ss = self.sessions.lock();
         let Ok((_, s)) = self.lookup(&mut ss, sync_id) else { return Err(ERR_INVALID_STATE.into()) };
         let mut failed = None;
@@ -204,7 +251,8 @@ impl Core {
             let mut sh = self.shard(i);
             let next_lsn = sh.next_lsn;
             match f.partial {
-                None => {
+                // After DFLY SYNC every flow has a feed (v1.34's PARTIAL flows too).
+                _ if full_sync => {
                     let Some(feed) = sh.feeds.iter_mut().find(|x| Arc::ptr_eq(&x.pipe, &f.pipe)) else { continue };
                     let token = if self.cfg.wrong_token { wrong(&f.token) } else { f.token.clone() };
                     feed.ser.finish(next_lsn, token.as_bytes());
@@ -230,6 +278,8 @@ impl Core {
                     failed = Some(format!("flow {i}: LSN {from} fell out of the backlog (partial sync unsuccessful)"));
                     break;
                 }
+                // Not reached: STARTSTABLE without SYNC needs every flow PARTIAL.
+                None => {}
             }
         }
         if let Some(why) = failed {

@@ -223,6 +223,15 @@ impl Serializer {
         self.ready.extend_from_slice(&encode::FULLSYNC_END);
     }
 
+    /// The end of a v1.34 incremental snapshot (a PARTIAL flow's backlog, protocol doc 8.3):
+    /// FULLSYNC_END joins the pending journal blobs and is flushed with them, inside one
+    /// compressed blob when the rules allow (Dragonfly v1.34.2 `SwitchIncrementalFb`:
+    /// `SendFullSyncCut` then `PushSerialized(true)`, no flush in between).
+    pub fn incremental_cut(&mut self) {
+        self.buf.extend_from_slice(&encode::FULLSYNC_END);
+        self.flush();
+    }
+
     /// STARTSTABLE: held journal blobs + JOURNAL_OFFSET (one compressed blob when possible),
     /// then the raw EOF with a zero checksum and the 40-byte token.
     pub fn finish(&mut self, journal_offset: u64, token: &[u8]) {

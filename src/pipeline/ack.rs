@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
 
+use super::flow::FlowStart;
 use super::shared::Shared;
 use crate::target::resp;
 
@@ -29,8 +30,8 @@ pub struct AckThread {
     pub kick: Receiver<()>,
     pub barrier: Arc<Barrier>,
     pub shared: Arc<Shared>,
-    /// A partial resume: there is no snapshot, so no FULLSYNC_END to wait for.
-    pub partial: bool,
+    /// How the flow's stream starts: a v1.35+ partial resume has no FULLSYNC_END to wait for.
+    pub start: FlowStart,
 }
 
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -40,7 +41,7 @@ impl AckThread {
         let stop = self.shared.stop.receiver().clone();
         // 1. Wait for this flow's FULLSYNC_END (or the stop), then at the barrier. Arriving on
         //    stop too keeps the coordinator from waiting forever on a failed flow.
-        if !self.partial {
+        if self.start.has_cut() {
             select! {
                 recv(self.cut) -> _ => {},
                 recv(stop) -> _ => {},

@@ -30,6 +30,33 @@ pub enum Mode {
     Migrate,
 }
 
+/// Where a flow's stream starts, as the master answered its `DFLY FLOW` (protocol doc 4, 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowStart {
+    /// FULL: the snapshot, FULLSYNC_END, and after STARTSTABLE JOURNAL_OFFSET, EOF, the token
+    /// and the journal.
+    Snapshot,
+    /// PARTIAL from a v1.35+ master: journal records from this LSN on, nothing else.
+    Journal(u64),
+    /// PARTIAL from a v1.34 master (protocol doc 8.3): framed like a full sync, but the body
+    /// is the flow's records from this LSN on as journal blobs (no snapshot entries).
+    Backlog(u64),
+}
+
+impl FlowStart {
+    /// The LSN the flow resumes at, if it resumes.
+    pub fn resume_lsn(self) -> Option<u64> {
+        match self {
+            FlowStart::Snapshot => None,
+            FlowStart::Journal(l) | FlowStart::Backlog(l) => Some(l),
+        }
+    }
+    /// The stream has a FULLSYNC_END to wait for before STARTSTABLE.
+    pub fn has_cut(self) -> bool {
+        !matches!(self, FlowStart::Journal(_))
+    }
+}
+
 /// Work for a writer, in flow order.
 pub enum ToWriter {
     Batch(Batch),
@@ -54,9 +81,9 @@ pub struct Batch {
     pub records: u64,
     /// A PING is in it: ACK as soon as it is applied.
     pub force_ack: bool,
-    /// Stable sync: the flow's next LSN once this batch is applied (what an ACK may carry
-    /// then). With checkpoints the writer applies the batch atomically with the flow's marker
-    /// carrying it.
+    /// Stable sync (and the journal blobs of a v1.34 resume): the flow's next LSN once this
+    /// batch is applied (what an ACK may carry then). With checkpoints the writer applies the
+    /// batch atomically with the flow's marker carrying it.
     pub checkpoint: Option<u64>,
     /// For a cluster target: each command's slot ([`keyspec::slot_hint`]), else empty.
     pub slots: Vec<u16>,
@@ -118,8 +145,8 @@ pub struct FlowReader {
     pub stats_out: Arc<parking_lot::Mutex<crate::replay::ReplayStats>>,
     /// The target is a cluster: batches carry their commands' slots (see [`Batch::slots`]).
     pub slot_hints: bool,
-    /// Resume this flow's journal at this LSN (the master answered PARTIAL): no snapshot.
-    pub resume_lsn: Option<u64>,
+    /// How the stream starts (a snapshot, or a resume at an LSN in either dialect).
+    pub start: FlowStart,
 }
 
 const READ_BUFFER: usize = 1 << 20;
@@ -144,14 +171,26 @@ impl FlowReader {
 
     fn read_loop(&mut self) -> Result<(), FlowError> {
         let i = self.index;
-        let dec = match self.resume_lsn {
-            // PARTIAL: the stream is the journal from `lsn` on (protocol doc 8.2).
-            Some(lsn) => FlowDecoder::partial(Some(i as u32), lsn, Limits::default()),
-            None => FlowDecoder::new(Some(i as u32), Some(self.token.clone().into_bytes()), Limits::default()),
+        let token = || Some(self.token.clone().into_bytes());
+        let dec = match self.start {
+            FlowStart::Snapshot => FlowDecoder::new(Some(i as u32), token(), Limits::default()),
+            // PARTIAL, v1.35+: the stream is the journal from `lsn` on (protocol doc 8.2).
+            FlowStart::Journal(lsn) => FlowDecoder::partial(Some(i as u32), lsn, Limits::default()),
+            // PARTIAL, v1.34: the records from `lsn` on come as journal blobs, each with its
+            // LSN (protocol doc 8.3); they are checkpointed like stable records.
+            FlowStart::Backlog(lsn) => FlowDecoder::partial_v134(Some(i as u32), token(), lsn, Limits::default()),
         };
-        let mut st = ReadState { dec, items: Vec::new(), batch: self.new_batch(), applying: true, stable: false, next_lsn: self.resume_lsn };
-        if self.resume_lsn.is_some() {
-            self.begin_stable(&mut st);
+        let resume = self.start.resume_lsn();
+        let mut st = ReadState {
+            dec,
+            items: Vec::new(),
+            batch: self.new_batch(),
+            applying: true,
+            checkpointed: resume.is_some(),
+            next_lsn: resume,
+        };
+        if let FlowStart::Journal(_) = self.start {
+            self.begin_stable();
         }
         let leftover = std::mem::take(&mut self.leftover);
         if !leftover.is_empty() {
@@ -235,7 +274,8 @@ impl FlowReader {
                 if rec.lsn.is_none() && is_global {
                     // Dragonfly's own replica restarts the full sync here (issue #1231 upstream):
                     // applying a flush in the middle of a snapshot load can delete data that
-                    // must survive.
+                    // must survive. (The blobs of a v1.34 resume carry LSNs: no snapshot there,
+                    // so a flush is applied once for every flow, as in stable sync.)
                     return Err(FlowError::transient(format!(
                         "flow {i}: the master journaled {} during the full sync; Dragonfly restarts the sync in this \
                          case, and so does df2redis (a new session, a full resync).",
@@ -260,9 +300,12 @@ impl FlowReader {
                     }
                     (RecordClass::Normal, None) => {}
                     (RecordClass::Global { txid }, lsn) => {
-                        // Everything before it goes first; the writer completes its LSN.
+                        // Everything before it goes first, checkpointed up to the global
+                        // command, not past it: the writer completes its LSN once it ran.
                         if !batch.is_empty() {
+                            let after = std::mem::replace(&mut rs.next_lsn, lsn);
                             self.send_batch(rs)?;
+                            rs.next_lsn = after;
                         }
                         let cmd = global.expect("classified global");
                         self.send_msg(ToWriter::Global { cmd, txid, lsn: lsn.unwrap_or(0) })?;
@@ -276,12 +319,19 @@ impl FlowReader {
             }
             Item::FullSyncEnd => {
                 st.fullsync_end.store(true, Relaxed);
-                log::info!("flow {i}: snapshot complete (FULLSYNC_END after {} keys)", st.keys.load(Relaxed));
+                match self.start {
+                    FlowStart::Backlog(from) => log::info!(
+                        "flow {i}: the master's backlog from LSN {from} is sent (FULLSYNC_END after {} records)",
+                        st.records.load(Relaxed)
+                    ),
+                    _ => log::info!("flow {i}: snapshot complete (FULLSYNC_END after {} keys)", st.keys.load(Relaxed)),
+                }
                 let _ = self.signals.cut.send(());
             }
             Item::JournalOffset(o) => rs.next_lsn = Some(o),
             Item::Token(_) => {
-                self.begin_stable(rs);
+                rs.checkpointed = true;
+                self.begin_stable();
                 // The end of the full sync goes to the writer now, even with nothing else to
                 // send: once applied, JOURNAL_OFFSET may be acknowledged (not before: the
                 // snapshot ahead of it may still be in flight), and with checkpoints a flow
@@ -339,18 +389,17 @@ impl FlowReader {
         }
     }
 
-    /// Stable sync begins on this flow (its token was read, or it resumes PARTIAL).
-    fn begin_stable(&self, rs: &mut ReadState) {
-        rs.stable = true;
+    /// Stable sync begins on this flow (its token was read, or it resumes PARTIAL, v1.35+).
+    fn begin_stable(&self) {
         self.shared.flows[self.index].stable.store(true, Relaxed);
         let _ = self.signals.stable.send(());
     }
 
-    /// Queue the batch being filled and start a new one. In stable sync it carries the
-    /// flow's next LSN (see [`Batch::checkpoint`]).
+    /// Queue the batch being filled and start a new one. Once records carry LSNs it carries
+    /// the flow's next LSN (see [`Batch::checkpoint`]).
     fn send_batch(&self, rs: &mut ReadState) -> Result<(), FlowError> {
         let mut b = std::mem::replace(&mut rs.batch, self.new_batch());
-        if rs.stable {
+        if rs.checkpointed {
             b.checkpoint = rs.next_lsn;
         }
         if self.slot_hints {
@@ -403,8 +452,9 @@ struct ReadState {
     items: Vec<Item>,
     batch: Batch,
     applying: bool,
-    /// Stable sync has begun (token read, or a partial resume).
-    stable: bool,
+    /// Batches carry the flow's next LSN as their checkpoint: from the token on, and from
+    /// the start of a resume (in v1.34 the journal blobs before the token carry LSNs too).
+    checkpointed: bool,
     /// The LSN the next journal record will carry, once known: per item, unlike the
     /// decoder's, which is already past every item of the current read.
     next_lsn: Option<u64>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, unbounded, Receiver};
 
 use super::ack::AckThread;
-use super::flow::{FlowReader, Mode, Signals, ToWriter};
+use super::flow::{FlowReader, FlowStart, Mode, Signals, ToWriter};
 use super::gate::GlobalGate;
 use super::report::{MasterSize, SessionView};
 use super::semaphore::Semaphore;
@@ -95,6 +95,38 @@ pub fn run(cfg: &Config, mode: Mode, prior: Option<&str>) -> Outcome {
     }
 }
 
+/// How the flows of a session were opened (protocol doc 5, 8.2, 8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// Every flow FULL: `DFLY SYNC`, a snapshot per flow, the barrier at FULLSYNC_END,
+    /// `DFLY STARTSTABLE`. Markers deleted first, the target flushed under `--on-resync`.
+    Full,
+    /// Every flow PARTIAL, v1.35+: no `DFLY SYNC`; `DFLY STARTSTABLE` at once, then each
+    /// flow's journal from its LSN.
+    Partial,
+    /// Every flow PARTIAL, v1.34: `DFLY SYNC` all the same; each flow sends its missing
+    /// records as journal blobs in an RDB frame and FULLSYNC_END (the barrier waits for it),
+    /// then after `DFLY STARTSTABLE` JOURNAL_OFFSET, EOF, the token and the journal.
+    PartialV134,
+}
+
+impl Opening {
+    fn resumes(self) -> bool {
+        self != Opening::Full
+    }
+    /// `DFLY SYNC` is the next step (and every flow has a FULLSYNC_END to wait for).
+    fn sends_sync(self) -> bool {
+        self != Opening::Partial
+    }
+    fn flow_start(self, lsn: u64) -> FlowStart {
+        match self {
+            Opening::Full => FlowStart::Snapshot,
+            Opening::Partial => FlowStart::Journal(lsn),
+            Opening::PartialV134 => FlowStart::Backlog(lsn),
+        }
+    }
+}
+
 struct Session {
     mode: Mode,
     master: Master,
@@ -113,8 +145,7 @@ struct Session {
     /// Whether the coordinator has taken its place at the barrier (it must, exactly once, or
     /// the ACK threads would wait there forever).
     barrier_passed: bool,
-    /// Every flow resumes its journal (PARTIAL): no `DFLY SYNC`, straight to STARTSTABLE.
-    partial: bool,
+    opening: Opening,
     checkpoint_file: Option<std::path::PathBuf>,
     file_every: Duration,
     /// For the summary: `DFLY SYNC` (or a resume) started writing to the target; STARTSTABLE
@@ -197,35 +228,42 @@ impl Session {
     /// Open the flows: resumed at the target's checkpoints when every flow answers PARTIAL
     /// (protocol doc 8.2), otherwise for a full sync, announced with its reason and the resync
     /// policy applied. Mixed answers end the session and a new one starts without LSNs, as
-    /// Dragonfly's replica does; hence the master connection and info returned. The bool says
-    /// whether every flow resumes.
+    /// Dragonfly's replica does; hence the master connection and info returned.
     fn open_flows(
         cfg: &Config,
         master: Master,
         info: MasterInfo,
         target: &mut Target,
         resume: Resume,
-    ) -> Result<(Master, MasterInfo, Vec<FlowConn>, bool), StartError> {
+    ) -> Result<(Master, MasterInfo, Vec<FlowConn>, Opening), StartError> {
         let lsns = match resume {
             Resume::Nothing => {
                 let conns = open_full(cfg, &info)?;
-                return Ok((master, info, conns, false));
+                return Ok((master, info, conns, Opening::Full));
             }
             Resume::Unusable(why) => {
                 Self::prepare_full_resync(target, cfg, &why)?;
                 let conns = open_full(cfg, &info)?;
-                return Ok((master, info, conns, false));
+                return Ok((master, info, conns, Opening::Full));
             }
             Resume::At(lsns) => lsns,
         };
+        let v134 = info.speaks_v134_resume().unwrap_or_default();
         let n = info.num_flows;
         let conns = (0..n)
             .map(|i| FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, Some(lsns[i])).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let partial = conns.iter().filter(|c| !c.reply.full).count();
         if partial == n {
+            if v134 {
+                log::info!(
+                    "resuming from the target's checkpoints: every flow continues its journal (PARTIAL) at {lsns:?}, \
+                     in the v1.34 partial-sync dialect (DFLY SYNC, then each flow's missing records as journal blobs)"
+                );
+                return Ok((master, info, conns, Opening::PartialV134));
+            }
             log::info!("resuming from the target's checkpoints: every flow continues its journal (PARTIAL) at {lsns:?}");
-            return Ok((master, info, conns, true));
+            return Ok((master, info, conns, Opening::Partial));
         }
         let why = format!(
             "{} of {n} flows must fully resync (the master's backlog no longer holds the records after the checkpoints)",
@@ -234,14 +272,14 @@ impl Session {
         Self::prepare_full_resync(target, cfg, &why)?;
         if partial == 0 {
             // All FULL: the full sync continues in this session.
-            return Ok((master, info, conns, false));
+            return Ok((master, info, conns, Opening::Full));
         }
         // Mixed: closing this session's connections cancels it on the master.
         drop(conns);
         drop(master);
         let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth())?;
         let conns = open_full(cfg, &info)?;
-        Ok((master, info, conns, false))
+        Ok((master, info, conns, Opening::Full))
     }
 
     fn start(cfg: &Config, mode: Mode, prior: Option<&str>) -> Result<Session, StartError> {
@@ -337,22 +375,28 @@ impl Session {
         if let (Resume::Nothing, Some(why)) = (&resume, prior) {
             resume = Resume::Unusable(format!("the previous session ended ({why}) with no checkpoint to resume from"));
         }
-        if matches!(resume, Resume::At(_)) && info.release.as_deref().is_some_and(|r| r.contains("v1.34.")) {
+        if matches!(resume, Resume::At(_)) && info.speaks_v134_resume().is_none() {
+            // Guessing wrong would fail the session: v1.34 refuses STARTSTABLE without SYNC, and
+            // v1.35+ would corrupt the stream after SYNC (protocol doc 5.1, 8.3).
             resume = Resume::Unusable(format!(
-                "the master runs {} and df2redis does not speak its partial-sync dialect (protocol doc 8.3) yet",
-                info.release.as_deref().unwrap_or_default()
+                "the master's INFO SERVER names no dragonfly_version, and its protocol version {} is shared by \
+                 v1.34 to v1.36, whose partial-sync dialects differ (allow INFO for the replication user to resume)",
+                info.version
             ));
         }
-        let (mut master, info, conns, partial) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        let (mut master, info, conns, opening) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
         // The master's size now, just before its snapshot, for the full-sync estimate.
-        let master_size = if partial { MasterSize::default() } else { MasterSize::ask(&mut master) };
+        let master_size = if opening == Opening::Full { MasterSize::ask(&mut master) } else { MasterSize::default() };
         let n = info.num_flows; // after mixed answers this is a new session's
-        if !partial {
+        // A resume (either dialect) continues on a target that is exactly at its markers: no
+        // flush, and the markers stay. The v1.34 dialect brings no snapshot entries either,
+        // only journal records, so whether the target is empty does not matter then.
+        if !opening.resumes() {
             // A stale marker must never pair with a new snapshot.
             first_target.delete_markers()?;
         }
-        let fresh = !partial && first_target.is_empty()?;
-        if !partial {
+        let fresh = !opening.resumes() && first_target.is_empty()?;
+        if !opening.resumes() {
             log::info!(
                 "{}",
                 if fresh {
@@ -362,7 +406,13 @@ impl Session {
                 }
             );
         }
-        let resume_lsns: Vec<Option<u64>> = conns.iter().map(|c| if c.reply.full { None } else { c.lsn }).collect();
+        let starts: Vec<FlowStart> = conns
+            .iter()
+            .map(|c| match (c.reply.full, c.lsn) {
+                (false, Some(lsn)) => opening.flow_start(lsn),
+                _ => FlowStart::Snapshot,
+            })
+            .collect();
 
         let shared = Arc::new(Shared::new(n));
         let barrier = Arc::new(Barrier::new(n + 1));
@@ -406,10 +456,10 @@ impl Session {
             replayers: Vec::new(),
             json,
             barrier_passed: false,
-            partial,
+            opening,
             checkpoint_file: cfg.checkpoint_file.clone(),
             file_every: Duration::from_secs(cfg.progress_secs),
-            touched_target: partial,
+            touched_target: opening.resumes(),
             reached_stable: false,
         };
         // Every target connection before any thread starts: a failure here leaves nothing
@@ -443,9 +493,9 @@ impl Session {
                 batch_bytes: cfg.batch_bytes,
                 stats_out: stats,
                 slot_hints: cluster,
-                resume_lsn: resume_lsns[i],
+                start: starts[i],
             };
-            if let Some(l) = resume_lsns[i] {
+            if let Some(l) = starts[i].resume_lsn() {
                 shared.flows[i].applied_next_lsn.store(l, Relaxed);
             }
             let cpu = cfg.pin_flows.as_ref().map(|l| l.cpu_for(i));
@@ -458,7 +508,7 @@ impl Session {
                 kick: kick_rx,
                 barrier: barrier.clone(),
                 shared: shared.clone(),
-                partial,
+                start: starts[i],
             };
             sess.ackers.push(spawn(format!("ack-{i}"), None, move || acker.run())?);
         }
@@ -507,12 +557,16 @@ impl Session {
 
     /// Full sync, barrier, STARTSTABLE, then wait for the end.
     fn drive(&mut self) -> Result<(), String> {
-        if !self.partial {
+        if self.opening.sends_sync() {
             self.touched_target = true;
             // Before the command: the master starts streaming before it answers.
             crate::metrics::global().set_phase(Phase::FullSync);
             self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
-            log::info!("full sync started on {} flows", self.info.num_flows);
+            if self.opening == Opening::PartialV134 {
+                log::info!("DFLY SYNC sent (v1.34 partial resume): each flow sends its missing records, then FULLSYNC_END");
+            } else {
+                log::info!("full sync started on {} flows", self.info.num_flows);
+            }
         }
         // Every ACK thread arrives once its flow saw FULLSYNC_END (or the session stopped);
         // the readers keep reading meanwhile.
@@ -521,11 +575,13 @@ impl Session {
         if self.shared.stop.is_stopped() {
             return Ok(());
         }
-        if self.partial {
+        match self.opening {
             // v1.35+: STARTSTABLE directly after all-PARTIAL (protocol doc 8.2).
-            log::info!("sending DFLY STARTSTABLE (partial resume, no snapshot)");
-        } else {
-            log::info!("every flow reached FULLSYNC_END: sending DFLY STARTSTABLE");
+            Opening::Partial => log::info!("sending DFLY STARTSTABLE (partial resume, no snapshot)"),
+            Opening::PartialV134 => {
+                log::info!("every flow sent its missing records (FULLSYNC_END): sending DFLY STARTSTABLE")
+            }
+            Opening::Full => log::info!("every flow reached FULLSYNC_END: sending DFLY STARTSTABLE"),
         }
         self.master.start_stable(&self.info.sync_id).map_err(|e| e.to_string())?;
         self.reached_stable = true;

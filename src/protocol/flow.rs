@@ -100,6 +100,18 @@ pub struct FlowDecoder {
     failed: Option<DecodeError>,
     /// Reused for every compressed blob.
     blob_buf: Vec<u8>,
+    /// A v1.34 partial resume (protocol doc 8.3), until JOURNAL_OFFSET: the journal blobs are
+    /// the flow's records from the resume LSN on, one LSN each.
+    backlog: Option<Backlog>,
+}
+
+/// The LSNs of a v1.34 partial resume's journal blobs.
+#[derive(Debug, Clone, Copy)]
+struct Backlog {
+    /// The LSN the replica resumed at (the first blob's).
+    from: u64,
+    /// The LSN the next blob record carries.
+    next: u64,
 }
 
 impl FlowDecoder {
@@ -125,6 +137,7 @@ impl FlowDecoder {
             counts: OpcodeCounts::default(),
             failed: None,
             blob_buf: Vec::new(),
+            backlog: None,
         }
     }
 
@@ -133,6 +146,26 @@ impl FlowDecoder {
         let mut d = FlowDecoder::new(flow, None, limits);
         d.phase = Phase::Journal;
         d.next_lsn = Some(next_lsn);
+        d
+    }
+
+    /// A decoder for a flow answered `PARTIAL` by a v1.34 master, which still wants `DFLY
+    /// SYNC` (protocol doc 8.3): the stream is framed like a full sync (header, FULLSYNC_END,
+    /// then after STARTSTABLE JOURNAL_OFFSET, EOF, the token and the journal), but its body
+    /// holds only journal blobs, one per record from `next_lsn` on: the backlog, then the
+    /// records written meanwhile. Those records are the ones the replica is missing, so they
+    /// carry their LSNs here (consecutive from `next_lsn`), and JOURNAL_OFFSET must be the
+    /// LSN after the last of them.
+    ///
+    /// Why one LSN per blob holds (Dragonfly v1.34.2, `SliceSnapshot::SwitchIncrementalFb`
+    /// and `ConsumeJournalChange`): the backlog loop writes the ring buffer entry of every LSN
+    /// from `next_lsn` up to the current one, then FULLSYNC_END, then registers a journal
+    /// consumer that writes every later record; every journal record is one ring buffer entry
+    /// with the next LSN (`JournalSlice::AddLogRecord`), and STARTSTABLE writes `GetLsn()` as
+    /// JOURNAL_OFFSET after unregistering the consumer under the global lock.
+    pub fn partial_v134(flow: Option<u32>, expected_token: Option<Vec<u8>>, next_lsn: u64, limits: Limits) -> Self {
+        let mut d = FlowDecoder::new(flow, expected_token, limits);
+        d.backlog = Some(Backlog { from: next_lsn, next: next_lsn });
         d
     }
 
@@ -320,6 +353,9 @@ impl FlowDecoder {
             }
             OP_SELECTDB => self.db = cur.puint_max(u32::MAX as u64, "SELECTDB index")? as u32,
             OP_EXPIRETIME_MS | OP_DF_MASK | 0..=37 => {
+                if self.backlog.is_some() {
+                    return Err(cur.err_at(at, "snapshot entry in a v1.34 partial-sync stream (it carries only journal blobs)"));
+                }
                 if self.fullsync_end {
                     return Err(cur.err_at(at, "snapshot entry after FULLSYNC_END"));
                 }
@@ -382,6 +418,20 @@ impl FlowDecoder {
                 if !self.fullsync_end {
                     return Err(cur.err_at(at, "JOURNAL_OFFSET before FULLSYNC_END"));
                 }
+                if let Some(b) = self.backlog.take() {
+                    if lsn != b.next {
+                        return Err(cur.err_at(
+                            at,
+                            format!(
+                                "JOURNAL_OFFSET {lsn} does not follow the v1.34 partial-sync records: {} journal blobs \
+                                 from LSN {} end before LSN {}",
+                                b.next - b.from,
+                                b.from,
+                                b.next
+                            ),
+                        ));
+                    }
+                }
                 self.journal_offset = Some(lsn);
                 self.next_lsn = Some(lsn);
                 self.phase = Phase::AwaitEof;
@@ -392,6 +442,9 @@ impl FlowDecoder {
                 let len = cur.u32_le()?;
                 if id == 0 || len == 0 {
                     return Err(cur.err_at(at, format!("tagged chunk with stream id {id} and length {len} (both must be > 0)")));
+                }
+                if self.backlog.is_some() {
+                    return Err(cur.err_at(at, "tagged chunk in a v1.34 partial-sync stream (it carries only journal blobs)"));
                 }
                 if self.fullsync_end {
                     return Err(cur.err_at(at, "tagged chunk after FULLSYNC_END"));
@@ -548,7 +601,12 @@ impl FlowDecoder {
                 Ok(Unit::Select(db)) => self.journal_db = db,
                 Ok(Unit::Record { kind, txid, argv }) => {
                     records += 1;
-                    out.push(Item::Journal(JournalRecord { db: self.journal_db, txid, kind, argv, lsn: None }));
+                    // Inline records have no LSN of their own, except in a v1.34 partial resume.
+                    let lsn = self.backlog.as_mut().map(|b| {
+                        b.next += 1;
+                        b.next - 1
+                    });
+                    out.push(Item::Journal(JournalRecord { db: self.journal_db, txid, kind, argv, lsn }));
                 }
                 Ok(Unit::Lsn(_)) => return Err(c.err_at(0, "LSN record inside a journal blob")),
                 Err(Stop::More(_)) => return Err(c.err("journal record crosses the end of its journal blob")),
@@ -637,4 +695,70 @@ pub fn opcode_name(op: u8) -> String {
         _ => return format!("opcode 0x{op:02X}"),
     };
     format!("{name} (0x{op:02X})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SELECT 0` + `COMMAND SET <key> 1` as one journal blob (`D2 01 RSTR`).
+    fn blob(key: &[u8]) -> Vec<u8> {
+        let mut rec = vec![0x06, 0x00, 0x0A, 0x00, 0x01, 0x03, (3 + key.len() + 1) as u8, 3];
+        rec.extend_from_slice(b"SET");
+        rec.push(key.len() as u8);
+        rec.extend_from_slice(key);
+        rec.extend_from_slice(&[1, b'1']);
+        let mut b = vec![OP_JOURNAL_BLOB, 1, rec.len() as u8];
+        b.extend_from_slice(&rec);
+        b
+    }
+
+    /// A v1.34 partial stream: header, `blobs` journal blobs, FULLSYNC_END, then
+    /// JOURNAL_OFFSET `offset`, EOF and the token.
+    fn v134_stream(blobs: usize, offset: u64, token: &[u8]) -> Vec<u8> {
+        let mut s = b"REDIS0009".to_vec();
+        for k in 0..blobs {
+            s.extend(blob(format!("k{k}").as_bytes()));
+        }
+        s.extend_from_slice(&[OP_FULLSYNC_END, 0, 0, 0, 0, 0, 0, 0, 0]);
+        s.push(OP_JOURNAL_OFFSET);
+        s.extend_from_slice(&offset.to_le_bytes());
+        s.extend_from_slice(&[OP_EOF, 0, 0, 0, 0, 0, 0, 0, 0]);
+        s.extend_from_slice(token);
+        s
+    }
+
+    #[test]
+    fn v134_partial_blobs_carry_consecutive_lsns_up_to_the_journal_offset() {
+        let token = [b'a'; TOKEN_LEN];
+        let mut d = FlowDecoder::partial_v134(Some(0), Some(token.to_vec()), 7, Limits::default());
+        let mut out = Vec::new();
+        d.feed(&v134_stream(3, 10, &token), &mut out).unwrap();
+        let lsns: Vec<Option<u64>> =
+            out.iter().filter_map(|i| if let Item::Journal(r) = i { Some(r.lsn) } else { None }).collect();
+        assert_eq!(lsns, [Some(7), Some(8), Some(9)]);
+        assert_eq!(d.phase(), Phase::Journal);
+        assert_eq!(d.next_lsn(), Some(10));
+        // Nothing missed since the resume point: no blob, JOURNAL_OFFSET = the resume LSN.
+        let mut d = FlowDecoder::partial_v134(Some(0), Some(token.to_vec()), 7, Limits::default());
+        d.feed(&v134_stream(0, 7, &token), &mut Vec::new()).unwrap();
+        assert_eq!(d.next_lsn(), Some(7));
+    }
+
+    #[test]
+    fn v134_partial_rejects_a_journal_offset_that_does_not_follow_the_blobs() {
+        let token = [b'a'; TOKEN_LEN];
+        let mut d = FlowDecoder::partial_v134(Some(0), Some(token.to_vec()), 7, Limits::default());
+        let e = d.feed(&v134_stream(3, 11, &token), &mut Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("JOURNAL_OFFSET 11 does not follow") && e.contains("3 journal blobs from LSN 7"), "{e}");
+    }
+
+    #[test]
+    fn v134_partial_rejects_snapshot_entries() {
+        let mut s = b"REDIS0009".to_vec();
+        s.extend_from_slice(&[0x00, 1, b'k', 1, b'v']); // a string entry
+        let mut d = FlowDecoder::partial_v134(Some(0), None, 7, Limits::default());
+        let e = d.feed(&s, &mut Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("snapshot entry in a v1.34 partial-sync stream"), "{e}");
+    }
 }

@@ -302,7 +302,8 @@ pub struct JournalRecord {
     /// Empty for PING.
     pub argv: Argv,
     /// The record's LSN in stable sync; `None` for inline records of the full sync, whose
-    /// LSNs lie below JOURNAL_OFFSET and are not acknowledged.
+    /// LSNs lie below JOURNAL_OFFSET and are not acknowledged. The inline records of a v1.34
+    /// partial resume do carry theirs (see [`FlowDecoder::partial_v134`](super::FlowDecoder)).
     pub lsn: Option<u64>,
 }
 

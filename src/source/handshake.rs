@@ -24,6 +24,20 @@ pub struct MasterInfo {
     pub release: Option<String>,
 }
 
+impl MasterInfo {
+    /// Whether the master speaks the v1.34 partial-sync dialect (protocol doc 8.3: `DFLY
+    /// SYNC` after PARTIAL, the missing records as journal blobs) rather than the v1.35+ one
+    /// (8.2). DflyVersion 4 covers v1.34 to v1.36, so only the release INFO SERVER named
+    /// tells them apart: `None` when it named none and the version is 4.
+    pub fn speaks_v134_resume(&self) -> Option<bool> {
+        match &self.release {
+            Some(r) => Some(r.contains("v1.34.")),
+            None if self.version == 4 => None,
+            None => Some(false),
+        }
+    }
+}
+
 /// `FULL` or `PARTIAL`, with the flow's eof token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncReply {

@@ -153,6 +153,16 @@ impl Master {
     }
 
     pub fn open_flow(&self, i: usize, lsn: Option<u64>) -> Flow {
+        self.open_flow_in(i, lsn, false)
+    }
+
+    /// Open every flow with `lsns[i]` against a v1.34 master: a PARTIAL flow's stream is
+    /// decoded in that dialect (header, numbered journal blobs, FULLSYNC_END, ...).
+    pub fn open_flows_v134(&self, lsns: &[u64]) -> Vec<Flow> {
+        (0..self.num_flows).map(|i| self.open_flow_in(i, Some(lsns[i]), true)).collect()
+    }
+
+    fn open_flow_in(&self, i: usize, lsn: Option<u64>, v134: bool) -> Flow {
         let mut c = Client::connect(self.addr);
         if let Some(p) = &self.password {
             assert_eq!(c.call(&["AUTH", p]), Reply::Simple("OK".into()));
@@ -167,6 +177,9 @@ impl Master {
         let Reply::Array(r) = reply else { panic!("DFLY FLOW {i}: {reply:?}") };
         let (kind, token) = (r[0].text(), r[1].text());
         let decoder = match (kind.as_str(), lsn) {
+            ("PARTIAL", Some(l)) if v134 => {
+                FlowDecoder::partial_v134(Some(i as u32), Some(token.clone().into_bytes()), l, Limits::default())
+            }
             ("PARTIAL", Some(l)) => FlowDecoder::partial(Some(i as u32), l, Limits::default()),
             _ => FlowDecoder::new(Some(i as u32), Some(token.clone().into_bytes()), Limits::default()),
         };
