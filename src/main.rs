@@ -297,14 +297,6 @@ struct CheckArgs {
 
 impl CheckArgs {
     fn into_options(self) -> Result<df2redis::check::Options, config::ConfigError> {
-        let mut raw: Raw = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
-                config::parse_ini(&text, p)?
-            }
-            None => Raw::new(),
-        };
         let flags = [
             ("source.addr", self.source),
             ("source.user", self.source_user),
@@ -314,12 +306,7 @@ impl CheckArgs {
             ("target.password", self.target_password),
             ("target.db_map", self.db_map),
         ];
-        for (k, v) in flags {
-            if let Some(v) = v {
-                raw.insert(k.to_string(), v);
-            }
-        }
-        let cfg = config::build(&raw)?;
+        let cfg = config::build(&file_and_flags(self.config.as_deref(), flags)?)?;
         Ok(df2redis::check::Options {
             source: cfg.source,
             target: cfg.target,
@@ -335,14 +322,6 @@ impl CheckArgs {
 
 impl RunArgs {
     fn into_config(self) -> Result<Config, config::ConfigError> {
-        let mut raw: Raw = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
-                config::parse_ini(&text, p)?
-            }
-            None => Raw::new(),
-        };
         let flags = [
             ("source.addr", self.source),
             ("source.user", self.source_user),
@@ -370,13 +349,29 @@ impl RunArgs {
             ("retry.backoff_ms", self.retry_backoff_ms),
             ("metrics.addr", self.metrics_addr),
         ];
-        for (k, v) in flags {
-            if let Some(v) = v {
-                raw.insert(k.to_string(), v);
-            }
-        }
-        config::build(&raw)
+        config::build(&file_and_flags(self.config.as_deref(), flags)?)
     }
+}
+
+/// The settings of `--config FILE` (if given), overridden by the flags that were set.
+fn file_and_flags<const N: usize>(
+    file: Option<&std::path::Path>,
+    flags: [(&str, Option<String>); N],
+) -> Result<Raw, config::ConfigError> {
+    let mut raw: Raw = match file {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
+            config::parse_ini(&text, p)?
+        }
+        None => Raw::new(),
+    };
+    for (k, v) in flags {
+        if let Some(v) = v {
+            raw.insert(k.to_string(), v);
+        }
+    }
+    Ok(raw)
 }
 
 fn main() -> ExitCode {
