@@ -114,7 +114,7 @@ impl Standalone {
             if c.db != self.db {
                 self.select(c.db, &mut slots);
             }
-            resp::encode(&mut self.buf, c.argv.iter());
+            c.argv.write_resp(&mut self.buf);
             slots.push(Some(i));
         }
         if let Some((key, value)) = marker {
@@ -142,7 +142,7 @@ impl Standalone {
         self.buf.clear();
         let mut slots = Vec::new();
         for (i, c) in cmds.enumerate() {
-            resp::encode(&mut self.buf, c.argv.iter());
+            c.argv.write_resp(&mut self.buf);
             slots.push(Some(i));
         }
         self.pending.push_back((slots, false));
