@@ -23,6 +23,8 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 ///   df2redis migrate   --source dragonfly:6379 --target redis://redis:6379
 ///   df2redis replicate --source dragonfly:6379 --target redis://:secret@10.0.0.1:7000,10.0.0.2:7000
 ///   df2redis replicate --config /etc/df2redis.ini --pin-flows 0-3 --pin-writers 4-7
+///   df2redis migrate   --source dragonfly:6379 --target redis://redis:6379 --include 'prefix:user:' \
+///                      --dbs 0,2 --db-map 2:1 --max-ops-per-s 20000
 ///   df2redis inspect flow-0.bin --token <40 hex>
 ///   df2redis check     --source dragonfly:6379 --target redis://redis:6379 --report check.json
 ///
