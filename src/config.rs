@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::affinity::CpuList;
+use crate::replay::filter::{self, Filter, OnFlush, Rule};
 use crate::replay::{JsonPolicy, MemberTtlPolicy};
 
 /// A usage or configuration error (exit code 2).
@@ -99,6 +100,11 @@ pub struct Config {
     pub retry_backoff: std::time::Duration,
     /// Serve `/metrics` and `/status` over HTTP on this `host:port`.
     pub metrics_addr: Option<String>,
+    /// Which source keys and dbs are replicated (everything by default).
+    pub filter: Filter,
+    /// Caps on what is sent to the target, over all writers, in both phases.
+    pub max_ops_per_s: Option<u64>,
+    pub max_bytes_per_s: Option<u64>,
 }
 
 impl Default for Config {
@@ -125,6 +131,9 @@ impl Default for Config {
             retry_deadline: std::time::Duration::from_secs(600),
             retry_backoff: std::time::Duration::from_millis(1000),
             metrics_addr: None,
+            filter: Filter::default(),
+            max_ops_per_s: None,
+            max_bytes_per_s: None,
         }
     }
 }
@@ -161,7 +170,17 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("retry.max_retries", "--max-retries", "new sessions in a row after the source or target went away; 0 = exit at once (20)"),
     ("retry.deadline_secs", "--retry-deadline", "give up reconnecting this many seconds after the first failure (600)"),
     ("retry.backoff_ms", "--retry-backoff-ms", "wait before the first reconnect, doubled each time up to 30 s (1000)"),
+    ("filter.include", "--include", "replicate only keys matching one of these patterns (repeatable): prefix:P | glob:G | regex:R | G"),
+    ("filter.exclude", "--exclude", "never replicate keys matching one of these patterns (repeatable), same syntax"),
+    ("filter.dbs", "--dbs", "replicate only these source dbs, e.g. 0,2 (all); mapped afterwards by db_map"),
+    ("filter.on_flush", "--on-flush", "FLUSHDB/FLUSHALL on the master, or a full resync's flush, while filtering: stop | flush (stop)"),
+    ("limits.ops_per_s", "--max-ops-per-s", "cap on commands sent to the target per second, all writers together (none)"),
+    ("limits.bytes_per_s", "--max-bytes-per-s", "cap on payload bytes sent to the target per second (none)"),
 ];
+
+/// Keys that may be given several times (in the file: one line each; as flags: repeated).
+/// Their values are kept in [`Raw`] joined by newlines, which an INI value cannot contain.
+pub const REPEATABLE: &[&str] = &["filter.include", "filter.exclude"];
 
 fn flag_of(key: &str) -> &'static str {
     KEYS.iter().find(|k| k.0 == key).map_or("", |k| k.1)
@@ -194,6 +213,10 @@ pub fn parse_ini(text: &str, path: &Path) -> Result<Raw, ConfigError> {
         }
         // Several cluster seeds may be given by repeating the url key.
         match raw.get_mut(&key) {
+            Some(prev) if REPEATABLE.contains(&key.as_str()) => {
+                prev.push('\n');
+                prev.push_str(v.trim());
+            }
             Some(prev) if key == "target.url" => {
                 let v = v.trim();
                 let v = v.split_once("://").map_or(v, |x| x.1);
@@ -303,6 +326,34 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
         Some("skip") => OnReject::SkipAndCount,
         _ => OnReject::Stop,
     };
+    for (key, rules) in [("filter.include", &mut c.filter.include), ("filter.exclude", &mut c.filter.exclude)] {
+        for p in get(key).into_iter().flat_map(|v| v.split('\n')).map(str::trim).filter(|p| !p.is_empty()) {
+            rules.push(Rule::parse(p).map_err(|e| ConfigError(format!("{}: {e}", name(key))))?);
+        }
+    }
+    if let Some(v) = get("filter.dbs") {
+        c.filter.dbs = Some(filter::parse_dbs(v).map_err(|e| ConfigError(format!("{}: {e}", name("filter.dbs"))))?);
+    }
+    c.filter.on_flush = match choice("filter.on_flush", &["stop", "flush"])?.as_deref() {
+        Some("flush") => OnFlush::Flush,
+        _ => OnFlush::Stop,
+    };
+    c.max_ops_per_s = num("limits.ops_per_s", 1)?.map(|n| n as u64);
+    c.max_bytes_per_s = num("limits.bytes_per_s", 1024)?.map(|n| n as u64);
+    // A batch waits for its whole cost at once, and its flow's reader waits with it: batches
+    // of at most a tenth of a second of the cap keep the readers moving (the master cancels a
+    // replica whose flow it cannot write to for 30 s).
+    for (cap, key, batch, floor, flag) in [
+        (c.max_ops_per_s, "limits.ops_per_s", &mut c.batch_cmds, 1, "--batch-cmds"),
+        (c.max_bytes_per_s, "limits.bytes_per_s", &mut c.batch_bytes, 1024, "--batch-bytes"),
+    ] {
+        let Some(cap) = cap else { continue };
+        let most = usize::try_from(cap / 10).unwrap_or(usize::MAX).max(floor);
+        if *batch > most {
+            log::info!("{} {cap}: batches of at most {most} ({flag} lowered from {batch}), a tenth of a second of the cap", flag_of(key));
+            *batch = most;
+        }
+    }
     Ok(c)
 }
 
@@ -387,6 +438,44 @@ mod tests {
         assert!(e.0.contains("--json") && e.0.contains("auto | json-set | skip"), "{e}");
         let e = parse_ini("[source]\naddrr = x\n", Path::new("c.ini")).unwrap_err();
         assert!(e.0.contains("c.ini:2") && e.0.contains("source.addrr"), "{e}");
+    }
+
+    #[test]
+    fn filters_and_limits() {
+        let base = [("source.addr", "h:1"), ("target.url", "h:2")];
+        let with = |more: &[(&str, &str)]| build(&raw(&[&base[..], more].concat()));
+        let c = with(&[]).unwrap();
+        assert!(!c.filter.is_active() && c.max_ops_per_s.is_none() && c.max_bytes_per_s.is_none());
+        // Repeated lines in the file add up; flags arrive joined the same way.
+        let file = parse_ini("[filter]\ninclude = prefix:a:\ninclude = glob:b:*\nexclude = regex:tmp$\ndbs = 0, 2\n", Path::new("f"))
+            .unwrap();
+        assert_eq!(file["filter.include"], "prefix:a:\nglob:b:*");
+        let mut r = raw(&base);
+        r.extend(file);
+        let c = build(&r).unwrap();
+        assert_eq!(c.filter.include.iter().map(|r| r.text()).collect::<Vec<_>>(), ["prefix:a:", "glob:b:*"]);
+        assert!(c.filter.passes(2, b"b:1") && !c.filter.passes(1, b"b:1") && !c.filter.passes(0, b"a:tmp"));
+        assert_eq!(c.filter.on_flush, OnFlush::Stop);
+        let c = with(&[("filter.on_flush", "flush"), ("limits.ops_per_s", "500"), ("limits.bytes_per_s", "1048576")]).unwrap();
+        assert_eq!((c.filter.on_flush, c.max_ops_per_s, c.max_bytes_per_s), (OnFlush::Flush, Some(500), Some(1 << 20)));
+        // Batches shrink to a tenth of a second of a cap, never below one command or 1 KiB.
+        assert_eq!((c.batch_cmds, c.batch_bytes), (50, 104857));
+        let c = with(&[("limits.ops_per_s", "5"), ("limits.bytes_per_s", "2048"), ("tuning.batch_cmds", "100")]).unwrap();
+        assert_eq!((c.batch_cmds, c.batch_bytes), (1, 1024));
+        let c = with(&[("limits.ops_per_s", "1000000"), ("limits.bytes_per_s", "1000000000")]).unwrap();
+        assert_eq!((c.batch_cmds, c.batch_bytes), (2000, 1 << 20));
+        // Errors name the flag, the file key and the bad pattern.
+        for (k, v, want) in [
+            ("filter.include", "prefix:a:\nuser:[a-z", "--include (file key filter.include): \"user:[a-z\" is not a valid glob"),
+            ("filter.exclude", "regex:(", "--exclude (file key filter.exclude): \"regex:(\" is not a valid regex"),
+            ("filter.dbs", "0,one", "--dbs (file key filter.dbs): \"one\" is not a db number"),
+            ("filter.on_flush", "maybe", "--on-flush (file key filter.on_flush): expected one of stop | flush"),
+            ("limits.ops_per_s", "0", "--max-ops-per-s (file key limits.ops_per_s): expected a whole number >= 1"),
+            ("limits.bytes_per_s", "10MB", "--max-bytes-per-s (file key limits.bytes_per_s): expected a whole number >= 1024"),
+        ] {
+            let e = with(&[(k, v)]).unwrap_err();
+            assert!(e.0.contains(want), "{k}={v}: {e}");
+        }
     }
 }
 

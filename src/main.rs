@@ -23,6 +23,8 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 ///   df2redis migrate   --source dragonfly:6379 --target redis://redis:6379
 ///   df2redis replicate --source dragonfly:6379 --target redis://:secret@10.0.0.1:7000,10.0.0.2:7000
 ///   df2redis replicate --config /etc/df2redis.ini --pin-flows 0-3 --pin-writers 4-7
+///   df2redis migrate   --source dragonfly:6379 --target redis://redis:6379 --include 'prefix:user:' \
+///                      --dbs 0,2 --db-map 2:1 --max-ops-per-s 20000
 ///   df2redis inspect flow-0.bin --token <40 hex>
 ///   df2redis check     --source dragonfly:6379 --target redis://redis:6379 --report check.json
 ///
@@ -241,6 +243,49 @@ struct RunArgs {
     /// [file: metrics.addr]
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Replicate only keys matching PATTERN; repeat it to keep keys matching any of several.
+    /// PATTERN is `prefix:TEXT` (keys starting with TEXT), `glob:GLOB` (Redis-style: `*` any
+    /// run of bytes, `?` one byte, `[abc]` `[a-z]` `[^a]` classes, `\` escapes the next
+    /// character), `regex:RE` (unanchored, on the key's bytes: `.` is any byte, classes and
+    /// (?i) are ASCII; anchor with ^ and $), or a bare GLOB. The same rules apply to the
+    /// snapshot and to the journal: a DEL/UNLINK/TOUCH/EXISTS keeps its passing keys and an
+    /// MSET its passing pairs; a record whose keys must stay together (RENAME, SMOVE, LMOVE,
+    /// COPY, SINTERSTORE ...) with keys on both sides of the rules stops the run, naming the
+    /// command, its keys and the rule. Counted in the summary.
+    /// Example: --include 'prefix:user:' --include 'glob:session:*'.  [file: filter.include,
+    /// one line per pattern]
+    #[arg(long, value_name = "PATTERN")]
+    include: Vec<String>,
+    /// Never replicate keys matching PATTERN (same syntax as --include; repeatable). A key
+    /// passes when it matches some --include (or there is none) and no --exclude.
+    /// [file: filter.exclude, one line per pattern]
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Replicate only these source dbs, e.g. 0,2 (default: all). Applied before --db-map: the
+    /// selected dbs are then written to the dbs they map to, and the others need no mapping on
+    /// a cluster target.  [file: filter.dbs]
+    #[arg(long, value_name = "DBS")]
+    dbs: Option<String>,
+    /// With --include, --exclude or --dbs set, what a FLUSHDB or FLUSHALL on the master does,
+    /// and a full resync under --on-resync flush: stop (default: exit 1 naming the command;
+    /// flushing the target db would also delete keys the filter never copied, which may
+    /// belong to others) | flush (run it on the target as it is, every key of the target db
+    /// or dbs included). A FLUSHDB in a db --dbs leaves out is skipped either way.
+    /// [file: filter.on_flush]
+    #[arg(long, value_name = "stop|flush")]
+    on_flush: Option<String>,
+    /// Send at most N commands per second to the target, all writers together, in the full
+    /// sync and the journal (default: no cap). Batches shrink to a tenth of a second of the
+    /// cap. A cap lower than the master's write rate makes the replica fall behind, and the
+    /// master cancels a replica it cannot write to for 30 s: a warning names the cap when it
+    /// holds a flow back for 10 s.  [file: limits.ops_per_s]
+    #[arg(long, value_name = "N")]
+    max_ops_per_s: Option<String>,
+    /// Send at most N payload bytes (keys, values, arguments) per second to the target, all
+    /// writers together (default: no cap; at least 1024). As --max-ops-per-s otherwise.
+    /// [file: limits.bytes_per_s]
+    #[arg(long, value_name = "N")]
+    max_bytes_per_s: Option<String>,
 }
 
 #[derive(Args)]
@@ -348,6 +393,13 @@ impl RunArgs {
             ("retry.deadline_secs", self.retry_deadline),
             ("retry.backoff_ms", self.retry_backoff_ms),
             ("metrics.addr", self.metrics_addr),
+            ("filter.dbs", self.dbs),
+            ("filter.on_flush", self.on_flush),
+            ("limits.ops_per_s", self.max_ops_per_s),
+            ("limits.bytes_per_s", self.max_bytes_per_s),
+            // Repeated flags replace the file's lines, joined as the file's are (config::REPEATABLE).
+            ("filter.include", (!self.include.is_empty()).then(|| self.include.join("\n"))),
+            ("filter.exclude", (!self.exclude.is_empty()).then(|| self.exclude.join("\n"))),
         ];
         config::build(&file_and_flags(self.config.as_deref(), flags)?)
     }
@@ -448,6 +500,16 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cfg.filter.is_active() {
+        log::info!("replicating only what passes the filter: {}", cfg.filter.describe());
+    }
+    let caps: Vec<String> = [("--max-ops-per-s", cfg.max_ops_per_s), ("--max-bytes-per-s", cfg.max_bytes_per_s)]
+        .iter()
+        .filter_map(|(flag, v)| v.map(|v| format!("{flag} {v}")))
+        .collect();
+    if !caps.is_empty() {
+        log::info!("rate caps on the target: {}", caps.join(", "));
+    }
     df2redis::signals::install();
     // Bound before the session starts, so that a taken port is a usage error, not a surprise
     // in the middle of a migration. It serves until the summary is printed.
@@ -466,7 +528,7 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
     };
     match pipeline::run(&cfg, mode) {
         Outcome::Ok(s) => {
-            print_summary(&s, mode);
+            print_summary(&s, mode, cfg.filter.is_active());
             ExitCode::SUCCESS
         }
         Outcome::Usage(e) => {
@@ -474,14 +536,14 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
             ExitCode::from(2)
         }
         Outcome::Failed(e, s, _) => {
-            print_summary(&s, mode);
+            print_summary(&s, mode, cfg.filter.is_active());
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }
 }
 
-fn print_summary(s: &Summary, mode: Mode) {
+fn print_summary(s: &Summary, mode: Mode, filtering: bool) {
     let mut out = io::stdout().lock();
     let what = if mode == Mode::Migrate { "migrate" } else { "replicate" };
     let _ = writeln!(out, "---- {what} summary ----");
@@ -505,6 +567,14 @@ fn print_summary(s: &Summary, mode: Mode) {
         records += f.records;
     }
     let _ = writeln!(out, "total: {keys} keys, {:.1} MB, {records} journal records", bytes as f64 / 1e6);
+    let st = &s.stats;
+    if filtering || st.filtered_keys + st.filtered_records + st.split_records > 0 {
+        let _ = writeln!(
+            out,
+            "filtered: {} keys (snapshot), {} records (journal); {} records written in part",
+            st.filtered_keys, st.filtered_records, st.split_records
+        );
+    }
     if s.stats.expired_on_arrival > 0 {
         let _ = writeln!(out, "keys already expired when they arrived (not written): {}", s.stats.expired_on_arrival);
     }

@@ -415,6 +415,8 @@ impl FlowReader {
     fn send_msg(&self, mut msg: ToWriter) -> Result<(), FlowError> {
         let started = Instant::now();
         let mut warned = false;
+        // The rate caps' waiting so far, taken on the first timeout (not on the fast path).
+        let mut caps = None;
         loop {
             match self.to_writer.send_timeout(msg, Duration::from_millis(250)) {
                 Ok(()) => {
@@ -427,12 +429,22 @@ impl FlowReader {
                     if self.shared.stop.is_stopped() {
                         return Err(FlowError::after_stop(format!("flow {}: stopped while the writer queue was full", self.index)));
                     }
+                    let caps = *caps.get_or_insert_with(|| self.shared.limit.mark());
                     if !warned && started.elapsed() >= STALL_WARNING {
                         warned = true;
+                        let (why, fix) = match self.shared.limit.cause_since(&caps, Duration::from_secs(1)) {
+                            Some(cap) => (
+                                format!("{cap} is holding the writers back"),
+                                "raise the cap, or lower --batch-cmds and --batch-bytes so that each batch passes it sooner",
+                            ),
+                            None => (
+                                "the target is slower than the master".to_string(),
+                                "raise --channel-capacity, --inflight, or check the target",
+                            ),
+                        };
                         log::warn!(
-                            "flow {}: the target is slower than the master; this flow has not been read for {} s \
-                             and the master cancels the replication at 30 s (raise --channel-capacity, --inflight, \
-                             or check the target)",
+                            "flow {}: {why}; this flow has not been read for {} s and the master cancels the \
+                             replication at 30 s ({fix})",
                             self.index,
                             started.elapsed().as_secs()
                         );

@@ -10,6 +10,7 @@ mod ack;
 mod flow;
 mod gate;
 mod lag;
+mod limit;
 mod progress;
 mod report;
 mod retry;

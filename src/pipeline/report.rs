@@ -88,7 +88,11 @@ impl SessionSource for SessionView {
 }
 
 fn count(s: &ReplayStats) -> u64 {
-    s.skipped.values().chain(s.altered.values()).sum::<u64>() + s.expired_on_arrival
+    s.skipped.values().chain(s.altered.values()).sum::<u64>()
+        + s.expired_on_arrival
+        + s.filtered_keys
+        + s.filtered_records
+        + s.split_records
 }
 
 /// Republish a reader's replay counts when they changed (the counts only grow, so their sum

@@ -21,7 +21,7 @@ use super::writer::Writer;
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, JsonSetting, OnResync};
 use crate::metrics::Phase;
-use crate::replay::{Clock, JsonPolicy, Policy, ReplayStats, Replayer};
+use crate::replay::{Clock, JsonPolicy, OnFlush, Policy, ReplayStats, Replayer};
 use crate::source::{FlowConn, Master, MasterInfo, SourceError};
 use crate::target::{resp::Reply, Standalone, Target, TargetError};
 
@@ -214,6 +214,18 @@ impl Session {
     /// A full resync over a target an earlier run wrote: announce why, and apply the policy.
     fn prepare_full_resync(target: &mut Target, cfg: &Config, why: &str) -> Result<(), StartError> {
         match cfg.on_resync {
+            OnResync::Flush if cfg.filter.is_active() && cfg.filter.on_flush == OnFlush::Stop => {
+                return Err(StartError::Failed(
+                    format!(
+                        "full resync: {why}; emptying the target first (--on-resync flush) would also delete keys the \
+                         filter never copied ({}), which may belong to others. Stopping. Choose --on-resync keep (write \
+                         over the target; keys deleted on the master meanwhile survive) or --on-flush flush (empty the \
+                         whole target all the same)",
+                        cfg.filter.describe()
+                    ),
+                    Fault::Fatal,
+                ));
+            }
             OnResync::Flush => {
                 log::warn!("full resync: {why}; emptying the target first (--on-resync flush)");
                 target.flush_all().map_err(|e| format!("emptying the target for the full resync: {e}"))?;
@@ -335,7 +347,7 @@ impl Session {
             let keyspace = master.keyspace()?;
             let unmapped: Vec<String> = keyspace
                 .iter()
-                .filter(|&(&db, &keys)| keys > 0 && cfg.db_map.get(&db).copied().unwrap_or(db) != 0)
+                .filter(|&(&db, &keys)| keys > 0 && cfg.filter.db_passes(db) && cfg.db_map.get(&db).copied().unwrap_or(db) != 0)
                 .map(|(db, keys)| format!("db {db} holds {keys} keys"))
                 .collect();
             if !unmapped.is_empty() {
@@ -343,10 +355,13 @@ impl Session {
                     "the target is a Redis Cluster, which has only db 0, and on the master {}: map those dbs \
                      explicitly (--db-map, e.g. {}) to merge them into db 0",
                     unmapped.join(", "),
-                    keyspace.keys().map(|d| format!("{d}:0")).collect::<Vec<_>>().join(",")
+                    keyspace.keys().filter(|&&d| cfg.filter.db_passes(d)).map(|d| format!("{d}:0")).collect::<Vec<_>>().join(",")
                 )));
             }
-            log::info!("target is a Redis Cluster; dbs written to db 0: {:?}", keyspace.keys().collect::<Vec<_>>());
+            log::info!(
+                "target is a Redis Cluster; dbs written to db 0: {:?}",
+                keyspace.keys().filter(|&&d| cfg.filter.db_passes(d)).collect::<Vec<_>>()
+            );
         }
         log::info!(
             "master {} ({}): replid {}, session {}, {} flows, protocol version {}",
@@ -414,7 +429,7 @@ impl Session {
             })
             .collect();
 
-        let shared = Arc::new(Shared::new(n));
+        let shared = Arc::new(Shared::new(n).with_limit(super::limit::Limiter::new(cfg.max_ops_per_s, cfg.max_bytes_per_s)));
         let barrier = Arc::new(Barrier::new(n + 1));
         let nw = cfg.writers.unwrap_or(n).clamp(1, n);
         let sem = Arc::new(Semaphore::new(cfg.inflight_pipelines));
@@ -422,6 +437,7 @@ impl Session {
         let (exit_tx, reader_exits) = unbounded();
         let (done_tx, flows_done) = unbounded();
         let policy = Policy { json, member_ttl: cfg.member_ttl };
+        let filter = Arc::new(cfg.filter.clone());
         let replid = info.replid.clone();
 
         let mut to_writers: Vec<Vec<(usize, Receiver<ToWriter>)>> = (0..nw).map(|_| Vec::new()).collect();
@@ -484,7 +500,10 @@ impl Session {
                 leftover: conn.leftover,
                 token: conn.reply.token,
                 mode,
-                replayer: Replayer::new(policy, Clock::System).with_db_map(cfg.db_map.clone()).with_fresh_target(fresh),
+                replayer: Replayer::new(policy, Clock::System)
+                    .with_db_map(cfg.db_map.clone())
+                    .with_filter(filter.clone())
+                    .with_fresh_target(fresh),
                 shared: shared.clone(),
                 to_writer: tx,
                 recycled,

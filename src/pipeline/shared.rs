@@ -103,6 +103,8 @@ pub struct Shared {
     pub rejected: AtomicU64,
     /// Writes per cluster node, and redirects followed (MOVED, ASK), summed over writers.
     pub node_writes: Mutex<(std::collections::BTreeMap<String, u64>, u64, u64)>,
+    /// `--max-ops-per-s` / `--max-bytes-per-s`, shared by the writers (none by default).
+    pub limit: super::limit::Limiter,
 }
 
 impl Shared {
@@ -116,7 +118,12 @@ impl Shared {
             interrupted: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             node_writes: Mutex::new(Default::default()),
+            limit: Default::default(),
         }
+    }
+    pub fn with_limit(mut self, limit: super::limit::Limiter) -> Self {
+        self.limit = limit;
+        self
     }
     /// Record an error and stop the session. The first one becomes the session's error; every
     /// one is logged, since the first seen is not always the first cause.

@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Select};
 
 use super::flow::{Batch, ToWriter};
 use super::gate::{GateError, GlobalGate};
+use super::limit;
 use super::semaphore::Semaphore;
 use super::shared::{Failure, Shared};
 use crate::checkpoint::{self, Mark};
@@ -151,6 +152,12 @@ impl Writer {
 
     /// Send a batch as a pipeline (waiting for a permit), keeping at most two in flight.
     fn start(&mut self, b: Batch) -> Result<(), Failure> {
+        // --max-ops-per-s / --max-bytes-per-s: wait for the batch's slot with nothing in flight,
+        // so that our permits serve the other writers meanwhile.
+        if let Some(slot) = self.shared.limit.reserve(b.cmds.len(), || limit::payload(&b.cmds)) {
+            self.complete_all()?;
+            limit::wait_until(slot, &self.shared.stop);
+        }
         let limit = if self.conn.needs_exclusive(&b.cmds, &b.slots) { 1 } else { PER_WRITER_INFLIGHT };
         while self.inflight.len() >= limit {
             self.complete_oldest()?;

@@ -5,15 +5,19 @@
 //! a test. What Redis cannot hold is handled by an explicit [`Policy`], counted by reason in
 //! [`ReplayStats`] and logged once per key, never dropped in silence.
 
+pub mod filter;
 mod journal;
 mod restore;
 mod value;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use filter::{Filter, OnFlush};
+
 use crate::protocol::cursor::show;
-use crate::protocol::{Argv, JournalRecord, Limits, ValuePiece};
+use crate::protocol::{Argv, JournalRecord, Limits, RecordKind, ValuePiece};
 
 /// One command for the target, in the db it must run in.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +107,13 @@ pub struct ReplayStats {
     pub altered: BTreeMap<&'static str, u64>,
     /// Snapshot keys whose TTL had passed when they arrived (not written, as Dragonfly does).
     pub expired_on_arrival: u64,
+    /// Snapshot keys the filter left out (`--include`/`--exclude`/`--dbs`).
+    pub filtered_keys: u64,
+    /// Journal records the filter left out: none of their keys pass, or their db is not
+    /// selected.
+    pub filtered_records: u64,
+    /// Journal records written without the keys the filter leaves out (`DEL`, `MSET` ...).
+    pub split_records: u64,
     logged: HashMap<&'static str, HashSet<Vec<u8>>>,
 }
 
@@ -128,6 +139,9 @@ impl ReplayStats {
             *self.altered.entry(k).or_default() += v;
         }
         self.expired_on_arrival += o.expired_on_arrival;
+        self.filtered_keys += o.filtered_keys;
+        self.filtered_records += o.filtered_records;
+        self.split_records += o.split_records;
     }
 }
 
@@ -166,6 +180,8 @@ pub struct Replayer {
     stats: ReplayStats,
     /// Source db -> target db; unlisted dbs keep their number.
     db_map: BTreeMap<u32, u32>,
+    /// Which keys and dbs are replicated; `None` when everything is.
+    filter: Option<Arc<Filter>>,
     /// The target held no keys when the session started: a snapshot entry is then the first
     /// write of its key, and needs no `DEL` before it.
     fresh_target: bool,
@@ -184,6 +200,7 @@ impl Replayer {
             limits: Limits::default(),
             stats: ReplayStats::default(),
             db_map: BTreeMap::new(),
+            filter: None,
             fresh_target: false,
             open: HashMap::new(),
         }
@@ -204,6 +221,13 @@ impl Replayer {
         self
     }
 
+    /// Replicate only what `filter` passes, judged on the source dbs and keys (before the db
+    /// mapping). An inactive filter costs nothing.
+    pub fn with_filter(mut self, filter: Arc<Filter>) -> Self {
+        self.filter = filter.is_active().then_some(filter);
+        self
+    }
+
     fn map_dbs(&self, cmds: &mut [Cmd]) {
         if !self.db_map.is_empty() {
             for c in cmds {
@@ -220,6 +244,13 @@ impl Replayer {
 
     /// Commands for one piece of a snapshot value, appended to `out`.
     pub fn value(&mut self, v: &ValuePiece, out: &mut Vec<Cmd>) {
+        if let Some(f) = &self.filter {
+            // Each piece is judged (a cheap test), so no per-key state is kept for the filter.
+            if !f.passes(v.head.db, &v.head.key) {
+                self.stats.filtered_keys += v.first as u64;
+                return;
+            }
+        }
         let from = out.len();
         let replace = !self.fresh_target;
         value::piece(self, v, out, replace);
@@ -236,13 +267,32 @@ impl Replayer {
     /// classified only; build their command with [`global_command`](Self::global_command)
     /// from the record before handing it over.
     pub fn record_owned(&mut self, mut r: JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
+        if let (Some(f), false) = (&self.filter, r.kind == RecordKind::Ping) {
+            match f.record(r.db, &r.argv).map_err(ReplayError)? {
+                filter::Verdict::Keep => {}
+                filter::Verdict::Drop => {
+                    self.stats.filtered_records += 1;
+                    return Ok(RecordClass::Normal);
+                }
+                filter::Verdict::Split(argv) => {
+                    self.stats.split_records += 1;
+                    r.argv = argv;
+                }
+            }
+        }
         let from = out.len();
         let class = journal::record(self, &mut r, out)?;
         self.map_dbs(&mut out[from..]);
         if class != RecordClass::Normal && r.argv.name_upper() == "FLUSHDB" {
             let target = self.db_map.get(&r.db).copied().unwrap_or(r.db);
-            let sharing: Vec<u32> =
-                self.db_map.iter().filter(|&(&src, &dst)| dst == target && src != r.db).map(|(&src, _)| src).collect();
+            // Source dbs the filter leaves out wrote nothing there.
+            let selected = |db: u32| self.filter.as_ref().is_none_or(|f| f.db_passes(db));
+            let sharing: Vec<u32> = self
+                .db_map
+                .iter()
+                .filter(|&(&src, &dst)| dst == target && src != r.db && selected(src))
+                .map(|(&src, _)| src)
+                .collect();
             if !sharing.is_empty() {
                 return Err(ReplayError(format!(
                     "FLUSHDB in source db {} cannot be replayed exactly: source dbs {sharing:?} are also mapped to target db \

@@ -148,3 +148,54 @@ fn restore_payloads_are_decoded_and_checked() {
     let e = r.record(&rec(&bad), &mut out).unwrap_err();
     assert!(e.0.contains("CRC") && e.0.contains("j:renamed"), "{e}");
 }
+
+#[test]
+fn the_filter_applies_to_snapshot_and_journal_before_the_db_map() {
+    let rule = |s: &str| filter::Rule::parse(s).unwrap();
+    let f = Filter { include: vec![rule("prefix:a:")], dbs: Some([1, 3].into()), ..Filter::default() };
+    let mut r = rp(Policy::default()).with_db_map([(3, 0), (1, 0)].into()).with_filter(Arc::new(f));
+    let mut out = vec![];
+    // Snapshot: head() puts keys in db 3, mapped to 0; a big key's pieces all follow its first.
+    let big = head(t::LIST_QUICKLIST_2, "b:big", None);
+    r.value(&piece(&big, Piece::ListElems(vec![b"x".to_vec()]), true, false), &mut out);
+    r.value(&piece(&head(t::STRING, "a:1", None), Piece::String(b"v".to_vec()), true, true), &mut out);
+    r.value(&piece(&big, Piece::ListElems(vec![b"y".to_vec()]), false, true), &mut out);
+    assert_eq!(strs(&out), ["0:SET a:1 v"]);
+    // Journal (record() is in db 1, mapped to 0).
+    let mut out = vec![];
+    for rec in [
+        record(&["SET", "a:2", "v"]),
+        record(&["SET", "b:2", "v"]),
+        record(&["DEL", "a:2", "b:2", "a:3"]),
+        record(&["MSET", "b:1", "x", "a:1", "y"]),
+        JournalRecord { db: 2, ..record(&["SET", "a:9", "v"]) },
+    ] {
+        assert_eq!(r.record(&rec, &mut out).unwrap(), RecordClass::Normal);
+    }
+    assert_eq!(strs(&out), ["0:SET a:2 v", "0:DEL a:2 a:3", "0:MSET a:1 y"]);
+    let e = r.record(&record(&["RENAME", "a:1", "b:1"]), &mut out).unwrap_err();
+    assert!(e.0.contains("RENAME") && e.0.contains("\"b:1\" (dropped: matches no --include (prefix:a:))"), "{e}");
+    let s = r.stats();
+    assert_eq!((s.filtered_keys, s.filtered_records, s.split_records), (1, 2, 2));
+    // A PING is not a record the filter judges.
+    let ping = JournalRecord { kind: RecordKind::Ping, argv: Argv::default(), db: 7, ..record(&[]) };
+    assert_eq!(r.record(&ping, &mut vec![]).unwrap(), RecordClass::Normal);
+    assert_eq!(r.stats().filtered_records, 2);
+}
+
+#[test]
+fn a_flushdb_shares_its_target_db_only_with_selected_source_dbs() {
+    let rec = JournalRecord { txid: 4, ..record(&["FLUSHDB"]) };
+    // dbs 1 and 2 both go to 0: flushing db 1 would flush db 2's keys too...
+    let mut r = rp(Policy::default()).with_db_map([(1, 0), (2, 0)].into());
+    assert!(r.record(&rec, &mut vec![]).unwrap_err().0.contains("source dbs [2]"));
+    // ... unless db 2 is not replicated at all.
+    let f = Filter { dbs: Some([1].into()), ..Filter::default() };
+    let mut r = rp(Policy::default()).with_db_map([(1, 0), (2, 0)].into()).with_filter(Arc::new(f));
+    assert_eq!(r.record(&rec, &mut vec![]).unwrap(), RecordClass::Global { txid: 4 });
+    assert_eq!(r.global_command(&rec).db, 0);
+    // A FLUSHDB of a db the filter leaves out is left out too.
+    let other = JournalRecord { db: 2, ..rec.clone() };
+    assert_eq!(r.record(&other, &mut vec![]).unwrap(), RecordClass::Normal);
+    assert_eq!(r.stats().filtered_records, 1);
+}
