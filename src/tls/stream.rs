@@ -219,7 +219,9 @@ impl TlsStream {
         self.write_with(|conn| conn.writer().write_vectored(bufs), empty)
     }
 
-    /// Hand plaintext to rustls (it takes what fits in its buffer) and send the records.
+    /// Hand plaintext to rustls (it takes what fits in its buffer) and send the records. An
+    /// error (the socket failed or timed out) leaves the connection unusable, as callers treat
+    /// it: records rustls accepted may not have gone out.
     fn write_with(&mut self, mut put: impl FnMut(&mut rustls::Connection) -> io::Result<usize>, empty: bool) -> io::Result<usize> {
         let mut s = self.shared.lock();
         let mut n = put(&mut s.conn)?;
