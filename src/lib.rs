@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod console;
 pub mod inspect;
+pub mod json;
 pub mod metrics;
 pub mod pipeline;
 pub mod protocol;

@@ -396,14 +396,6 @@ struct CheckArgs {
 
 impl CheckArgs {
     fn into_options(self) -> Result<df2redis::check::Options, config::ConfigError> {
-        let mut raw: Raw = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
-                config::parse_ini(&text, p)?
-            }
-            None => Raw::new(),
-        };
         let flags = [
             ("source.addr", self.source),
             ("source.user", self.source_user),
@@ -413,11 +405,7 @@ impl CheckArgs {
             ("target.password", self.target_password),
             ("target.db_map", self.db_map),
         ];
-        for (k, v) in flags {
-            if let Some(v) = v {
-                raw.insert(k.to_string(), v);
-            }
-        }
+        let mut raw = file_and_flags(self.config.as_deref(), flags)?;
         self.source_tls.into_raw(&mut raw);
         self.target_tls.into_raw(&mut raw);
         let cfg = config::build(&raw)?;
@@ -436,14 +424,6 @@ impl CheckArgs {
 
 impl RunArgs {
     fn into_config(self) -> Result<Config, config::ConfigError> {
-        let mut raw: Raw = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
-                config::parse_ini(&text, p)?
-            }
-            None => Raw::new(),
-        };
         let flags = [
             ("source.addr", self.source),
             ("source.user", self.source_user),
@@ -471,15 +451,32 @@ impl RunArgs {
             ("retry.backoff_ms", self.retry_backoff_ms),
             ("metrics.addr", self.metrics_addr),
         ];
-        for (k, v) in flags {
-            if let Some(v) = v {
-                raw.insert(k.to_string(), v);
-            }
-        }
+        let mut raw = file_and_flags(self.config.as_deref(), flags)?;
         self.source_tls.into_raw(&mut raw);
         self.target_tls.into_raw(&mut raw);
         config::build(&raw)
     }
+}
+
+/// The settings of `--config FILE` (if given), overridden by the flags that were set.
+fn file_and_flags<const N: usize>(
+    file: Option<&std::path::Path>,
+    flags: [(&str, Option<String>); N],
+) -> Result<Raw, config::ConfigError> {
+    let mut raw: Raw = match file {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| config::ConfigError(format!("--config {}: {e}", p.display())))?;
+            config::parse_ini(&text, p)?
+        }
+        None => Raw::new(),
+    };
+    for (k, v) in flags {
+        if let Some(v) = v {
+            raw.insert(k.to_string(), v);
+        }
+    }
+    Ok(raw)
 }
 
 fn main() -> ExitCode {

@@ -271,20 +271,7 @@ fn lsn_markers_follow_records_at_most_once_per_period() {
 fn partial_resume_streams_the_backlog_from_the_requested_lsn() {
     let emu = Emulator::start(Config { shards: 2, ..Config::default() }).unwrap();
     strings(&emu, 20);
-    let mut m = handshake(emu.addr(), None);
-    let mut flows = full_sync(&mut m);
-    w(&emu, 0, &["SET", "before", "1"]);
-    let mut replica = Replica::default();
-    let lsns = emu.lsns();
-    for f in flows.iter_mut() {
-        if lsns[f.index] > f.journal_offset().unwrap() {
-            f.wait_lsn(lsns[f.index] - 1);
-        }
-        replica.apply_all(&f.items);
-    }
-    let resume: Vec<u64> = flows.iter().map(|f| f.next_lsn().unwrap()).collect();
-    assert_eq!(resume, lsns);
-    close_gracefully(m, flows);
+    let (mut replica, resume) = sync_apply_and_leave(&emu);
     assert!(emu.wait_session_closed(WAIT));
     assert_eq!(emu.flow_closed_cleanly(), vec![Some(true), Some(true)]);
 
@@ -411,20 +398,7 @@ fn v1_34_partial_resume_sends_the_backlog_as_journal_blobs_after_sync() {
     assert_eq!(obs.capa[3], Reply::Int(4), "DflyVersion 4");
     let mut observer = full_sync(&mut obs);
 
-    let mut m = handshake(emu.addr(), None);
-    let mut flows = full_sync(&mut m);
-    w(&emu, 0, &["SET", "before", "1"]);
-    let mut replica = Replica::default();
-    let lsns = emu.lsns();
-    for f in flows.iter_mut() {
-        if lsns[f.index] > f.journal_offset().unwrap() {
-            f.wait_lsn(lsns[f.index] - 1);
-        }
-        replica.apply_all(&f.items);
-    }
-    let resume: Vec<u64> = flows.iter().map(|f| f.next_lsn().unwrap()).collect();
-    assert_eq!(resume, lsns);
-    close_gracefully(m, flows);
+    let (mut replica, resume) = sync_apply_and_leave(&emu);
 
     // Writes while the replica is away: records of every kind the backlog can hold, enough
     // for a compressed blob on each flow.
@@ -505,4 +479,24 @@ fn v1_34_refuses_startstable_without_sync_after_partial_flows() {
     assert_eq!(m.startstable(), Reply::Error("ERR invalid state".into()));
     let v = emu.violations();
     assert!(v.len() == 1 && v[0].contains("STARTSTABLE") && v[0].contains("v1.34"), "{v:?}");
+}
+
+/// A replica's full sync plus one `SET before 1`, applied, then a clean goodbye: the replica
+/// state and each flow's next LSN (equal to the master's).
+fn sync_apply_and_leave(emu: &Emulator) -> (Replica, Vec<u64>) {
+    let mut m = handshake(emu.addr(), None);
+    let mut flows = full_sync(&mut m);
+    w(emu, 0, &["SET", "before", "1"]);
+    let mut replica = Replica::default();
+    let lsns = emu.lsns();
+    for f in flows.iter_mut() {
+        if lsns[f.index] > f.journal_offset().unwrap() {
+            f.wait_lsn(lsns[f.index] - 1);
+        }
+        replica.apply_all(&f.items);
+    }
+    let resume: Vec<u64> = flows.iter().map(|f| f.next_lsn().unwrap()).collect();
+    assert_eq!(resume, lsns);
+    close_gracefully(m, flows);
+    (replica, resume)
 }

@@ -9,7 +9,9 @@
 //!                          ignored by `journal_records`, which is always partial
 //!                bit 1     1 = tiny piece limits (2 elements / 64 bytes / 16-byte string pieces),
 //!                          so every value is cut into many pieces
-//!                bits 2-7  start LSN of a partial decoder
+//!                bits 2-7  start LSN of a partial decoder; for a full decoder, bit 2 = 1
+//!                          makes it v1.34's partial resume (`FlowDecoder::partial_v134`,
+//!                          an RDB-framed stream of journal blobs) from LSN bits 3-7
 //! byte 1  split  0..=127   feed the stream in pieces of split+1 bytes (1..=128)
 //!                128..=254 pieces of 129 + (split-128)*517 bytes (129..=65_271)
 //!                255       the whole stream in one feed()
@@ -55,6 +57,8 @@ pub fn run(data: &[u8], force_partial: bool) {
     let limits = limits(mode);
     let mut decoder = if force_partial || mode & 1 != 0 {
         FlowDecoder::partial(None, u64::from(mode >> 2), limits)
+    } else if mode & 4 != 0 {
+        FlowDecoder::partial_v134(None, None, u64::from(mode >> 3), limits)
     } else {
         FlowDecoder::new(None, None, limits)
     };

@@ -62,6 +62,9 @@ are in the table):
   journal_catchup_ops_per_s  journal_catchup_nocheckpoints_ops_per_s  checkpoint_cost (1 - on/off:
       a backlog of --catchup-ops journal operations released at once, applied with and without
       the exactly-once MULTI/EXEC checkpoints)
+  journal_mix_pipe_ops_per_s  journal_vs_mix_pipe (the journal's own mix of commands through
+      `redis-cli --pipe`: what the target accepts for that workload, against
+      journal_max_ops_per_s)
   cluster_fullsync_keys_per_s  cluster_pipe_keys_per_s  cluster_fullsync_vs_pipe
 
 Exit status: 0 when every copy was right (targets missed or not), 1 when a copy was wrong or a \
@@ -350,6 +353,8 @@ struct Bench {
     benchmark_rps: Option<f64>,
     /// Catch-up rates (records/s, medians) with and without checkpoints.
     catchup: Option<(f64, f64)>,
+    /// The journal's mix through `redis-cli --pipe` (ops/s, median).
+    mix_pipe: Option<f64>,
 }
 
 fn say(msg: impl AsRef<str>) {
@@ -705,6 +710,13 @@ impl Bench {
             }
         }
         self.catchup = Some((median(&mut on), median(&mut off)));
+        let mut pipes = Vec::new();
+        for _ in 0..self.plan.repeat {
+            let r = journal::pipe_mix(&cfg, redis, &self.args.redis_cli, self.plan.catchup_ops)?;
+            say(format!("journal mix of {} ops through redis-cli --pipe: {r:.0} ops/s", self.plan.catchup_ops));
+            pipes.push(r);
+        }
+        self.mix_pipe = Some(median(&mut pipes));
         redis.flushall()?;
         Ok(())
     }
@@ -901,6 +913,13 @@ impl Bench {
             figure("journal_catchup_nocheckpoints_ops_per_s", format!("{off:.0}"));
             figure("checkpoint_cost", format!("{:.3}", 1.0 - on / off));
         }
+        if let Some(p) = self.mix_pipe {
+            figure("journal_mix_pipe_ops_per_s", format!("{p:.0}"));
+            if let Some(j) = &self.journal {
+                let max = j.best.map_or(0, |i| j.steps[i].rate);
+                figure("journal_vs_mix_pipe", format!("{:.3}", max as f64 / p));
+            }
+        }
         if self.plan.has(Part::Small)
             || self.plan.has(Part::Hashes)
             || self.plan.has(Part::Lists)
@@ -1090,6 +1109,7 @@ fn main() -> ExitCode {
         journal: None,
         benchmark_rps: None,
         catchup: None,
+        mix_pipe: None,
         args,
     };
     let started = Instant::now();

@@ -11,29 +11,7 @@ use super::{FlowReport, Report};
 
 pub const CONTENT_TYPE: &str = "application/json";
 
-/// `s` as a JSON string literal, quotes included. Control characters become `\uXXXX` (or
-/// their short forms); everything else passes through, since a `&str` is valid UTF-8.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub use crate::json::string as escape;
 
 /// A JSON number, or `null` when not finite (JSON has no infinities).
 fn num(v: f64) -> String {

@@ -196,10 +196,29 @@ pub enum RecordKind {
 /// A command's arguments, stored in one buffer: one allocation for the bytes, and the
 /// argument bounds inline for up to eight arguments (most journal records and snapshot
 /// commands), because this is the hot path of both phases.
+///
+/// The buffer holds the arguments already as RESP bulk strings (`$<len>\r\n<arg>\r\n`
+/// each), written by the thread that decodes them while the bytes are in its cache; sending
+/// the command is then its `*<n>` header and one copy of the buffer ([`Argv::write_resp`]),
+/// where encoding argument by argument on the writer's core was ~15% of the cluster path.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Argv {
     data: Vec<u8>,
+    /// Per argument, the end of its bytes (its trailing CRLF follows).
     ends: Ends,
+}
+
+/// The decimal digits of `n`, right-aligned in `buf`.
+fn digits(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 const INLINE_ARGS: usize = 8;
@@ -241,9 +260,10 @@ impl Ends {
 }
 
 impl Argv {
+    /// Room for `args` arguments of `bytes` bytes in all.
     pub fn with_capacity(bytes: usize, args: usize) -> Self {
         let ends = if args > INLINE_ARGS { Ends::Heap(Vec::with_capacity(args)) } else { Ends::default() };
-        Argv { data: Vec::with_capacity(bytes), ends }
+        Argv { data: Vec::with_capacity(bytes + args * 8), ends }
     }
     pub fn from_slices<S: AsRef<[u8]>>(args: &[S]) -> Self {
         let mut a = Argv::with_capacity(args.iter().map(|s| s.as_ref().len()).sum(), args.len());
@@ -254,8 +274,34 @@ impl Argv {
     }
     /// Append an argument. Arguments total at most 4 GiB (a Redis command is far smaller).
     pub fn push(&mut self, arg: &[u8]) {
+        let mut num = [0u8; 20];
+        self.data.push(b'$');
+        self.data.extend_from_slice(digits(&mut num, arg.len()));
+        self.data.extend_from_slice(b"\r\n");
         self.data.extend_from_slice(arg);
         self.ends.push(self.data.len() as u32);
+        self.data.extend_from_slice(b"\r\n");
+    }
+    /// Where an argument's bytes start, given where its bulk header (`$<len>\r\n`) starts.
+    fn arg_start(&self, header: usize) -> usize {
+        // The header is ours (push), so it is well formed: skip to its LF.
+        header + self.data[header..].iter().position(|&b| b == b'\n').map_or(0, |p| p + 1)
+    }
+    /// The header start of argument `i`: just past the previous argument's CRLF.
+    fn header_start(ends: &[u32], i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            ends[i - 1] as usize + 2
+        }
+    }
+    /// The whole command as RESP, appended to `out`: the `*<n>` header and the buffer.
+    pub fn write_resp(&self, out: &mut Vec<u8>) {
+        let mut num = [0u8; 20];
+        out.push(b'*');
+        out.extend_from_slice(digits(&mut num, self.len()));
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.data);
     }
     pub fn len(&self) -> usize {
         self.ends.as_slice().len()
@@ -266,17 +312,13 @@ impl Argv {
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         let ends = self.ends.as_slice();
         let end = *ends.get(i)? as usize;
-        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-        Some(&self.data[start..end])
+        Some(&self.data[self.arg_start(Self::header_start(ends, i))..end])
     }
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         let ends = self.ends.as_slice();
-        (0..ends.len()).map(move |i| {
-            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-            &self.data[start..ends[i] as usize]
-        })
+        (0..ends.len()).map(move |i| &self.data[self.arg_start(Self::header_start(ends, i))..ends[i] as usize])
     }
-    /// Total bytes of all arguments.
+    /// Bytes of the arguments as RESP bulk strings (the payload plus ~5 bytes each).
     pub fn byte_len(&self) -> usize {
         self.data.len()
     }
@@ -328,4 +370,29 @@ pub enum Item {
     Token(Vec<u8>),
     /// An item that was parsed and deliberately not replayed (HNSW index data, ...).
     Skipped { opcode: u8, bytes: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Argv;
+
+    #[test]
+    fn argv_keeps_its_arguments_as_resp() {
+        let args: [&[u8]; 10] = [b"SET", b"", b"a\r\nb\n", b"x", b"1", b"2", b"3", b"4", b"5", &[0u8; 300]];
+        let a = Argv::from_slices(&args);
+        assert_eq!(a.len(), 10);
+        for (i, want) in args.iter().enumerate() {
+            assert_eq!(a.get(i), Some(*want), "arg {i}");
+        }
+        assert_eq!(a.iter().collect::<Vec<_>>(), args.to_vec());
+        assert_eq!(a.get(10), None);
+        let mut resp = Vec::new();
+        a.write_resp(&mut resp);
+        let mut want = Vec::new();
+        crate::target::resp::encode(&mut want, args.iter().copied());
+        assert_eq!(resp, want);
+        let mut empty = Vec::new();
+        Argv::default().write_resp(&mut empty);
+        assert_eq!(empty, b"*0\r\n");
+    }
 }

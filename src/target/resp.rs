@@ -121,7 +121,30 @@ fn read_head(r: &mut impl BufRead) -> io::Result<Head> {
 
 /// Read one reply.
 pub fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
-    Ok(match read_head(r)? {
+    let h = read_head(r)?;
+    finish(h, r)
+}
+
+/// Read an array reply element by element, calling `on_error(index, message)` for each error
+/// element, without building the array: EXEC's answer to a checkpointed batch is thousands of
+/// `+OK`. Returns the element count, or any other reply whole (EXECABORT, a nil array).
+pub fn read_array_checked(r: &mut impl BufRead, mut on_error: impl FnMut(usize, &str)) -> io::Result<Result<usize, Reply>> {
+    match read_head(r)? {
+        Head::Array(n) if n >= 0 => {
+            for i in 0..n as usize {
+                if let Reply::Error(e) = read_reply(r)? {
+                    on_error(i, &e);
+                }
+            }
+            Ok(Ok(n as usize))
+        }
+        h => Ok(Err(finish(h, r)?)),
+    }
+}
+
+/// The rest of a reply whose first line is `h`.
+fn finish(h: Head, r: &mut impl BufRead) -> io::Result<Reply> {
+    Ok(match h {
         Head::Status(s) => Reply::Status(s),
         Head::Error(e) => Reply::Error(e),
         Head::Int(i) => Reply::Int(i),
@@ -149,6 +172,15 @@ pub fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_checked_reports_error_elements_and_passes_other_replies() {
+        let mut input: &[u8] = b"*3\r\n+OK\r\n-ERR bad\r\n:1\r\n-EXECABORT x\r\n";
+        let mut errs = Vec::new();
+        assert_eq!(read_array_checked(&mut input, |i, e| errs.push((i, e.to_string()))).unwrap(), Ok(3));
+        assert_eq!(errs, vec![(1, "ERR bad".to_string())]);
+        assert_eq!(read_array_checked(&mut input, |_, _| panic!()).unwrap(), Err(Reply::Error("EXECABORT x".into())));
+    }
 
     #[test]
     fn encodes_and_reads() {

@@ -108,7 +108,7 @@ impl Standalone {
             if c.db != self.db {
                 self.select(c.db, &mut slots);
             }
-            resp::encode(&mut self.buf, c.argv.iter());
+            c.argv.write_resp(&mut self.buf);
             slots.push(Some(i));
         }
         if let Some((key, value)) = marker {
@@ -136,7 +136,7 @@ impl Standalone {
         self.buf.clear();
         let mut slots = Vec::new();
         for (i, c) in cmds.enumerate() {
-            resp::encode(&mut self.buf, c.argv.iter());
+            c.argv.write_resp(&mut self.buf);
             slots.push(Some(i));
         }
         self.pending.push_back((slots, false));
@@ -197,22 +197,18 @@ impl Standalone {
                 note(*slot, &format!("{e} (so the whole transaction was discarded)"), &mut first_err);
             }
         }
-        match resp::read_reply(&mut self.inp).map_err(|e| io(&self.addr, e))? {
-            resp::Reply::Array(Some(results)) if results.len() == slots.len() => {
-                for (slot, reply) in slots.iter().zip(&results) {
-                    if let Some(e) = reply.as_error() {
-                        note(*slot, e, &mut first_err);
-                    }
-                }
-            }
-            resp::Reply::Error(e) => {
+        let exec = resp::read_array_checked(&mut self.inp, |i, e| note(slots.get(i).copied().flatten(), e, &mut first_err));
+        match exec.map_err(|e| io(&self.addr, e))? {
+            Ok(n) if n == slots.len() => {}
+            Ok(n) => note(None, &format!("EXEC answered {n} results, expected {}", slots.len()), &mut first_err),
+            Err(resp::Reply::Error(e)) => {
                 // EXECABORT: nothing ran, and the SELECTs queued in it did not either.
                 self.db = u32::MAX;
                 if first_err.is_none() {
                     note(None, &e, &mut first_err);
                 }
             }
-            other => note(None, &format!("EXEC answered {other:?}, expected {} results", slots.len()), &mut first_err),
+            Err(other) => note(None, &format!("EXEC answered {other:?}, expected {} results", slots.len()), &mut first_err),
         }
         first_err.map_or(Ok(()), Err)
     }

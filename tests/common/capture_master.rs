@@ -215,9 +215,9 @@ fn serve(
             }
             _ => format!("-ERR unknown command {:?}\r\n", args).into_bytes(),
         };
-        if out.write_all(&reply).is_err() {
-            return;
-        }
+        // A failed write means the teardown shut our side down (a flow ended meanwhile): keep
+        // reading, to see how the replica closes the main connection.
+        let _ = out.write_all(&reply);
     }
 }
 

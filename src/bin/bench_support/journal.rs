@@ -268,6 +268,43 @@ pub fn catchup(cfg: &JournalCfg, redis: &RedisServer, checkpoints: bool, ops: us
     Ok(rate)
 }
 
+/// The practical ceiling of the target for the journal's mix: `ops` operations of the same
+/// pool as RESP commands through `redis-cli --pipe` into the flushed `redis`, in ops/s.
+pub fn pipe_mix(cfg: &JournalCfg, redis: &RedisServer, redis_cli: &std::path::Path, ops: usize) -> R<f64> {
+    let emu = Emulator::start(Config { shards: cfg.flows, ..Config::default() }).map_err(|e| format!("emulator: {e}"))?;
+    let pool = op_pool(&emu);
+    emu.stop();
+    let file = cfg.dir.join("journal-mix.resp");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?);
+        let mut buf = Vec::new();
+        for op in pool.iter().cycle().take(ops) {
+            buf.clear();
+            df2redis::target::resp::encode(&mut buf, op.iter().map(|a| a.as_slice()));
+            std::io::Write::write_all(&mut w, &buf).map_err(|e| e.to_string())?;
+        }
+        std::io::Write::flush(&mut w).map_err(|e| e.to_string())?;
+    }
+    redis.flushall()?;
+    let out = cfg.dir.join("journal-mix-pipe.out");
+    let mut cmd = std::process::Command::new(redis_cli);
+    cmd.args(["-h", "127.0.0.1", "-p", &redis.port.to_string(), "--pipe"])
+        .stdin(std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?)
+        .stdout(std::fs::File::create(&out).map_err(|e| e.to_string())?)
+        .stderr(std::process::Stdio::null());
+    let t0 = Instant::now();
+    let mut p = sys::spawn("redis-cli --pipe", cmd).map_err(|e| format!("redis-cli: {e}"))?;
+    let e = p.wait(Duration::from_secs(600))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    if !e.success() || !text.contains("errors: 0,") {
+        return Err(format!("journal mix: redis-cli --pipe failed ({}):\n{text}", e.describe()));
+    }
+    let _ = std::fs::remove_file(&file);
+    redis.flushall()?;
+    Ok(ops as f64 / secs)
+}
+
 pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(String)) -> R<JournalResult> {
     let (emu, mut df, err) = start_replicate(cfg, redis, &[], "journal")?;
     let pool = Arc::new(op_pool(&emu));
