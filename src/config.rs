@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::affinity::CpuList;
 use crate::replay::filter::{self, Filter, OnFlush, Rule};
 use crate::replay::{JsonPolicy, MemberTtlPolicy};
+use crate::tls::{ClientSettings, TlsClient};
 
 /// A usage or configuration error (exit code 2).
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +22,7 @@ impl std::fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 
-/// `host:port` plus credentials. A cluster target may list several seed addresses.
+/// `host:port` plus credentials and TLS. A cluster target may list several seed addresses.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
     /// The first address (the only one for the source).
@@ -30,12 +31,19 @@ pub struct Endpoint {
     pub seeds: Vec<String>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// Connect over TLS with these settings (certificates loaded and checked).
+    pub tls: Option<TlsClient>,
 }
 
 impl Endpoint {
     /// AUTH arguments, if a password is set.
     pub fn auth(&self) -> Option<(&str, &str)> {
         self.password.as_deref().map(|p| (self.user.as_deref().unwrap_or(""), p))
+    }
+
+    /// The TLS settings, when connections are TLS.
+    pub fn tls(&self) -> Option<&TlsClient> {
+        self.tls.as_ref()
     }
 }
 
@@ -148,9 +156,18 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("source.addr", "--source", "Dragonfly master host:port (required)"),
     ("source.user", "--source-user", "ACL user on the master (default: the default user)"),
     ("source.password", "--source-password", "password on the master (default: none)"),
-    ("target.url", "--target", "redis://[user:password@]host:port of the target (required)"),
+    ("source.tls", "--source-tls", "on | off: every connection to the master over TLS (off)"),
+    ("source.tls_ca", "--source-tls-ca", "PEM file of the CA(s) to trust for the master's certificate (default: the system's)"),
+    ("source.tls_cert", "--source-tls-cert", "PEM client certificate for the master (with source.tls_key)"),
+    ("source.tls_key", "--source-tls-key", "PEM private key of source.tls_cert"),
+    ("source.tls_server_name", "--source-tls-server-name", "name the master's certificate must carry (default: the host of source.addr)"),
+    ("target.url", "--target", "redis://[user:password@]host:port of the target, rediss:// for TLS (required)"),
     ("target.user", "--target-user", "ACL user on the target (overrides the URL's)"),
     ("target.password", "--target-password", "password on the target (overrides the URL's)"),
+    ("target.tls_ca", "--target-tls-ca", "PEM file of the CA(s) to trust for the target's certificates (default: the system's)"),
+    ("target.tls_cert", "--target-tls-cert", "PEM client certificate for the target (with target.tls_key)"),
+    ("target.tls_key", "--target-tls-key", "PEM private key of target.tls_cert"),
+    ("target.tls_server_name", "--target-tls-server-name", "name the target's certificates must carry (default: the host of each address)"),
     ("target.db_map", "--db-map", "source db -> target db, e.g. 0:0,1:0 (a cluster has only db 0)"),
     ("threads.pin_flows", "--pin-flows", "CPU list for the flow threads, e.g. 0-3 or 0,2"),
     ("threads.pin_writers", "--pin-writers", "CPU list for the writer threads"),
@@ -245,19 +262,8 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
             })
             .transpose()
     };
-    c.source.addr = get("source.addr").ok_or_else(|| ConfigError(format!("{} is required", name("source.addr"))))?.to_string();
-    check_addr(&c.source.addr, "source.addr")?;
-    c.source.seeds = vec![c.source.addr.clone()];
-    c.source.user = get("source.user").map(str::to_string);
-    c.source.password = get("source.password").map(str::to_string);
-    let url = get("target.url").ok_or_else(|| ConfigError(format!("{} is required", name("target.url"))))?;
-    c.target = parse_redis_url(url).map_err(|e| ConfigError(format!("{}: {e}", name("target.url"))))?;
-    if let Some(u) = get("target.user") {
-        c.target.user = Some(u.to_string());
-    }
-    if let Some(p) = get("target.password") {
-        c.target.password = Some(p.to_string());
-    }
+    c.source = source_endpoint(raw)?;
+    c.target = target_endpoint(raw)?;
     for (key, slot) in [("threads.pin_flows", &mut c.pin_flows), ("threads.pin_writers", &mut c.pin_writers)] {
         if let Some(v) = get(key) {
             *slot = Some(CpuList::parse(v).map_err(|e| ConfigError(format!("{}: {e}", name(key))))?);
@@ -357,6 +363,60 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     Ok(c)
 }
 
+/// The source's address, credentials and TLS (`source.*`).
+pub fn source_endpoint(raw: &Raw) -> Result<Endpoint, ConfigError> {
+    let get = |k: &str| raw.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let addr = get("source.addr").ok_or_else(|| ConfigError(format!("{} is required", name("source.addr"))))?.to_string();
+    check_addr(&addr, "source.addr")?;
+    let on = match get("source.tls").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(v) => return Err(ConfigError(format!("{}: expected on | off, got {v:?}", name("source.tls")))),
+    };
+    Ok(Endpoint {
+        seeds: vec![addr.clone()],
+        addr,
+        user: get("source.user").map(str::to_string),
+        password: get("source.password").map(str::to_string),
+        tls: tls_client(raw, "source", on, &name("source.tls"))?,
+    })
+}
+
+/// The target's addresses, credentials and TLS (`target.*`; `rediss://` turns TLS on).
+pub fn target_endpoint(raw: &Raw) -> Result<Endpoint, ConfigError> {
+    let get = |k: &str| raw.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let url = get("target.url").ok_or_else(|| ConfigError(format!("{} is required", name("target.url"))))?;
+    let (mut ep, on) = parse_redis_url(url).map_err(|e| ConfigError(format!("{}: {e}", name("target.url"))))?;
+    if let Some(u) = get("target.user") {
+        ep.user = Some(u.to_string());
+    }
+    if let Some(p) = get("target.password") {
+        ep.password = Some(p.to_string());
+    }
+    ep.tls = tls_client(raw, "target", on, "a rediss:// URL in --target (file key target.url)")?;
+    Ok(ep)
+}
+
+/// The TLS client of `side` when `on`; its settings without TLS on are an error (they would
+/// be ignored in silence). `switch` names what turns TLS on.
+fn tls_client(raw: &Raw, side: &'static str, on: bool, switch: &str) -> Result<Option<TlsClient>, ConfigError> {
+    let get = |which: &str| raw.get(&format!("{side}.tls_{which}")).map(String::as_str).filter(|v| !v.is_empty());
+    let settings = ClientSettings {
+        ca: get("ca").map(std::path::PathBuf::from),
+        cert: get("cert").map(std::path::PathBuf::from),
+        key: get("key").map(std::path::PathBuf::from),
+        server_name: get("server_name").map(str::to_string),
+    };
+    if !on {
+        if let Some(which) = ["ca", "cert", "key", "server_name"].into_iter().find(|w| get(w).is_some()) {
+            let key = format!("{side}.tls_{which}");
+            return Err(ConfigError(format!("{} is set but TLS is off for the {side}: TLS is turned on by {switch}", name(&key))));
+        }
+        return Ok(None);
+    }
+    TlsClient::load(side, settings).map(Some).map_err(ConfigError)
+}
+
 /// `0:0,1:0` -> {0: 0, 1: 0}.
 pub fn parse_db_map(s: &str) -> Result<BTreeMap<u32, u32>, String> {
     let mut m = BTreeMap::new();
@@ -380,12 +440,14 @@ fn check_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
 }
 
 /// `redis://[user[:password]@]host:port[,host:port...][/]` (a bare `host:port` is accepted
-/// too). Several addresses are cluster seeds.
-pub fn parse_redis_url(url: &str) -> Result<Endpoint, String> {
-    let rest = match url.split_once("://") {
-        Some(("redis", r)) => r,
-        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?} in {url:?} (expected redis://)")),
-        None => url,
+/// too), or `rediss://` for TLS. Several addresses are cluster seeds. Returns the endpoint
+/// without its TLS settings ([`target_endpoint`] adds them), and whether the URL asks for TLS.
+pub fn parse_redis_url(url: &str) -> Result<(Endpoint, bool), String> {
+    let (rest, tls) = match url.split_once("://") {
+        Some(("redis", r)) => (r, false),
+        Some(("rediss", r)) => (r, true),
+        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?} in {url:?} (expected redis:// or rediss://)")),
+        None => (url, false),
     };
     let rest = rest.trim_end_matches('/');
     let (auth, hostport) = match rest.rsplit_once('@') {
@@ -409,7 +471,7 @@ pub fn parse_redis_url(url: &str) -> Result<Endpoint, String> {
             None => (None, Some(a.to_string())),
         },
     };
-    Ok(Endpoint { addr: seeds[0].clone(), seeds, user, password })
+    Ok((Endpoint { addr: seeds[0].clone(), seeds, user, password, tls: None }, tls))
 }
 
 #[cfg(test)]
@@ -425,7 +487,7 @@ mod tests {
         let c = build(&raw(&[("source.addr", "127.0.0.1:6379"), ("target.url", "redis://u:p@h:7000")])).unwrap();
         assert_eq!(
             c.target,
-            Endpoint { addr: "h:7000".into(), seeds: vec!["h:7000".into()], user: Some("u".into()), password: Some("p".into()) }
+            Endpoint { addr: "h:7000".into(), seeds: vec!["h:7000".into()], user: Some("u".into()), password: Some("p".into()), tls: None }
         );
         let c = build(&raw(&[("source.addr", "a:1"), ("target.url", "redis://h:1,h:2"), ("target.db_map", "0:0, 1:0")])).unwrap();
         assert_eq!(c.target.seeds, ["h:1", "h:2"]);
@@ -476,6 +538,42 @@ mod tests {
             let e = with(&[(k, v)]).unwrap_err();
             assert!(e.0.contains(want), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_settings_are_checked_and_named() {
+        let base = [("source.addr", "127.0.0.1:6379"), ("target.url", "rediss://u:p@h:7000,h:7001")];
+        let (ep, tls) = parse_redis_url("rediss://u:p@h:7000,h:7001").unwrap();
+        assert!(tls);
+        assert_eq!((ep.seeds.as_slice(), ep.user.as_deref()), (["h:7000".to_string(), "h:7001".to_string()].as_slice(), Some("u")));
+        assert!(!parse_redis_url("redis://h:1").unwrap().1);
+        // TLS settings with TLS off are an error, naming the key and what turns TLS on.
+        let e = build(&raw(&[("source.addr", "a:1"), ("target.url", "redis://h:1"), ("target.tls_ca", "/x")])).unwrap_err();
+        assert!(e.0.contains("--target-tls-ca") && e.0.contains("rediss://"), "{e}");
+        let e = build(&raw(&[("source.addr", "a:1"), ("source.tls_server_name", "db"), ("target.url", "h:1")])).unwrap_err();
+        assert!(e.0.contains("--source-tls-server-name") && e.0.contains("--source-tls"), "{e}");
+        let e = build(&raw(&[("source.addr", "a:1"), ("source.tls", "maybe"), ("target.url", "h:1")])).unwrap_err();
+        assert!(e.0.contains("--source-tls") && e.0.contains("on | off"), "{e}");
+        // A certificate without its key, a missing file: the flag and the file are named.
+        let mut r = raw(&base);
+        r.insert("target.tls_cert".into(), "/nonexistent/client.pem".into());
+        let e = build(&r).unwrap_err();
+        assert!(e.0.contains("--target-tls-cert") && e.0.contains("--target-tls-key"), "{e}");
+        let mut r = raw(&base);
+        r.insert("source.tls".into(), "on".into());
+        r.insert("source.tls_ca".into(), "/nonexistent/ca.pem".into());
+        let e = build(&r).unwrap_err();
+        assert!(e.0.contains("--source-tls-ca") && e.0.contains("/nonexistent/ca.pem"), "{e}");
+        // A file that is not PEM.
+        let dir = std::env::temp_dir().join(format!("df2redis-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let mut r = raw(&base);
+        r.insert("target.tls_ca".into(), junk.display().to_string());
+        let e = build(&r).unwrap_err();
+        assert!(e.0.contains("--target-tls-ca") && e.0.contains("holds no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`replay`]: decoded items to Redis commands (types, TTLs, rewrites, policies).
 //! - [`inspect`]: human-readable rendering of a captured flow.
 //! - [`check`]: compare a source with its copy, key by key (`df2redis check`).
+//! - [`tls`]: TLS connections (rustls) shared by a reader and a writer thread.
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
@@ -23,3 +24,4 @@ pub mod replay;
 pub mod signals;
 pub mod source;
 pub mod target;
+pub mod tls;

@@ -27,6 +27,8 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 ///                      --dbs 0,2 --db-map 2:1 --max-ops-per-s 20000
 ///   df2redis inspect flow-0.bin --token <40 hex>
 ///   df2redis check     --source dragonfly:6379 --target redis://redis:6379 --report check.json
+///   df2redis replicate --source dragonfly:6379 --source-tls --source-tls-ca ca.pem \
+///                      --target rediss://redis:6380 --target-tls-ca ca.pem
 ///
 /// Data Redis cannot hold is handled by policy, counted by reason in the summary and logged
 /// once per key: JSON (JSON.SET when the target has RedisJSON, else skipped), hash fields and
@@ -113,9 +115,18 @@ enum Command {
     /// the master's data. Run this after the last `replicate` (a later run would then start
     /// with a full sync). Exit 0 with the number of keys removed.
     Cleanup {
-        /// redis://[user:password@]host:port of the target (several addresses: cluster seeds).
+        /// redis://[user:password@]host:port of the target (several addresses: cluster seeds;
+        /// rediss:// for TLS).
         #[arg(long, value_name = "URL")]
         target: String,
+        /// ACL user on the target (overrides the URL's).
+        #[arg(long, value_name = "USER")]
+        target_user: Option<String>,
+        /// Password on the target (overrides the URL's).
+        #[arg(long, value_name = "PASSWORD")]
+        target_password: Option<String>,
+        #[command(flatten)]
+        target_tls: TargetTls,
     },
     /// Decode a captured flow file and print its items, one line each, then a summary.
     ///
@@ -153,10 +164,15 @@ struct RunArgs {
     /// Password on the master.  [file: source.password]
     #[arg(long, value_name = "PASSWORD")]
     source_password: Option<String>,
-    /// Target Redis or Redis Cluster: redis://[user:password@]host:port[,host:port...]. A cluster
-    /// is detected (CLUSTER INFO); several addresses are seeds.  [file: target.url, repeatable]
+    #[command(flatten)]
+    source_tls: SourceTls,
+    /// Target Redis or Redis Cluster: redis://[user:password@]host:port[,host:port...], or
+    /// rediss://... for TLS (see --target-tls-*). A cluster is detected (CLUSTER INFO); several
+    /// addresses are seeds.  [file: target.url, repeatable]
     #[arg(long, value_name = "URL")]
     target: Option<String>,
+    #[command(flatten)]
+    target_tls: TargetTls,
     /// Source db -> target db, e.g. 0:0,1:0 (required for data outside db 0 on a cluster, which
     /// has only db 0; dbs not listed keep their number).  [file: target.db_map]
     #[arg(long, value_name = "MAP")]
@@ -288,6 +304,85 @@ struct RunArgs {
     max_bytes_per_s: Option<String>,
 }
 
+/// TLS toward the master.
+#[derive(Args)]
+struct SourceTls {
+    /// Connect to the master over TLS (every connection: main and flows), as a Dragonfly
+    /// replica with --tls_replication does.  [file: source.tls = on]
+    #[arg(long)]
+    source_tls: bool,
+    /// PEM file of the CA(s) that signed the master's certificate (default: the system's CA
+    /// bundle).  [file: source.tls_ca]
+    #[arg(long, value_name = "FILE")]
+    source_tls_ca: Option<String>,
+    /// PEM client certificate (chain) to present to the master, with --source-tls-key (a master
+    /// started with --tls_ca_cert_file demands one).  [file: source.tls_cert]
+    #[arg(long, value_name = "FILE")]
+    source_tls_cert: Option<String>,
+    /// PEM private key of --source-tls-cert.  [file: source.tls_key]
+    #[arg(long, value_name = "FILE")]
+    source_tls_key: Option<String>,
+    /// The name the master's certificate must carry (default: the host of --source).
+    /// [file: source.tls_server_name]
+    #[arg(long, value_name = "NAME")]
+    source_tls_server_name: Option<String>,
+}
+
+/// TLS toward the target (turned on by a rediss:// URL).
+#[derive(Args)]
+struct TargetTls {
+    /// PEM file of the CA(s) that signed the target's certificates (default: the system's CA
+    /// bundle).  [file: target.tls_ca]
+    #[arg(long, value_name = "FILE")]
+    target_tls_ca: Option<String>,
+    /// PEM client certificate (chain) to present to the target, with --target-tls-key (Redis
+    /// demands one unless tls-auth-clients is no).  [file: target.tls_cert]
+    #[arg(long, value_name = "FILE")]
+    target_tls_cert: Option<String>,
+    /// PEM private key of --target-tls-cert.  [file: target.tls_key]
+    #[arg(long, value_name = "FILE")]
+    target_tls_key: Option<String>,
+    /// The name the target's certificates must carry (default: the host of each address,
+    /// cluster nodes included).  [file: target.tls_server_name]
+    #[arg(long, value_name = "NAME")]
+    target_tls_server_name: Option<String>,
+}
+
+impl SourceTls {
+    fn into_raw(self, raw: &mut Raw) {
+        if self.source_tls {
+            raw.insert("source.tls".into(), "on".into());
+        }
+        let flags = [
+            ("source.tls_ca", self.source_tls_ca),
+            ("source.tls_cert", self.source_tls_cert),
+            ("source.tls_key", self.source_tls_key),
+            ("source.tls_server_name", self.source_tls_server_name),
+        ];
+        for (k, v) in flags {
+            if let Some(v) = v {
+                raw.insert(k.to_string(), v);
+            }
+        }
+    }
+}
+
+impl TargetTls {
+    fn into_raw(self, raw: &mut Raw) {
+        let flags = [
+            ("target.tls_ca", self.target_tls_ca),
+            ("target.tls_cert", self.target_tls_cert),
+            ("target.tls_key", self.target_tls_key),
+            ("target.tls_server_name", self.target_tls_server_name),
+        ];
+        for (k, v) in flags {
+            if let Some(v) = v {
+                raw.insert(k.to_string(), v);
+            }
+        }
+    }
+}
+
 #[derive(Args)]
 struct CheckArgs {
     /// INI file with the source and target settings, as for replicate (source.*, target.url,
@@ -303,10 +398,14 @@ struct CheckArgs {
     /// Password on the source.  [file: source.password]
     #[arg(long, value_name = "PASSWORD")]
     source_password: Option<String>,
-    /// Target Redis or Redis Cluster: redis://[user:password@]host:port[,host:port...]. A
-    /// cluster is detected; every master is scanned.  [file: target.url]
+    #[command(flatten)]
+    source_tls: SourceTls,
+    /// Target Redis or Redis Cluster: redis://[user:password@]host:port[,host:port...], or
+    /// rediss://... for TLS. A cluster is detected; every master is scanned.  [file: target.url]
     #[arg(long, value_name = "URL")]
     target: Option<String>,
+    #[command(flatten)]
+    target_tls: TargetTls,
     /// ACL user on the target (overrides the URL's).  [file: target.user]
     #[arg(long, value_name = "USER")]
     target_user: Option<String>,
@@ -351,7 +450,10 @@ impl CheckArgs {
             ("target.password", self.target_password),
             ("target.db_map", self.db_map),
         ];
-        let cfg = config::build(&file_and_flags(self.config.as_deref(), flags)?)?;
+        let mut raw = file_and_flags(self.config.as_deref(), flags)?;
+        self.source_tls.into_raw(&mut raw);
+        self.target_tls.into_raw(&mut raw);
+        let cfg = config::build(&raw)?;
         Ok(df2redis::check::Options {
             source: cfg.source,
             target: cfg.target,
@@ -401,7 +503,10 @@ impl RunArgs {
             ("filter.include", (!self.include.is_empty()).then(|| self.include.join("\n"))),
             ("filter.exclude", (!self.exclude.is_empty()).then(|| self.exclude.join("\n"))),
         ];
-        config::build(&file_and_flags(self.config.as_deref(), flags)?)
+        let mut raw = file_and_flags(self.config.as_deref(), flags)?;
+        self.source_tls.into_raw(&mut raw);
+        self.target_tls.into_raw(&mut raw);
+        config::build(&raw)
     }
 }
 
@@ -440,7 +545,17 @@ fn main() -> ExitCode {
         Command::Inspect { flow_file, token, partial_from } => run_inspect(flow_file, token, partial_from),
         Command::Replicate(args) => run(args, Mode::Replicate),
         Command::Migrate(args) => run(args, Mode::Migrate),
-        Command::Cleanup { target } => run_cleanup(&target),
+        Command::Cleanup { target, target_user, target_password, target_tls } => {
+            let mut raw = Raw::new();
+            raw.insert("target.url".into(), target);
+            for (k, v) in [("target.user", target_user), ("target.password", target_password)] {
+                if let Some(v) = v {
+                    raw.insert(k.into(), v);
+                }
+            }
+            target_tls.into_raw(&mut raw);
+            run_cleanup(&raw)
+        }
         Command::Check(args) => run_check(args),
     }
 }
@@ -603,15 +718,15 @@ fn print_summary(s: &Summary, mode: Mode, filtering: bool) {
     }
 }
 
-fn run_cleanup(url: &str) -> ExitCode {
-    let ep = match config::parse_redis_url(url) {
+fn run_cleanup(raw: &Raw) -> ExitCode {
+    let ep = match config::target_endpoint(raw) {
         Ok(ep) => ep,
         Err(e) => {
-            eprintln!("error: --target: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let removed = df2redis::target::Target::connect(&ep.seeds, ep.auth()).and_then(|mut t| t.delete_markers());
+    let removed = df2redis::target::Target::connect(&ep.seeds, ep.auth(), ep.tls()).and_then(|mut t| t.delete_markers());
     match removed {
         Ok(n) => {
             println!("removed {n} checkpoint marker keys ({}*) from {}", df2redis::checkpoint::MARKER_PREFIX, ep.seeds.join(","));

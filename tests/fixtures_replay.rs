@@ -121,7 +121,7 @@ fn check(fx: &str, phase: &str, expected: &serde_json::Value, srv: &RedisServer,
 fn replaying_captures_reproduces_the_masters_data() {
     for fx in fixtures() {
         let srv = RedisServer::start(&[]);
-        let mut w = Standalone::connect(&srv.addr(), None).unwrap();
+        let mut w = Standalone::connect(&srv.addr(), None, None).unwrap();
         let decoded: Vec<Vec<Item>> = (0..fx.num_flows()).map(|i| fx.decode(i, 1 << 16)).collect();
         let mut ttls: Vec<_> = decoded.iter().flat_map(|items| absolute_ttls(items)).collect();
         let mut late = Late::default();

@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use df2redis::emulator::{datasets, Compression, Config, Dialect, Emulator};
+use df2redis::emulator::{datasets, Compression, Config, Dialect, Emulator, TlsServerFiles};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +48,17 @@ struct Args {
     /// Require this password (AUTH) on every connection.
     #[arg(long)]
     password: Option<String>,
+    /// Serve TLS only (as a Dragonfly master with --tls), with this PEM certificate (chain);
+    /// needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// With TLS, require every client to present a certificate signed by this PEM CA (as a
+    /// Dragonfly master with --tls_ca_cert_file does).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Data to load before serving.
     #[arg(long, value_enum, default_value_t = DatasetArg::Types)]
     dataset: DatasetArg,
@@ -127,12 +138,16 @@ fn main() {
         tagged_chunks: args.tagged,
         password: args.password.clone(),
         pre_encode: args.pre_encode,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsServerFiles { cert: cert.clone(), key: key.clone(), client_ca: args.tls_ca.clone() }),
+            _ => None,
+        },
         ..Config::default()
     };
     let emu = match Emulator::start_on(cfg, args.port) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("dfly-emulator: cannot listen on 127.0.0.1:{}: {e}", args.port);
+            eprintln!("dfly-emulator: cannot serve on 127.0.0.1:{}: {e}", args.port);
             std::process::exit(1);
         }
     };

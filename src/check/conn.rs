@@ -5,10 +5,10 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::target::resp::{self, Reply};
+use crate::tls::{Stream, TlsClient};
 
 use super::CheckError;
 
@@ -26,8 +26,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Conn {
     side: &'static str,
     addr: String,
-    out: TcpStream,
-    inp: BufReader<TcpStream>,
+    out: Stream,
+    inp: BufReader<Stream>,
     /// The db the server has selected for this connection (after what is in flight).
     db: u32,
     buf: Vec<u8>,
@@ -36,16 +36,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connect to `addr` (host:port) and authenticate when `auth` (user, password) is given.
-    pub fn connect(side: &'static str, addr: &str, auth: Option<(&str, &str)>) -> Result<Conn, CheckError> {
+    /// Connect to `addr` (host:port), over TLS with `tls`, and authenticate when `auth`
+    /// (user, password) is given.
+    pub fn connect(side: &'static str, addr: &str, auth: Option<(&str, &str)>, tls: Option<&TlsClient>) -> Result<Conn, CheckError> {
         let fail = |e: io::Error| CheckError::Failed(format!("{side} {addr}: {e}"));
-        let sa = addr
-            .to_socket_addrs()
-            .map_err(fail)?
-            .next()
-            .ok_or_else(|| fail(io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing")))?;
-        let s = TcpStream::connect_timeout(&sa, Duration::from_secs(10)).map_err(fail)?;
-        s.set_nodelay(true).map_err(fail)?;
+        let s = crate::tls::connect(addr, Duration::from_secs(10), tls).map_err(fail)?;
         s.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
         let mut c = Conn {
             side,

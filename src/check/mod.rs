@@ -94,8 +94,8 @@ fn source_dbs_of(map: &BTreeMap<u32, u32>, tdb: u32) -> Vec<u32> {
 /// `error` set.
 pub fn run(opts: &Options) -> Result<Report, CheckError> {
     let started = Instant::now();
-    let mut src = side::Side::connect("source", std::slice::from_ref(&opts.source.addr), opts.source.auth())?;
-    let mut tgt = side::Side::connect("target", &opts.target.seeds, opts.target.auth())?;
+    let mut src = side::Side::connect("source", std::slice::from_ref(&opts.source.addr), opts.source.auth(), opts.source.tls())?;
+    let mut tgt = side::Side::connect("target", &opts.target.seeds, opts.target.auth(), opts.target.tls())?;
     let mut report = Report::new(opts.source.addr.clone(), opts.target.seeds.join(","), opts.sample, opts.ttl_tolerance_ms, opts.max_listed);
     if tgt.is_cluster() {
         report.target_kind = "cluster";

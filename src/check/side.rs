@@ -12,6 +12,7 @@ use crate::target::slots::key_slot;
 
 use super::conn::{cmd, Args, Conn};
 use super::CheckError;
+use crate::tls::TlsClient;
 
 const SLOTS: usize = 16384;
 const MAX_REDIRECTS: usize = 8;
@@ -24,6 +25,7 @@ pub enum Side {
 pub struct Cluster {
     seeds: Vec<String>,
     auth: Option<(String, String)>,
+    tls: Option<TlsClient>,
     nodes: Vec<Conn>,
     /// Slot -> index in `nodes` of its master.
     owner: Vec<u16>,
@@ -34,10 +36,10 @@ pub struct Cluster {
 impl Side {
     /// Connect to the first reachable of `seeds`; a server with cluster support enabled makes
     /// this a cluster side (every master, found through `CLUSTER SLOTS`).
-    pub fn connect(side: &'static str, seeds: &[String], auth: Option<(&str, &str)>) -> Result<Side, CheckError> {
+    pub fn connect(side: &'static str, seeds: &[String], auth: Option<(&str, &str)>, tls: Option<&TlsClient>) -> Result<Side, CheckError> {
         let mut last = None;
         for seed in seeds {
-            let mut c = match Conn::connect(side, seed, auth) {
+            let mut c = match Conn::connect(side, seed, auth, tls) {
                 Ok(c) => c,
                 Err(e) => {
                     last = Some(e);
@@ -49,6 +51,7 @@ impl Side {
                     let mut cl = Cluster {
                         seeds: seeds.to_vec(),
                         auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+                        tls: tls.cloned(),
                         nodes: vec![c],
                         owner: vec![u16::MAX; SLOTS],
                         pending: VecDeque::new(),
@@ -115,7 +118,7 @@ impl Cluster {
         if let Some(i) = self.nodes.iter().position(|n| n.addr() == addr) {
             return Ok(i);
         }
-        let c = Conn::connect("target", addr, self.auth())?;
+        let c = Conn::connect("target", addr, self.auth(), self.tls.as_ref())?;
         self.nodes.push(c);
         Ok(self.nodes.len() - 1)
     }

@@ -9,13 +9,14 @@
 //! steps of its flow, so the snapshot advances exactly as fast as the replica reads.
 
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::engine::Core;
+use crate::tls::Stream;
 
 /// Largest single socket write (and so the unit a stall is measured in).
 const WRITE_SLICE: usize = 64 * 1024;
@@ -90,7 +91,7 @@ enum Next {
 
 /// The body of `emu-flow-<flow>`: run snapshot steps and write whatever the pipe holds until
 /// the session is cancelled or the socket fails.
-pub(crate) fn run_writer(core: Arc<Core>, sid: u32, flow: usize, pipe: Arc<Pipe>, mut sock: TcpStream) {
+pub(crate) fn run_writer(core: Arc<Core>, sid: u32, flow: usize, pipe: Arc<Pipe>, mut sock: Stream) {
     let cfg = &core.cfg;
     let segment = cfg.segment_size.filter(|s| *s > 0).unwrap_or(WRITE_SLICE).min(WRITE_SLICE);
     let close_after = cfg.close_flow_after.filter(|(f, _)| *f == flow).map(|(_, n)| n);

@@ -136,6 +136,20 @@ pub struct Config {
     /// body is out and sent just before FULLSYNC_END, so every entry precedes every record
     /// (there is no serialize-before-mutate). `pause_snapshot_after` does not apply.
     pub pre_encode: bool,
+    /// Serve TLS only, with this certificate (as a Dragonfly master with `--tls`).
+    pub tls: Option<TlsServerFiles>,
+}
+
+/// The emulator's TLS files (PEM).
+#[derive(Clone, Debug)]
+pub struct TlsServerFiles {
+    /// The server's certificate (chain) and its private key (`--tls_cert_file`,
+    /// `--tls_key_file`).
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Require every client to present a certificate signed by this CA, as a Dragonfly master
+    /// started with `--tls_ca_cert_file` does.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -157,6 +171,7 @@ impl Default for Config {
             pause_snapshot_after: None,
             hold_startstable: false,
             pre_encode: false,
+            tls: None,
         }
     }
 }

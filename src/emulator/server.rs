@@ -5,6 +5,11 @@
 //! `REPLCONF ACK` (never answered) and starts the flow's writer thread. Any close of a
 //! session's connection cancels the session; how the replica closed each connection (EOF or
 //! error) is recorded for the tests.
+//!
+//! With TLS configured ([`super::Config::tls`]) the listener is TLS only, as a Dragonfly
+//! master started with `--tls` is: each connection thread runs the handshake first. The
+//! flow sockets are then read by their connection thread and written by the flow's writer
+//! thread through one shared session (`tls::Stream`).
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
@@ -22,6 +27,7 @@ use super::reads;
 use super::resp::{self, ReadError};
 use super::sessions::FlowGrant;
 use super::{data, Dialect};
+use crate::tls::Stream;
 
 pub(crate) struct Server {
     addr: SocketAddr,
@@ -39,6 +45,10 @@ struct Shared {
 
 impl Server {
     pub fn start(core: Arc<Core>, port: u16) -> std::io::Result<Server> {
+        let tls = match &core.cfg.tls {
+            None => None,
+            Some(f) => Some(crate::tls::server_config(&f.cert, &f.key, f.client_ca.as_deref()).map_err(std::io::Error::other)?),
+        };
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
@@ -52,9 +62,16 @@ impl Server {
                 let id = sh.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
                 let Ok(clone) = stream.try_clone() else { continue };
                 sh.conns.lock().insert(id, clone);
-                let (core, sh2) = (core.clone(), sh.clone());
+                let (core, sh2, tls) = (core.clone(), sh.clone(), tls.clone());
                 let spawned = std::thread::Builder::new().name(format!("emu-conn-{id}")).spawn(move || {
-                    Conn::new(core, id, stream).serve();
+                    let stream = match &tls {
+                        None => Ok(Stream::Plain(stream)),
+                        Some(cfg) => crate::tls::accept(stream, cfg),
+                    };
+                    match stream {
+                        Ok(stream) => Conn::new(core, id, stream).serve(),
+                        Err(e) => log::info!("connection {id}: {e}"),
+                    }
                     sh2.conns.lock().remove(&id);
                 });
                 match spawned {
@@ -116,7 +133,7 @@ enum Outcome {
 struct Conn {
     core: Arc<Core>,
     id: u64,
-    stream: TcpStream,
+    stream: Stream,
     authed: bool,
     db: u32,
     /// Sessions created by `capa dragonfly` on this connection.
@@ -125,7 +142,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(core: Arc<Core>, id: u64, stream: TcpStream) -> Self {
+    fn new(core: Arc<Core>, id: u64, stream: Stream) -> Self {
         let authed = core.cfg.password.is_none();
         Conn { core, id, stream, authed, db: 0, sessions: Vec::new(), role: Role::Client }
     }

@@ -4,7 +4,7 @@
 //! session (ACKs, FULLSYNC_END written, how each connection was closed).
 
 use std::collections::HashMap;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use super::flow::Pipe;
 use super::hash::random_hex;
 use super::snapshot::{Serializer, Traversal};
 use super::Dialect;
+use crate::tls::Stream;
 
 pub(crate) const ERR_INVALID_STATE: &str = "ERR invalid state";
 
@@ -32,7 +33,7 @@ pub(crate) struct FlowReg {
     /// `Some(lsn)` when answered PARTIAL.
     pub partial: Option<u64>,
     pub pipe: Arc<Pipe>,
-    pub sock: TcpStream,
+    pub sock: Stream,
     pub ack: u64,
     /// How the replica closed this connection: `Some(true)` EOF, `Some(false)` error.
     pub closed: Option<bool>,
@@ -100,7 +101,7 @@ impl Core {
 
     /// `DFLY FLOW <replid> <sync id> <flow> [<lsn> | <last master> <lsns>]` (protocol doc 4),
     /// with Dragonfly's checks in its order.
-    pub fn register_flow(&self, conn: u64, sock: &TcpStream, args: &[&[u8]]) -> Result<FlowGrant, String> {
+    pub fn register_flow(&self, conn: u64, sock: &Stream, args: &[&[u8]]) -> Result<FlowGrant, String> {
         if !(3..=5).contains(&args.len()) {
             return Err(commands::SYNTAX.into());
         }
@@ -333,7 +334,7 @@ impl Core {
     /// Cancel a session: detach its flows from the shards, stop their writers and send FIN
     /// on every flow socket (the connection threads keep reading until the replica closes).
     pub fn cancel_session(&self, sid: u32, why: &str) {
-        let victims: Vec<(Arc<Pipe>, Option<TcpStream>)> = {
+        let victims: Vec<(Arc<Pipe>, Option<Stream>)> = {
             let mut ss = self.sessions.lock();
             let Some(s) = ss.map.get_mut(&sid) else { return };
             if s.state == SyncState::Cancelled {
@@ -433,7 +434,8 @@ impl Core {
         match sock.flatten() {
             Some(sock) => {
                 log::info!("fault: dropping flow {flow} of the latest session");
-                sock.shutdown(std::net::Shutdown::Both).is_ok()
+                // The TCP socket itself (no TLS close_notify), as a network failure would.
+                sock.tcp().shutdown(std::net::Shutdown::Both).is_ok()
             }
             None => false,
         }

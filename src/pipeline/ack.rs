@@ -10,7 +10,6 @@
 //! carries only what the target applied. The master never answers an ACK.
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -23,8 +22,9 @@ use crate::target::resp;
 
 pub struct AckThread {
     pub index: usize,
-    /// A write handle on the flow socket (the reader owns the read side).
-    pub stream: TcpStream,
+    /// A write handle on the flow socket (the reader owns the read side; with TLS the two
+    /// share the session, see `tls::stream`).
+    pub stream: crate::tls::Stream,
     pub cut: Receiver<()>,
     pub stable: Receiver<()>,
     pub kick: Receiver<()>,

@@ -9,7 +9,6 @@
 //! flow's ACK thread waits at the barrier on its behalf.
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,7 +128,8 @@ pub struct Signals {
 
 pub struct FlowReader {
     pub index: usize,
-    pub stream: TcpStream,
+    /// The flow connection (plain or TLS); the ACK thread writes on a clone of it.
+    pub stream: crate::tls::Stream,
     pub leftover: Vec<u8>,
     pub token: String,
     pub mode: Mode,

@@ -133,7 +133,7 @@ struct Session {
     info: MasterInfo,
     shared: Arc<Shared>,
     barrier: Arc<Barrier>,
-    flow_sockets: Vec<std::net::TcpStream>,
+    flow_sockets: Vec<crate::tls::Stream>,
     readers: Vec<JoinHandle<()>>,
     writers: Vec<JoinHandle<()>>,
     ackers: Vec<JoinHandle<()>>,
@@ -173,7 +173,7 @@ fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) ->
 fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartError> {
     (0..info.num_flows)
         .map(|i| {
-            let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), info, i, None)?;
+            let c = FlowConn::open(&cfg.source.addr, cfg.source.auth(), cfg.source.tls(), info, i, None)?;
             if !c.reply.full {
                 return Err(format!("flow {i}: the master answered PARTIAL to a full-sync request").into());
             }
@@ -263,7 +263,7 @@ impl Session {
         let v134 = info.speaks_v134_resume().unwrap_or_default();
         let n = info.num_flows;
         let conns = (0..n)
-            .map(|i| FlowConn::open(&cfg.source.addr, cfg.source.auth(), &info, i, Some(lsns[i])).map_err(|e| e.to_string()))
+            .map(|i| FlowConn::open(&cfg.source.addr, cfg.source.auth(), cfg.source.tls(), &info, i, Some(lsns[i])).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let partial = conns.iter().filter(|c| !c.reply.full).count();
         if partial == n {
@@ -289,7 +289,7 @@ impl Session {
         // Mixed: closing this session's connections cancels it on the master.
         drop(conns);
         drop(master);
-        let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth())?;
+        let (master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;
         let conns = open_full(cfg, &info)?;
         Ok((master, info, conns, Opening::Full))
     }
@@ -300,7 +300,7 @@ impl Session {
             let mut last = None;
             let mut found = None;
             for seed in &cfg.target.seeds {
-                match Standalone::connect(seed, cfg.target.auth()) {
+                match Standalone::connect(seed, cfg.target.auth(), cfg.target.tls()) {
                     Ok(p) => {
                         found = Some(p);
                         break;
@@ -337,10 +337,10 @@ impl Session {
         };
         log::info!("target {}: JSON documents will be {}", probe.addr(), if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" });
         drop(probe);
-        let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth())?;
+        let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
         let cluster = first_target.is_cluster();
 
-        let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth())?;
+        let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;
         if cluster {
             // Redis Cluster has only db 0: data elsewhere must be mapped explicitly, never merged
             // in silence.
@@ -483,7 +483,7 @@ impl Session {
         let mut conns_w = Vec::with_capacity(nw);
         conns_w.push(first_target);
         for _ in 1..nw {
-            conns_w.push(Target::connect(&cfg.target.seeds, cfg.target.auth())?);
+            conns_w.push(Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?);
         }
         for (i, ((conn, kick_rx), recycled)) in conns.into_iter().zip(kicks_rx).zip(recycle_rx).enumerate() {
             let (tx, rx) = bounded(cfg.channel_capacity);

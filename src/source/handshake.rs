@@ -6,11 +6,12 @@
 //! whatever followed it in our buffer is handed to the flow decoder.
 
 use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::Duration;
 
 use super::socket::{connect, recv_buffer, SourceError, RECV_BUFFER};
 use crate::target::resp::{self, Reply};
+use crate::tls::{Stream, TlsClient};
 
 /// What `REPLCONF capa dragonfly` and `INFO SERVER` told us.
 #[derive(Debug, Clone)]
@@ -47,7 +48,7 @@ pub struct SyncReply {
 
 /// A registered flow connection: the socket, and stream bytes already read past the reply.
 pub struct FlowConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub leftover: Vec<u8>,
     pub reply: SyncReply,
     /// The LSN the flow was opened with (a resume attempt), if any.
@@ -57,8 +58,8 @@ pub struct FlowConn {
 /// The main connection, kept open (idle) for the whole replication: closing it ends the session.
 pub struct Master {
     addr: String,
-    out: TcpStream,
-    inp: BufReader<TcpStream>,
+    out: Stream,
+    inp: BufReader<Stream>,
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,7 +72,7 @@ fn cmd_bytes(args: &[&str]) -> Vec<u8> {
     b
 }
 
-fn auth(out: &mut TcpStream, inp: &mut impl std::io::BufRead, auth: Option<(&str, &str)>, what: &str, addr: &str) -> Result<(), SourceError> {
+fn auth(out: &mut impl Write, inp: &mut impl std::io::BufRead, auth: Option<(&str, &str)>, what: &str, addr: &str) -> Result<(), SourceError> {
     let Some((user, pass)) = auth else { return Ok(()) };
     let mut args = vec!["AUTH"];
     if !user.is_empty() {
@@ -90,9 +91,9 @@ fn auth(out: &mut TcpStream, inp: &mut impl std::io::BufRead, auth: Option<(&str
 }
 
 impl Master {
-    /// Connect, authenticate and run the handshake up to `capa dragonfly`.
-    pub fn connect(addr: &str, credentials: Option<(&str, &str)>) -> Result<(Master, MasterInfo), SourceError> {
-        let s = connect(addr, false, "main connection")?;
+    /// Connect (over TLS with `tls`), authenticate and run the handshake up to `capa dragonfly`.
+    pub fn connect(addr: &str, credentials: Option<(&str, &str)>, tls: Option<&TlsClient>) -> Result<(Master, MasterInfo), SourceError> {
+        let s = connect(addr, false, "main connection", tls)?;
         s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok();
         let mut out = s.try_clone().map_err(|e| SourceError(format!("main connection: {e}")))?;
         let mut inp = BufReader::new(s);
@@ -217,11 +218,19 @@ impl Master {
 }
 
 impl FlowConn {
-    /// Open flow `i`: connect, authenticate, `DFLY FLOW <replid> <sid> <i> [<lsn>]`.
-    pub fn open(addr: &str, credentials: Option<(&str, &str)>, info: &MasterInfo, i: usize, lsn: Option<u64>) -> Result<FlowConn, SourceError> {
+    /// Open flow `i`: connect (over TLS with `tls`), authenticate,
+    /// `DFLY FLOW <replid> <sid> <i> [<lsn>]`.
+    pub fn open(
+        addr: &str,
+        credentials: Option<(&str, &str)>,
+        tls: Option<&TlsClient>,
+        info: &MasterInfo,
+        i: usize,
+        lsn: Option<u64>,
+    ) -> Result<FlowConn, SourceError> {
         let what = format!("flow {i}");
-        let s = connect(addr, true, &what)?;
-        let granted = recv_buffer(&s);
+        let s = connect(addr, true, &what, tls)?;
+        let granted = recv_buffer(s.tcp());
         if granted < RECV_BUFFER {
             log::debug!("{what}: the kernel granted a {granted}-byte receive buffer (asked {RECV_BUFFER}; net.core.rmem_max caps it)");
         }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::tls::{Stream, TlsClient};
+
 /// A failure on the source side, naming the connection.
 #[derive(Debug)]
 pub struct SourceError(pub String);
@@ -25,9 +27,10 @@ impl std::error::Error for SourceError {}
 pub(crate) const AUTH_REJECTED: &str = "AUTH rejected";
 
 impl SourceError {
-    /// The master refused the credentials: retrying cannot help.
+    /// The master refused the credentials, or TLS authentication failed (a certificate
+    /// refused either way): retrying cannot help.
     pub fn is_rejected_credentials(&self) -> bool {
-        self.0.contains(AUTH_REJECTED)
+        self.0.contains(AUTH_REJECTED) || self.0.contains(crate::tls::AUTH_FAILED)
     }
 }
 
@@ -35,8 +38,9 @@ pub const RECV_BUFFER: usize = 10 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Connect to `addr` with keepalive (idle 300 s, interval 100 s, 3 probes) and, for flows, the
-/// large receive buffer. `what` names the connection in errors ("main connection", "flow 3").
-pub fn connect(addr: &str, big_buffer: bool, what: &str) -> Result<TcpStream, SourceError> {
+/// large receive buffer; then the TLS handshake with `tls`. `what` names the connection in
+/// errors ("main connection", "flow 3").
+pub fn connect(addr: &str, big_buffer: bool, what: &str, tls: Option<&TlsClient>) -> Result<Stream, SourceError> {
     let err = |e: io::Error| SourceError(format!("{what} to {addr}: {e}"));
     let sa = addr
         .to_socket_addrs()
@@ -54,7 +58,11 @@ pub fn connect(addr: &str, big_buffer: bool, what: &str) -> Result<TcpStream, So
     s.set_tcp_keepalive(&ka).map_err(err)?;
     s.set_nodelay(true).map_err(err)?;
     s.connect_timeout(&sa.into(), CONNECT_TIMEOUT).map_err(err)?;
-    Ok(s.into())
+    let tcp: TcpStream = s.into();
+    match tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some(t) => t.handshake(tcp, addr).map_err(err),
+    }
 }
 
 /// The receive buffer the kernel granted (it may cap the request at net.core.rmem_max).

@@ -17,6 +17,7 @@ use super::slots::key_slot;
 use super::standalone::{Standalone, TargetError};
 use crate::protocol::cursor::show;
 use crate::replay::Cmd;
+use crate::tls::TlsClient;
 
 const SLOTS: usize = 16384;
 const MAX_REDIRECTS: usize = 16;
@@ -38,6 +39,8 @@ struct Routed {
 
 pub struct Cluster {
     auth: Option<(String, String)>,
+    /// Every node over TLS (a `tls-cluster yes` cluster announces its TLS ports to TLS clients).
+    tls: Option<TlsClient>,
     seeds: Vec<String>,
     nodes: Vec<Node>,
     owner: Vec<u16>,
@@ -53,9 +56,10 @@ fn err(addr: &str, msg: String) -> TargetError {
 
 impl Cluster {
     /// Connect through any of `seeds` and learn the slot map.
-    pub fn connect(seeds: &[String], auth: Option<(&str, &str)>) -> Result<Cluster, TargetError> {
+    pub fn connect(seeds: &[String], auth: Option<(&str, &str)>, tls: Option<&TlsClient>) -> Result<Cluster, TargetError> {
         let mut c = Cluster {
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: tls.cloned(),
             seeds: seeds.to_vec(),
             nodes: Vec::new(),
             owner: vec![u16::MAX; SLOTS],
@@ -75,7 +79,7 @@ impl Cluster {
         if let Some(i) = self.nodes.iter().position(|n| n.addr == addr) {
             return Ok(i);
         }
-        let conn = Standalone::connect(addr, self.auth())?;
+        let conn = Standalone::connect(addr, self.auth(), self.tls.as_ref())?;
         log::info!("cluster: connected to master {addr}");
         self.nodes.push(Node { addr: addr.to_string(), conn, writes: 0 });
         Ok(self.nodes.len() - 1)

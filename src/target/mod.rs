@@ -13,6 +13,7 @@ pub use cluster::Cluster;
 pub use standalone::{Standalone, TargetError};
 
 use crate::replay::Cmd;
+use crate::tls::TlsClient;
 
 pub enum Target {
     Standalone(Standalone),
@@ -21,11 +22,12 @@ pub enum Target {
 
 impl Target {
     /// Connect to the first reachable seed; a node with cluster support enabled makes this a
-    /// cluster target, using every seed to learn the topology.
-    pub fn connect(seeds: &[String], auth: Option<(&str, &str)>) -> Result<Target, TargetError> {
+    /// cluster target, using every seed to learn the topology. With `tls`, every connection
+    /// (every cluster node too) is TLS.
+    pub fn connect(seeds: &[String], auth: Option<(&str, &str)>, tls: Option<&TlsClient>) -> Result<Target, TargetError> {
         let mut last = None;
         for seed in seeds {
-            let mut probe = match Standalone::connect(seed, auth) {
+            let mut probe = match Standalone::connect(seed, auth, tls) {
                 Ok(p) => p,
                 Err(e) => {
                     last = Some(e);
@@ -38,7 +40,7 @@ impl Target {
                     if !state.ends_with("ok") {
                         log::warn!("cluster {seed}: {state}");
                     }
-                    Ok(Target::Cluster(Cluster::connect(seeds, auth)?))
+                    Ok(Target::Cluster(Cluster::connect(seeds, auth, tls)?))
                 }
                 // "ERR This instance has cluster support disabled": a standalone server.
                 _ => Ok(Target::Standalone(probe)),

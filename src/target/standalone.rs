@@ -2,11 +2,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use super::resp;
 use crate::replay::Cmd;
+use crate::tls::{Stream, TlsClient};
 
 /// A command the target rejected, or a connection failure.
 #[derive(Debug)]
@@ -33,8 +33,8 @@ impl std::error::Error for TargetError {}
 
 pub struct Standalone {
     addr: String,
-    out: TcpStream,
-    inp: BufReader<TcpStream>,
+    out: Stream,
+    inp: BufReader<Stream>,
     /// The db the connection has selected.
     db: u32,
     buf: Vec<u8>,
@@ -44,17 +44,11 @@ pub struct Standalone {
 }
 
 impl Standalone {
-    /// Connect to `host:port`, optionally authenticating (`user` may be empty for the default
-    /// user).
-    pub fn connect(addr: &str, auth: Option<(&str, &str)>) -> Result<Self, TargetError> {
+    /// Connect to `host:port`, over TLS with `tls`, optionally authenticating (`user` may be
+    /// empty for the default user).
+    pub fn connect(addr: &str, auth: Option<(&str, &str)>, tls: Option<&TlsClient>) -> Result<Self, TargetError> {
         let io_err = |error| TargetError::Io { addr: addr.to_string(), error };
-        let sa = addr
-            .to_socket_addrs()
-            .map_err(io_err)?
-            .next()
-            .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing")))?;
-        let s = TcpStream::connect_timeout(&sa, Duration::from_secs(10)).map_err(io_err)?;
-        s.set_nodelay(true).map_err(io_err)?;
+        let s = crate::tls::connect(addr, Duration::from_secs(10), tls).map_err(io_err)?;
         let mut w = Standalone {
             addr: addr.to_string(),
             inp: BufReader::with_capacity(256 * 1024, s.try_clone().map_err(io_err)?),

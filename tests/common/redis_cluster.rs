@@ -34,8 +34,9 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Start one empty cluster-enabled node; returns once it logs that it accepts connections.
-    fn start() -> ClusterNode {
+    /// Start one empty cluster-enabled node with `more` arguments (made anew for each attempt,
+    /// so they may hold free ports); returns once it logs that it accepts connections.
+    fn start(more: &dyn Fn() -> Vec<String>) -> ClusterNode {
         for _attempt in 0..5 {
             let port = free_port();
             let bus_port = free_port();
@@ -44,7 +45,12 @@ impl ClusterNode {
             }
             let dir = TempDir::new("redis-cluster");
             let bp = bus_port.to_string();
-            let extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bp, "--cluster-node-timeout", "5000"];
+            let mut extra: Vec<String> = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bp, "--cluster-node-timeout", "5000"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            extra.extend(more());
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             if let Some(child) = spawn_ready(port, &dir.0, &extra) {
                 let mut node = ClusterNode { port, bus_port, id: String::new(), child, _dir: dir };
                 node.id = q(&mut node.conn(), &[b"CLUSTER", b"MYID"]);
@@ -96,7 +102,13 @@ impl RedisCluster {
     /// the slots; returns once every node reports `cluster_state:ok` and all agree on the
     /// slot map.
     pub fn start() -> RedisCluster {
-        let nodes: Vec<ClusterNode> = (0..3).map(|_| ClusterNode::start()).collect();
+        Self::start_with(Vec::new)
+    }
+
+    /// [`start`](Self::start) with more arguments for every node (e.g. a TLS listener: the
+    /// harness keeps using the plain ports).
+    pub fn start_with(more: impl Fn() -> Vec<String>) -> RedisCluster {
+        let nodes: Vec<ClusterNode> = (0..3).map(|_| ClusterNode::start(&more)).collect();
         let cluster = RedisCluster { nodes, migrations: Mutex::new(HashMap::new()) };
         let out = Command::new("redis-cli")
             .arg("--cluster")
