@@ -208,8 +208,9 @@ pub struct Argv {
     ends: Ends,
 }
 
-/// The decimal digits of `n`, right-aligned in `buf`.
-fn digits(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
+/// The decimal digits of `n`, right-aligned in `buf` (RESP lengths, here and in
+/// [`crate::target::resp`]).
+pub fn digits(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;

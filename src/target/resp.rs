@@ -7,36 +7,21 @@
 use std::borrow::Cow;
 use std::io::{self, BufRead};
 
+use crate::protocol::items::digits;
+
 /// Append `args` as a RESP array of bulk strings.
 pub fn encode<'a>(buf: &mut Vec<u8>, args: impl ExactSizeIterator<Item = &'a [u8]>) {
-    let mut num = itoa_buf();
+    let mut num = [0u8; 20];
     buf.push(b'*');
-    buf.extend_from_slice(fmt_usize(&mut num, args.len()));
+    buf.extend_from_slice(digits(&mut num, args.len()));
     buf.extend_from_slice(b"\r\n");
     for a in args {
         buf.push(b'$');
-        buf.extend_from_slice(fmt_usize(&mut num, a.len()));
+        buf.extend_from_slice(digits(&mut num, a.len()));
         buf.extend_from_slice(b"\r\n");
         buf.extend_from_slice(a);
         buf.extend_from_slice(b"\r\n");
     }
-}
-
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-fn fmt_usize(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// A reply, as far as the writer cares.
