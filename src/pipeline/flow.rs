@@ -84,7 +84,8 @@ pub struct Batch {
     /// batch is applied (what an ACK may carry then). With checkpoints the writer applies the
     /// batch atomically with the flow's marker carrying it.
     pub checkpoint: Option<u64>,
-    /// For a cluster target: each command's slot ([`keyspec::slot_hint`]), else empty.
+    /// For a cluster target: each command's slot ([`keyspec::slot_hint`]), computed as the
+    /// command is made (its bytes are in the flow thread's cache then), else empty.
     pub slots: Vec<u16>,
     bytes: usize,
 }
@@ -268,6 +269,10 @@ impl FlowReader {
                 }
                 batch.bytes += v.wire_bytes as usize;
                 self.replayer.value(&v, &mut batch.cmds);
+                if self.slot_hints {
+                    // Every command a snapshot entry becomes is about its key.
+                    batch.slots.resize(batch.cmds.len(), crate::target::slots::key_slot(&v.head.key));
+                }
             }
             Item::Journal(rec) => {
                 let is_global = rec.argv.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"FLUSHALL") || n.eq_ignore_ascii_case(b"FLUSHDB"));
@@ -292,6 +297,10 @@ impl FlowReader {
                 let global = is_global.then(|| self.replayer.global_command(&rec));
                 let class =
                     self.replayer.record_owned(rec, &mut batch.cmds).map_err(|e| FlowError::fatal(format!("flow {i}: {e}")))?;
+                if self.slot_hints {
+                    let from = batch.slots.len();
+                    batch.slots.extend(batch.cmds[from..].iter().map(keyspec::slot_hint));
+                }
                 match (class, lsn) {
                     (RecordClass::Normal, Some(lsn)) => {
                         batch.last_lsn = Some(lsn);
@@ -402,9 +411,7 @@ impl FlowReader {
         if rs.checkpointed {
             b.checkpoint = rs.next_lsn;
         }
-        if self.slot_hints {
-            b.slots.extend(b.cmds.iter().map(keyspec::slot_hint));
-        }
+        debug_assert!(!self.slot_hints || b.slots.len() == b.cmds.len());
         let st = &self.shared.flows[self.index];
         st.transit.queued(b.last_lsn, st.applied_next_lsn.load(Relaxed));
         self.send_msg(ToWriter::Batch(b))
