@@ -203,7 +203,7 @@ struct RunArgs {
     /// Payload bytes per pipeline (default 1048576).  [file: tuning.batch_bytes]
     #[arg(long, value_name = "BYTES")]
     batch_bytes: Option<String>,
-    /// Pipelines in flight toward the target over all writers (default 8).
+    /// Pipelines in flight toward the target over all writers (default 16: four writers with four each).
     /// [file: tuning.inflight_pipelines]
     #[arg(long, value_name = "N")]
     inflight: Option<String>,
