@@ -150,12 +150,13 @@ enum Command {
     },
 }
 
+/// Where to read and write, shared by `replicate`, `migrate` and `check`.
 #[derive(Args)]
-struct RunArgs {
+struct Endpoints {
     /// INI file with the same settings (keys documented in config.ini.example); flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Dragonfly master, host:port.  [file: source.addr]
+    /// Dragonfly master (for `check`, any Redis-protocol server), host:port.  [file: source.addr]
     #[arg(long, value_name = "HOST:PORT")]
     source: Option<String>,
     /// ACL user on the master.  [file: source.user]
@@ -183,6 +184,32 @@ struct RunArgs {
     /// Password on the target (overrides the URL's).  [file: target.password]
     #[arg(long, value_name = "PASSWORD")]
     target_password: Option<String>,
+}
+
+impl Endpoints {
+    /// The settings of `--config FILE` (if given), overridden by these flags and `more`.
+    fn raw(self, more: Vec<(&str, Option<String>)>) -> Result<Raw, config::ConfigError> {
+        let mut flags = vec![
+            ("source.addr", self.source),
+            ("source.user", self.source_user),
+            ("source.password", self.source_password),
+            ("target.url", self.target),
+            ("target.user", self.target_user),
+            ("target.password", self.target_password),
+            ("target.db_map", self.db_map),
+        ];
+        flags.extend(more);
+        let mut raw = file_and_flags(self.config.as_deref(), flags)?;
+        self.source_tls.into_raw(&mut raw);
+        self.target_tls.into_raw(&mut raw);
+        Ok(raw)
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
     /// Pin the flow threads (flow-0, flow-1, ...) round-robin to these CPUs, e.g. 0-3 or 0,2.
     /// [file: threads.pin_flows]
     #[arg(long, value_name = "CPULIST")]
@@ -385,37 +412,8 @@ impl TargetTls {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// INI file with the source and target settings, as for replicate (source.*, target.url,
-    /// target.user, target.password, target.db_map are used); flags win.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Dragonfly master (or any Redis-protocol server), host:port.  [file: source.addr]
-    #[arg(long, value_name = "HOST:PORT")]
-    source: Option<String>,
-    /// ACL user on the source.  [file: source.user]
-    #[arg(long, value_name = "USER")]
-    source_user: Option<String>,
-    /// Password on the source.  [file: source.password]
-    #[arg(long, value_name = "PASSWORD")]
-    source_password: Option<String>,
     #[command(flatten)]
-    source_tls: SourceTls,
-    /// Target Redis or Redis Cluster: redis://[user:password@]host:port[,host:port...], or
-    /// rediss://... for TLS. A cluster is detected; every master is scanned.  [file: target.url]
-    #[arg(long, value_name = "URL")]
-    target: Option<String>,
-    #[command(flatten)]
-    target_tls: TargetTls,
-    /// ACL user on the target (overrides the URL's).  [file: target.user]
-    #[arg(long, value_name = "USER")]
-    target_user: Option<String>,
-    /// Password on the target (overrides the URL's).  [file: target.password]
-    #[arg(long, value_name = "PASSWORD")]
-    target_password: Option<String>,
-    /// Source db -> target db, as given to replicate, e.g. 0:0,1:0 (dbs not listed keep their
-    /// number; a cluster has only db 0).  [file: target.db_map]
-    #[arg(long, value_name = "MAP")]
-    db_map: Option<String>,
+    endpoints: Endpoints,
     /// Check about N keys of each side (shared among the dbs by their key counts, in SCAN
     /// order) instead of all of them.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -441,19 +439,7 @@ struct CheckArgs {
 
 impl CheckArgs {
     fn into_options(self) -> Result<df2redis::check::Options, config::ConfigError> {
-        let flags = [
-            ("source.addr", self.source),
-            ("source.user", self.source_user),
-            ("source.password", self.source_password),
-            ("target.url", self.target),
-            ("target.user", self.target_user),
-            ("target.password", self.target_password),
-            ("target.db_map", self.db_map),
-        ];
-        let mut raw = file_and_flags(self.config.as_deref(), flags)?;
-        self.source_tls.into_raw(&mut raw);
-        self.target_tls.into_raw(&mut raw);
-        let cfg = config::build(&raw)?;
+        let cfg = config::build(&self.endpoints.raw(Vec::new())?)?;
         Ok(df2redis::check::Options {
             source: cfg.source,
             target: cfg.target,
@@ -469,14 +455,7 @@ impl CheckArgs {
 
 impl RunArgs {
     fn into_config(self) -> Result<Config, config::ConfigError> {
-        let flags = [
-            ("source.addr", self.source),
-            ("source.user", self.source_user),
-            ("source.password", self.source_password),
-            ("target.url", self.target),
-            ("target.user", self.target_user),
-            ("target.password", self.target_password),
-            ("target.db_map", self.db_map),
+        let flags = vec![
             ("threads.pin_flows", self.pin_flows),
             ("threads.pin_writers", self.pin_writers),
             ("threads.writers", self.writers),
@@ -503,18 +482,12 @@ impl RunArgs {
             ("filter.include", (!self.include.is_empty()).then(|| self.include.join("\n"))),
             ("filter.exclude", (!self.exclude.is_empty()).then(|| self.exclude.join("\n"))),
         ];
-        let mut raw = file_and_flags(self.config.as_deref(), flags)?;
-        self.source_tls.into_raw(&mut raw);
-        self.target_tls.into_raw(&mut raw);
-        config::build(&raw)
+        config::build(&self.endpoints.raw(flags)?)
     }
 }
 
 /// The settings of `--config FILE` (if given), overridden by the flags that were set.
-fn file_and_flags<const N: usize>(
-    file: Option<&std::path::Path>,
-    flags: [(&str, Option<String>); N],
-) -> Result<Raw, config::ConfigError> {
+fn file_and_flags(file: Option<&std::path::Path>, flags: Vec<(&str, Option<String>)>) -> Result<Raw, config::ConfigError> {
     let mut raw: Raw = match file {
         Some(p) => {
             let text =
