@@ -189,12 +189,7 @@ impl Job {
                 if let Some(i) = first_difference(&a, &b) {
                     Step::Differs(format!("bytes differ from offset {}", self.pos + i as u64))
                 } else {
-                    self.pos += w;
-                    if (a.len() as u64) < w || self.pos >= self.len {
-                        Step::Same
-                    } else {
-                        Step::More
-                    }
+                    self.advance(w, a.len() as u64, w)
                 }
             }
             (Kind::List, Some(t)) => {
@@ -204,12 +199,7 @@ impl Job {
                     let at = |v: &[Vec<u8>]| v.get(i).map_or("nothing".to_string(), |e| show(e));
                     Step::Differs(format!("element {} differs: source {}, target {}", self.pos + i as u64, at(&a), at(&b)))
                 } else {
-                    self.pos += a.len() as u64;
-                    if (a.len() as u64) < w || self.pos >= self.len {
-                        Step::Same
-                    } else {
-                        Step::More
-                    }
+                    self.advance(a.len() as u64, a.len() as u64, w)
                 }
             }
             (Kind::Stream, Some(t)) => {
@@ -297,6 +287,17 @@ impl Job {
     }
 
     /// Learn the bytes per element from a page of items (members, or fields and values).
+    /// An equal window of `got` items (or bytes) was read, asking for `asked`: move on by
+    /// `by`. A short window or the known length reached means the key is done.
+    fn advance(&mut self, by: u64, got: u64, asked: u64) -> Step {
+        self.pos += by;
+        if got < asked || self.pos >= self.len {
+            Step::Same
+        } else {
+            Step::More
+        }
+    }
+
     fn learn(&mut self, items: &[Vec<u8>]) {
         let per_element = match self.kind {
             Kind::Hash | Kind::Zset => 2,

@@ -52,11 +52,7 @@ impl Conn {
             pending: VecDeque::new(),
         };
         if let Some((user, pass)) = auth {
-            let mut args: Args = vec![b"AUTH".to_vec()];
-            if !user.is_empty() {
-                args.push(user.as_bytes().to_vec());
-            }
-            args.push(pass.as_bytes().to_vec());
+            let args: Args = resp::auth_args(user, pass).into_iter().map(<[u8]>::to_vec).collect();
             if let Reply::Error(e) = c.query(&args)? {
                 return Err(CheckError::Failed(format!("{side} {addr}: AUTH failed: {e} (check the {side} credentials)")));
             }

@@ -74,12 +74,9 @@ fn cmd_bytes(args: &[&str]) -> Vec<u8> {
 
 fn auth(out: &mut impl Write, inp: &mut impl std::io::BufRead, auth: Option<(&str, &str)>, what: &str, addr: &str) -> Result<(), SourceError> {
     let Some((user, pass)) = auth else { return Ok(()) };
-    let mut args = vec!["AUTH"];
-    if !user.is_empty() {
-        args.push(user);
-    }
-    args.push(pass);
-    out.write_all(&cmd_bytes(&args)).map_err(|e| SourceError(format!("{what} to {addr}: {e}")))?;
+    let mut b = Vec::new();
+    resp::encode(&mut b, resp::auth_args(user, pass).into_iter());
+    out.write_all(&b).map_err(|e| SourceError(format!("{what} to {addr}: {e}")))?;
     match resp::read_reply(inp).map_err(|e| SourceError(format!("{what} to {addr}: AUTH: {e}")))? {
         Reply::Status(_) => Ok(()),
         Reply::Error(e) => Err(SourceError(format!(

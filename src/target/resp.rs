@@ -9,6 +9,16 @@ use std::io::{self, BufRead};
 
 use crate::protocol::items::digits;
 
+/// The arguments of `AUTH [user] password` (the default user when `user` is empty).
+pub fn auth_args<'a>(user: &'a str, password: &'a str) -> Vec<&'a [u8]> {
+    let mut args: Vec<&[u8]> = vec![b"AUTH"];
+    if !user.is_empty() {
+        args.push(user.as_bytes());
+    }
+    args.push(password.as_bytes());
+    args
+}
+
 /// Append `args` as a RESP array of bulk strings.
 pub fn encode<'a>(buf: &mut Vec<u8>, args: impl ExactSizeIterator<Item = &'a [u8]>) {
     let mut num = [0u8; 20];

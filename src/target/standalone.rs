@@ -58,13 +58,8 @@ impl Standalone {
             pending: VecDeque::new(),
         };
         if let Some((user, pass)) = auth {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if !user.is_empty() {
-                args.push(user.as_bytes());
-            }
-            args.push(pass.as_bytes());
             // Its own message: the generic one would show the command's arguments.
-            if let resp::Reply::Error(e) = w.query(&args)? {
+            if let resp::Reply::Error(e) = w.query(&resp::auth_args(user, pass))? {
                 return Err(TargetError::Io {
                     addr: addr.to_string(),
                     error: io::Error::new(
