@@ -111,8 +111,9 @@ enum Command {
     /// Remove df2redis's checkpoint markers from the target once a migration is finished.
     ///
     /// `replicate` keeps its resume point in the target: one key per flow,
-    /// df2redis:checkpoint:<flow> in db 0, written atomically with each batch. They are not
-    /// the master's data. Run this after the last `replicate` (a later run would then start
+    /// df2redis:checkpoint:<flow> in db 0, written atomically with each batch (on a cluster
+    /// one per flow and master, df2redis:checkpoint:{<tag>}:<flow>, and done markers of
+    /// cross-slot RENAMEs, df2redis:checkpoint:done:*). They are not the master's data. Run this after the last `replicate` (a later run would then start
     /// with a full sync). Exit 0 with the number of keys removed.
     Cleanup {
         /// redis://[user:password@]host:port of the target (several addresses: cluster seeds;
@@ -252,18 +253,21 @@ struct RunArgs {
     progress_secs: Option<String>,
     /// Mirror the applied LSNs of every flow in FILE (rewritten atomically every progress
     /// interval and at the end), for diagnostics. The resume point itself is kept in the
-    /// target, in the marker keys df2redis:checkpoint:<flow> (db 0).  [file: checkpoint.file]
+    /// target, in the marker keys df2redis:checkpoint:* (db 0).  [file: checkpoint.file]
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<String>,
     /// A full resync over a target a previous run wrote (its checkpoints exist but cannot be
-    /// resumed: another master id, a backlog overrun): flush (empty the target first, default)
+    /// resumed: another master id, a backlog overrun, a cluster whose slots moved): flush
+    /// (empty the target first, default)
     /// | keep (write over it; keys deleted on the master meanwhile survive).
     /// [file: checkpoint.on_resync]
     #[arg(long, value_name = "POLICY")]
     on_resync: Option<String>,
-    /// on (default): keep the resume point in the target, marker keys written in MULTI/EXEC
-    /// with each batch (exactly-once resume) | off: write no markers; every restart or
-    /// reconnect is a full resync (for targets that must hold nothing but the data).
+    /// on (default): keep the resume point in the target, marker keys written atomically with
+    /// each batch (exactly-once resume): in MULTI/EXEC on a server; on a cluster one marker
+    /// per flow and master, with the commands unsafe to apply twice (INCR, LPUSH ...) run in
+    /// a script per node that sets it | off: write no markers; every restart or reconnect is
+    /// a full resync (for targets that must hold nothing but the data).
     /// [file: checkpoint.markers]
     #[arg(long, value_name = "on|off")]
     checkpoints: Option<String>,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::emulator_model::expected;
-use common::live::{journal_writer, wait_acked_beyond, wait_every_flow_acked};
+use common::live::{journal_writer, mixed_journal_writer, wait_acked_beyond, wait_every_flow_acked};
+use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, read_all, RedisServer};
 use common::run::{df2redis, terminate, text};
 use df2redis::emulator::{datasets, Config, Dialect, Emulator};
@@ -164,6 +165,144 @@ fn kill_9_rounds(dialect: Dialect, rounds: usize, dialect_note: Option<&str>) {
     assert!(text(&out).contains("removed 4 checkpoint marker keys"), "{}", text(&out));
     let after: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(before - after, 4);
+}
+
+/// The same into a real 3-master Redis Cluster, where a transaction cannot span slots: each
+/// pipeline carries one marker per flow and master, and the commands unsafe to apply twice run
+/// in one script per node with it (`checkpoint::cluster`). The journal interleaves them with
+/// safe commands on the same keys and with cross-slot RENAMEs. Every restart must resume
+/// PARTIAL, and at the end the cluster must equal the master exactly.
+#[test]
+fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
+    let rounds: usize = std::env::var("DF2REDIS_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let emu = Arc::new(Emulator::start(Config { shards: 4, backlog_len: 1 << 20, ..Config::default() }).unwrap());
+    datasets::small(&emu, 500);
+    let cluster = RedisCluster::start();
+    let target = format!("redis://{}", cluster.seed());
+    let source = emu.addr().to_string();
+    let args = ["replicate", "--source", &source, "--target", &target, "--progress-secs", "1"];
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = mixed_journal_writer(emu.clone(), stop.clone());
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let (mut partial_resumes, mut skipping_resumes) = (0, 0);
+    for round in 0..rounds {
+        let child = df2redis(&args);
+        let base = emu.acked().iter().sum::<u64>();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let more = 1 + seed % 3000;
+        let reached = wait_every_flow_acked(&emu, Duration::from_secs(60))
+            && wait_acked_beyond(&emu, base, more, Duration::from_secs(60));
+        // Every other round one master stops applying writes (CLIENT PAUSE) while the others
+        // go on: the kill then leaves the nodes at different markers, and a prefix of what
+        // the paused node was sent may or may not be applied once it resumes.
+        // Rounds 2, 6, 10 ...: df2redis is stopped (SIGSTOP) while the master journals on,
+        // then continued: it catches up in pipelines of hundreds of KB, which Redis reads in
+        // 16 KB pieces, and while it does the target drops its connections on one node
+        // (CLIENT KILL): a prefix of a pipeline is applied there. The session ends and the
+        // next one resumes from the markers by itself; the kill -9 comes once it applied more.
+        // Rounds 4, 8, 12 ...: the same catch-up, cut by the kill -9 itself.
+        let catch_up = reached && round > 0 && round % 2 == 0;
+        if catch_up {
+            let p = round % 3;
+            let pid = child.id().to_string();
+            assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+            let at = emu.lsns().iter().sum::<u64>();
+            let grew = poll(Duration::from_secs(30), || emu.lsns().iter().sum::<u64>() >= at + 20_000);
+            let before = cluster_markers(&cluster, p);
+            assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+            assert!(grew, "round {round}: the master journaled too little");
+            assert!(poll(Duration::from_secs(30), || cluster_markers(&cluster, p) != before), "round {round}: node {p} applied nothing");
+            if round % 4 == 2 {
+                let killed: i64 =
+                    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query(&mut cluster.conn(p)).unwrap();
+                assert!(killed > 0, "round {round}: no connection to kill on node {p}");
+                let again = emu.acked().iter().sum::<u64>();
+                assert!(wait_acked_beyond(&emu, again, 500, Duration::from_secs(60)), "round {round}: no progress after the drop");
+            }
+        }
+        let paused = (reached && !catch_up && round % 2 == 1).then(|| {
+            let p = round % 3;
+            let others = |c: &RedisCluster| (0..3).filter(|&i| i != p).map(|i| cluster_markers(c, i)).collect::<Vec<_>>();
+            let before = others(&cluster);
+            redis::cmd("CLIENT").arg("PAUSE").arg(5000).arg("WRITE").query::<()>(&mut cluster.conn(p)).unwrap();
+            assert!(poll(Duration::from_secs(4), || others(&cluster) != before), "round {round}: no marker moved");
+            p
+        });
+        let log = kill9(child);
+        if let Some(p) = paused {
+            redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut cluster.conn(p)).unwrap();
+        }
+        assert!(reached, "round {round}: df2redis never acknowledged {more} more records:\n{log}");
+        if log.contains("resuming from the target's checkpoints") {
+            partial_resumes += 1;
+        } else {
+            assert_eq!(round, 0, "round {round} did not resume partially:\n{log}");
+        }
+        if log.lines().any(|l| l.contains("resumed past every node's checkpoint") && !l.contains("; 0 commands")) {
+            skipping_resumes += 1;
+        }
+    }
+    assert_eq!(partial_resumes, rounds.saturating_sub(1));
+    if rounds >= 4 {
+        assert!(skipping_resumes > 0, "no resume found the nodes at different markers");
+    }
+    let child = df2redis(&args);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
+    let out = terminate(child);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    if rounds > 0 {
+        assert!(log.contains("resuming from the target's checkpoints"), "{log}");
+    }
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    eprintln!("{rounds} kills, {skipping_resumes} resumes left out records some nodes held, {written} journal writes");
+
+    let exp = expected(&emu);
+    let scratch = RedisServer::start(&[]);
+    let (diffs, compared, _) = compare(&exp, &cluster.read_all(), &mut scratch.conn(), 1000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{} differences after {rounds} kills and {written} writes:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(compared >= 500 + 97, "{compared}");
+
+    // Every master holds one marker per flow, at the flow's last LSN.
+    let mut node_markers = 0;
+    for i in 0..3 {
+        let mut c = cluster.conn(i);
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("df2redis:checkpoint:{*").query(&mut c).unwrap();
+        for k in &keys {
+            let m: Vec<u8> = redis::cmd("GET").arg(k).query(&mut c).unwrap();
+            let m = df2redis::checkpoint::Mark::parse(&m).expect("a df2redis marker");
+            let flow: usize = String::from_utf8_lossy(k).rsplit(':').next().unwrap().parse().unwrap();
+            assert_eq!((m.replid.as_str(), m.flows, m.next_lsn), (emu.master_replid().as_str(), 4, emu.lsns()[flow]));
+        }
+        assert_eq!(keys.len(), 4, "node {i}");
+        node_markers += keys.len();
+    }
+    let out = df2redis(&["cleanup", "--target", &target]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("checkpoint marker keys"), "{}", text(&out));
+    for i in 0..3 {
+        let left: Vec<Vec<u8>> = redis::cmd("KEYS").arg("df2redis:*").query(&mut cluster.conn(i)).unwrap();
+        assert!(left.is_empty(), "node {i} still has {left:?}");
+    }
+    assert_eq!(node_markers, 12);
+}
+
+/// Node `i`'s markers: (key, next_lsn), sorted.
+fn cluster_markers(cluster: &RedisCluster, i: usize) -> Vec<(Vec<u8>, u64)> {
+    let mut c = cluster.conn(i);
+    let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("df2redis:checkpoint:{*").query(&mut c).unwrap();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let m: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(&mut c).unwrap();
+            let lsn = m.and_then(|m| df2redis::checkpoint::Mark::parse(&m)).map_or(0, |m| m.next_lsn);
+            (k, lsn)
+        })
+        .collect()
 }
 
 /// A master that restarted (new replid) cannot serve the old checkpoints: the run announces a

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 
 use super::shared::{Failure, Fault, Shared};
+use crate::checkpoint::{cluster::SlotSkip, idempotent};
 use crate::protocol::{FlowDecoder, Item, Limits, RecordKind};
 use crate::replay::{Cmd, RecordClass, Replayer};
 use crate::target::keyspec;
@@ -87,6 +88,10 @@ pub struct Batch {
     /// For a cluster target: each command's slot ([`keyspec::slot_hint`]), computed as the
     /// command is made (its bytes are in the flow thread's cache then), else empty.
     pub slots: Vec<u16>,
+    /// For a cluster target with checkpoints: per command, whether it is unsafe to apply twice
+    /// ([`crate::checkpoint::idempotent`]) and its record's LSN; else empty.
+    pub unsafe_twice: Vec<bool>,
+    pub lsns: Vec<u64>,
     bytes: usize,
 }
 
@@ -100,6 +105,8 @@ impl Batch {
             force_ack: false,
             checkpoint: None,
             slots: Vec::new(),
+            unsafe_twice: Vec::new(),
+            lsns: Vec::new(),
             bytes: 0,
         }
     }
@@ -113,6 +120,8 @@ impl Batch {
         self.force_ack = false;
         self.checkpoint = None;
         self.slots.clear();
+        self.unsafe_twice.clear();
+        self.lsns.clear();
         self.bytes = 0;
     }
 }
@@ -148,6 +157,11 @@ pub struct FlowReader {
     pub slot_hints: bool,
     /// How the stream starts (a snapshot, or a resume at an LSN in either dialect).
     pub start: FlowStart,
+    /// A cluster target with checkpoints: batches say which commands are unsafe to apply
+    /// twice, and carry their LSNs (see [`Batch::unsafe_twice`]).
+    pub classify: bool,
+    /// A resume on a cluster: what each slot holds already ([`SlotSkip`]).
+    pub skip: Option<Arc<SlotSkip>>,
 }
 
 const READ_BUFFER: usize = 1 << 20;
@@ -295,8 +309,29 @@ impl FlowReader {
                 let (lsn, txid_kind_ping) = (rec.lsn, rec.kind == RecordKind::Ping);
                 // A global record's command is built before the record is handed over.
                 let global = is_global.then(|| self.replayer.global_command(&rec));
+                let from = batch.cmds.len();
                 let class =
                     self.replayer.record_owned(rec, &mut batch.cmds).map_err(|e| FlowError::fatal(format!("flow {i}: {e}")))?;
+                if let (Some(skip), Some(l), RecordClass::Normal) = (&self.skip, lsn, class) {
+                    // A cluster resumes each flow at its lowest node marker: what the other
+                    // nodes hold already is left out.
+                    let dropped = skip.filter(l, &mut batch.cmds, from);
+                    st.resume_skipped.fetch_add(dropped as u64, Relaxed);
+                    if l + 1 >= skip.until() {
+                        let n = st.resume_skipped.load(Relaxed);
+                        log::info!(
+                            "flow {i}: resumed past every node's checkpoint; {n} commands were left out (their cluster nodes \
+                             held them already)"
+                        );
+                        self.skip = None;
+                    }
+                }
+                if self.classify {
+                    batch.unsafe_twice.resize(from, false);
+                    batch.lsns.resize(from, 0);
+                    batch.unsafe_twice.extend(batch.cmds[from..].iter().map(|c| !idempotent::replays_safely(&c.argv)));
+                    batch.lsns.resize(batch.cmds.len(), lsn.unwrap_or(0));
+                }
                 if self.slot_hints {
                     let from = batch.slots.len();
                     batch.slots.extend(batch.cmds[from..].iter().map(keyspec::slot_hint));
@@ -410,6 +445,10 @@ impl FlowReader {
         let mut b = std::mem::replace(&mut rs.batch, self.new_batch());
         if rs.checkpointed {
             b.checkpoint = rs.next_lsn;
+        }
+        if self.classify {
+            b.unsafe_twice.resize(b.cmds.len(), true);
+            b.lsns.resize(b.cmds.len(), 0);
         }
         debug_assert!(!self.slot_hints || b.slots.len() == b.cmds.len());
         let st = &self.shared.flows[self.index];

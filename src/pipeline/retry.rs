@@ -8,8 +8,9 @@
 //! target, which were written atomically with the batches they cover, so nothing is applied
 //! twice or lost whichever pipeline the outage cut (a retry inside the writer could not know
 //! which commands of a broken pipeline the target had run). When the master cannot resume
-//! (backlog overrun, new master id) or there is no checkpoint (a cluster target, an unfinished
-//! full sync), the new session is a full resync and the target is handled by `--on-resync`.
+//! (backlog overrun, new master id) or the checkpoints cannot be used (an unfinished full sync,
+//! a cluster whose slots moved), the new session is a full resync and the target is handled by
+//! `--on-resync`.
 
 use std::time::{Duration, Instant};
 

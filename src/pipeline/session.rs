@@ -258,7 +258,7 @@ impl Session {
                 let conns = open_full(cfg, &info)?;
                 return Ok((master, info, conns, Opening::Full));
             }
-            Resume::At(lsns) => lsns,
+            Resume::At(at) => at.lsns,
         };
         let v134 = info.speaks_v134_resume().unwrap_or_default();
         let n = info.num_flows;
@@ -373,19 +373,15 @@ impl Session {
             info.version
         );
         let n = info.num_flows;
-        let markers = mode == Mode::Replicate && cfg.checkpoints && first_target.supports_markers();
+        let markers = mode == Mode::Replicate && cfg.checkpoints;
         if mode == Mode::Replicate && !cfg.checkpoints {
             log::warn!("--checkpoints off: no resume point is kept, so a restart or reconnect means a full resync");
-        } else if mode == Mode::Replicate && !markers {
-            log::warn!(
-                "the target is a Redis Cluster: no checkpoints are written (its transactions cannot span slots), \
-                 so a restart of df2redis means a full resync"
-            );
         }
-        let mut resume = if markers {
-            checkpoint::decide(&first_target.read_markers(n)?, &info.replid, n)
-        } else {
-            Resume::Nothing
+        let mut resume = if markers { first_target.read_resume(&info.replid, n)? } else { Resume::Nothing };
+        // A cluster resume: per flow, what each slot holds already (its nodes' markers differ).
+        let skip = match &mut resume {
+            Resume::At(at) => at.skip.take(),
+            _ => None,
         };
         if let (Resume::Nothing, Some(why)) = (&resume, prior) {
             resume = Resume::Unusable(format!("the previous session ended ({why}) with no checkpoint to resume from"));
@@ -400,6 +396,7 @@ impl Session {
             ));
         }
         let (mut master, info, conns, opening) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        let skip = skip.filter(|_| opening.resumes());
         // The master's size now, just before its snapshot, for the full-sync estimate.
         let master_size = if opening == Opening::Full { MasterSize::ask(&mut master) } else { MasterSize::default() };
         let n = info.num_flows; // after mixed answers this is a new session's
@@ -513,6 +510,8 @@ impl Session {
                 stats_out: stats,
                 slot_hints: cluster,
                 start: starts[i],
+                classify: cluster && markers,
+                skip: skip.as_ref().map(|s| s[i].clone()),
             };
             if let Some(l) = starts[i].resume_lsn() {
                 shared.flows[i].applied_next_lsn.store(l, Relaxed);

@@ -55,6 +55,8 @@ pub struct FlowState {
     pub records: AtomicU64,
     /// Commands the target acknowledged.
     pub commands: AtomicU64,
+    /// Commands (or per-slot parts) of a cluster resume left out: their nodes held them.
+    pub resume_skipped: AtomicU64,
     pub fullsync_end: AtomicBool,
     pub stable: AtomicBool,
     /// Batches of journal records between reader and target, for the lag in milliseconds.

@@ -20,9 +20,9 @@ use super::gate::{GateError, GlobalGate};
 use super::limit;
 use super::semaphore::Semaphore;
 use super::shared::{Failure, Shared};
-use crate::checkpoint::{self, Mark};
+use crate::checkpoint::Stamp;
 use crate::config::OnReject;
-use crate::target::{Target, TargetError};
+use crate::target::{Marks, Target, TargetError};
 
 pub const PER_WRITER_INFLIGHT: usize = 4;
 
@@ -167,13 +167,15 @@ impl Writer {
             self.complete_all()?;
             self.sem.acquire();
         }
-        let marker = match (&self.markers, b.checkpoint) {
-            (Some((replid, flows)), Some(next_lsn)) => {
-                Some((checkpoint::marker_key(b.flow), Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode()))
-            }
+        let marks = match (&self.markers, b.checkpoint) {
+            (Some((replid, flows)), Some(next_lsn)) => Some(Marks {
+                stamp: Stamp { flow: b.flow, replid, flows: *flows, next_lsn },
+                unsafe_twice: &b.unsafe_twice,
+                lsns: &b.lsns,
+            }),
             _ => None,
         };
-        if let Err(e) = self.conn.send_marked(&b.cmds, &b.slots, marker.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()))) {
+        if let Err(e) = self.conn.send_batch(&b.cmds, &b.slots, marks.as_ref()) {
             self.sem.release();
             return Err(self.describe(e));
         }
@@ -231,9 +233,8 @@ impl Writer {
     /// Write one flow's marker on its own (after a global command), with nothing in flight.
     fn write_marker(&mut self, flow: usize, next_lsn: u64) -> Result<(), Failure> {
         let Some((replid, flows)) = &self.markers else { return Ok(()) };
-        let v = Mark { replid: replid.clone(), flows: *flows, next_lsn }.encode();
-        let k = checkpoint::marker_key(flow);
-        self.conn.send_marked(&[], &[], Some((&k, &v))).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
+        let marks = Marks { stamp: Stamp { flow, replid, flows: *flows, next_lsn }, unsafe_twice: &[], lsns: &[] };
+        self.conn.send_batch(&[], &[], Some(&marks)).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
     }
 
     /// Metrics: the pipeline's round trip, and this writer's per-node counts once a second

@@ -304,6 +304,11 @@ impl Argv {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.data);
     }
+    /// The arguments as RESP bulk strings, without the `*<n>` header (to embed them in a
+    /// longer command, such as a script's arguments).
+    pub fn write_args_resp(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.data);
+    }
     pub fn len(&self) -> usize {
         self.ends.as_slice().len()
     }

@@ -7,14 +7,21 @@
 //! the command to the importing node, `TRYAGAIN` (a multi-key command during a migration)
 //! retries after a short pause. A cross-slot `RENAME` is carried out as DUMP + PTTL +
 //! RESTORE + DEL, which keeps the value and TTL exact; other cross-slot commands stop the run.
+//!
+//! With checkpoints, each pipeline also carries its flow's marker to every master, and the
+//! commands that are unsafe to apply twice run in one script per node with it: the scheme and
+//! why it is exact are in [`crate::checkpoint::cluster`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::keyspec::{self, slot_of, Split};
-use super::resp::Reply;
+use super::resp::{self, Reply};
 use super::slots::key_slot;
 use super::standalone::{Standalone, TargetError};
+use super::Marks;
+use crate::checkpoint::cluster::{self as ck, UNSTABLE};
+use crate::checkpoint::Stamp;
 use crate::protocol::cursor::show;
 use crate::replay::Cmd;
 use crate::tls::TlsClient;
@@ -35,7 +42,67 @@ struct Routed {
     /// The command as sent, when it differs from the caller's (a per-slot part).
     part: Option<Cmd>,
     slot: Option<u16>,
+    /// Unsafe to apply twice: runs in the node's checkpoint script (with checkpoints).
+    unsafe_twice: bool,
 }
+
+/// What one node was sent of a pipeline: plain commands (indices into the routed list), then
+/// the checkpoint script with its commands, or the marker alone.
+#[derive(Default)]
+struct NodePart {
+    plain: Vec<usize>,
+    script: Vec<usize>,
+    tail: Tail,
+}
+
+/// A pipeline's replies, sorted out: what to resend where it was redirected (index into
+/// `routed`, the error), and what the target refused (index, node, error, how many more).
+struct Answered {
+    routed: Vec<Routed>,
+    redirects: Vec<(usize, String)>,
+    refused: Vec<(usize, usize, String, usize)>,
+}
+
+/// A node's checkpoint marker: key, value.
+type Marker = (Vec<u8>, Vec<u8>);
+
+/// Per node address, the bytes of a pipeline ([`Cluster::encode_batch`]).
+pub type NodeBytes = Vec<(String, Vec<u8>)>;
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    #[default]
+    None,
+    Marker,
+    Script,
+}
+
+/// The checkpoint script: the node's marker first (if it cannot be written, nothing runs),
+/// then the commands in order, each with `pcall` so that one refused command neither stops
+/// the others nor undoes the marker; it answers `[index, error, ...]` for the refused ones.
+/// `ARGV`: marker key, marker value, then per command its argument count and its arguments.
+/// No flags line: Redis then lets the script reach keys of every slot of its node.
+const SCRIPT: &str = "local m = redis.pcall('SET', ARGV[1], ARGV[2])
+if type(m) == 'table' and m.err then return m end
+local errs, i, n, last = {}, 3, 0, #ARGV
+while i <= last do
+  local c = tonumber(ARGV[i])
+  n = n + 1
+  local r = redis.pcall(unpack(ARGV, i + 1, i + c))
+  if type(r) == 'table' and r.err then
+    errs[#errs + 1] = n
+    errs[#errs + 1] = r.err
+  end
+  i = i + c + 1
+end
+return errs
+";
+
+/// Lua passes at most ~8000 values to a call (`unpack`); longer commands are split where that
+/// is exact (pushes) and refused otherwise.
+const SCRIPT_MAX_ARGS: usize = 7000;
+/// Elements per split push.
+const PUSH_CHUNK: usize = 4000;
 
 pub struct Cluster {
     auth: Option<(String, String)>,
@@ -44,8 +111,21 @@ pub struct Cluster {
     seeds: Vec<String>,
     nodes: Vec<Node>,
     owner: Vec<u16>,
-    /// Per pipeline in flight: the routed commands and, per node, which of them it got.
-    pending: VecDeque<(Vec<Routed>, Vec<Vec<usize>>)>,
+    /// Per node: the first slot it owns (its marker's tag), `None` for a node that owns none.
+    firsts: Vec<Option<u16>>,
+    /// The layout digest markers carry ([`ck::Layout`]).
+    layout: String,
+    /// Pipelines sent and answered; markers say [`UNSTABLE`] until every pipeline sent before
+    /// the last redirect (`unstable_until`) is answered and its redirects followed.
+    sent: u64,
+    received: u64,
+    unstable_until: u64,
+    /// Slots already sent to a checkpoint script in the pipeline being built (bitset).
+    taint: Vec<u64>,
+    /// Per pipeline in flight: the routed commands and what each node got.
+    pending: VecDeque<(Vec<Routed>, Vec<NodePart>)>,
+    /// Pipelines whose replies were read ahead of their `recv` (see [`recv`](Self::recv)).
+    answered: VecDeque<Answered>,
     pub moved: u64,
     pub asked: u64,
 }
@@ -63,7 +143,14 @@ impl Cluster {
             seeds: seeds.to_vec(),
             nodes: Vec::new(),
             owner: vec![u16::MAX; SLOTS],
+            firsts: Vec::new(),
+            layout: String::new(),
+            sent: 0,
+            received: 0,
+            unstable_until: 0,
+            taint: vec![0; SLOTS / 64],
             pending: VecDeque::new(),
+            answered: VecDeque::new(),
             moved: 0,
             asked: 0,
         };
@@ -128,6 +215,17 @@ impl Cluster {
                 continue;
             }
             self.owner = owner;
+            self.firsts = vec![None; self.nodes.len()];
+            for (s, &o) in self.owner.iter().enumerate().rev() {
+                self.firsts[o as usize] = Some(s as u16);
+            }
+            self.layout = match self.query_layout() {
+                Ok(l) => l.fingerprint,
+                Err(e) => {
+                    log::warn!("cluster: CLUSTER NODES: {e}; checkpoints written now will not be resumable");
+                    "unknown".into()
+                }
+            };
             return Ok(());
         }
         Err(last.unwrap_or_else(|| err("cluster", "no seed reachable".into())))
@@ -172,96 +270,281 @@ impl Cluster {
         Ok(())
     }
 
-    /// Send a batch as one pipeline per master. Batches with cross-slot RENAMEs are carried out
-    /// synchronously here (the caller made sure nothing else is in flight).
+    /// The layout as `CLUSTER NODES` shows it now (asked of the first slot's master).
+    pub fn query_layout(&mut self) -> Result<ck::Layout, TargetError> {
+        let n = self.owner[0] as usize;
+        let addr = self.nodes[n].addr.clone();
+        match self.nodes[n].conn.query(&[b"CLUSTER", b"NODES"])? {
+            Reply::Bulk(Some(text)) => ck::Layout::parse(&String::from_utf8_lossy(&text)).map_err(|e| err(&addr, e)),
+            other => Err(err(&addr, format!("CLUSTER NODES answered {other:?}"))),
+        }
+    }
+
+    /// Every master's checkpoint markers for flows `0..flows`, with the layout now.
+    pub fn read_markers(&mut self, flows: usize) -> Result<ck::Found, TargetError> {
+        let layout = self.query_layout()?;
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut done = Vec::new();
+        for n in 0..self.nodes.len() {
+            let mut marks = vec![None; flows];
+            if let Some(first) = self.firsts.get(n).copied().flatten() {
+                let conn = &mut self.nodes[n].conn;
+                for (f, m) in marks.iter_mut().enumerate() {
+                    *m = get(conn, &ck::node_marker_key(first, f))?;
+                }
+                for k in conn.keys_matching(format!("{}*", ck::DONE_PREFIX).as_bytes())? {
+                    if let Some(v) = get(conn, &k)? {
+                        done.push((k, v));
+                    }
+                }
+            }
+            nodes.push((self.nodes[n].addr.clone(), marks));
+        }
+        Ok(ck::Found { layout, owner: self.owner.clone(), nodes, done })
+    }
+
     /// Send a batch, each command to the master of its slot. `hints` (empty, or one per
-    /// command) are the flow threads' [`keyspec::slot_hint`]s.
-    pub fn send(&mut self, cmds: &[Cmd], hints: &[u16]) -> Result<(), TargetError> {
+    /// command) are the flow threads' [`keyspec::slot_hint`]s. With `marks`, the batch carries
+    /// its checkpoint ([`crate::checkpoint::cluster`]). A cross-slot RENAME is carried out
+    /// synchronously here (the caller made sure nothing else is in flight).
+    pub fn send(&mut self, cmds: &[Cmd], hints: &[u16], marks: Option<&Marks>) -> Result<(), TargetError> {
         let mut routed: Vec<Routed> = Vec::with_capacity(cmds.len());
         for (i, c) in cmds.iter().enumerate() {
             Self::check_db(c)?;
-            let split = match hints.get(i) {
-                Some(&h) if h != keyspec::NO_HINT => Split::One(Some(h)),
-                _ => keyspec::split(c),
-            };
-            match split {
-                Split::One(slot) => routed.push(Routed { src: i, part: None, slot }),
-                Split::PerSlot(parts) => {
-                    for p in parts {
-                        // Parts always carry their key at argv[1].
-                        let slot = p.key().map(key_slot);
-                        routed.push(Routed { src: i, part: Some(p), slot });
-                    }
-                }
-                Split::CrossSlot(reason) => {
-                    // Everything routed so far goes first, then the emulation, then the rest.
-                    self.dispatch(cmds, std::mem::take(&mut routed))?;
+            match self.route(&mut routed, cmds, i, hints, marks) {
+                None => {}
+                Some(reason) => {
+                    // Everything routed so far goes first, checkpointed up to this record (a
+                    // RENAME is a record of its own), then the emulation, then the rest.
+                    let lsn = marks.and_then(|m| m.lsns.get(i).copied());
+                    let before = marks.zip(lsn).map(|(m, l)| Stamp { next_lsn: l, ..m.stamp });
+                    self.dispatch(cmds, std::mem::take(&mut routed), before)?;
                     self.recv(cmds)?;
-                    self.cross_slot(c, &reason)?;
+                    self.cross_slot(c, &reason, marks.zip(lsn).map(|(m, l)| (m.stamp.flow, l)))?;
                 }
             }
         }
-        self.dispatch(cmds, routed)
+        self.dispatch(cmds, routed, marks.map(|m| m.stamp))
     }
 
-    fn dispatch(&mut self, cmds: &[Cmd], routed: Vec<Routed>) -> Result<(), TargetError> {
-        let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
-        for (k, r) in routed.iter().enumerate() {
-            // Keyless commands (none should reach a cluster writer) go to the first master.
-            let node = r.slot.map_or(self.owner[0], |s| self.owner[s as usize]) as usize;
-            per_node[node].push(k);
-        }
-        for (n, list) in per_node.iter().enumerate() {
-            if !list.is_empty() {
-                let it = list.iter().map(|&k| routed[k].part.as_ref().unwrap_or(&cmds[routed[k].src]));
-                self.nodes[n].conn.send_iter(it)?;
+    /// Route command `i` (split per slot where its keys span slots); a cross-slot command
+    /// that cannot be split is not routed: its reason is returned.
+    fn route(&self, routed: &mut Vec<Routed>, cmds: &[Cmd], i: usize, hints: &[u16], marks: Option<&Marks>) -> Option<String> {
+        let unsafe_twice = marks.is_some_and(|m| m.unsafe_twice.get(i).copied().unwrap_or(true));
+        let split = match hints.get(i) {
+            Some(&h) if h != keyspec::NO_HINT => Split::One(Some(h)),
+            _ => keyspec::split(&cmds[i]),
+        };
+        match split {
+            Split::One(slot) => routed.push(Routed { src: i, part: None, slot, unsafe_twice }),
+            Split::PerSlot(parts) => {
+                for p in parts {
+                    // Parts always carry their key at argv[1].
+                    let slot = p.key().map(key_slot);
+                    routed.push(Routed { src: i, part: Some(p), slot, unsafe_twice });
+                }
             }
+            Split::CrossSlot(reason) => return Some(reason),
         }
-        self.pending.push_back((routed, per_node));
+        None
+    }
+
+    fn dispatch(&mut self, cmds: &[Cmd], routed: Vec<Routed>, stamp: Option<Stamp>) -> Result<(), TargetError> {
+        let (parts, markers) = self.plan(cmds, &routed, stamp)?;
+        for (n, (part, marker)) in parts.iter().zip(&markers).enumerate() {
+            if part.plain.is_empty() && part.tail == Tail::None {
+                continue;
+            }
+            let replies = part.plain.len() + usize::from(part.tail != Tail::None);
+            self.nodes[n].conn.send_with(replies, |buf| encode_part(buf, part, marker.as_ref(), &routed, cmds))?;
+        }
+        self.sent += 1;
+        self.pending.push_back((routed, parts));
         Ok(())
     }
 
-    /// Read the replies of the oldest pipeline; follow redirects in batch order.
-    pub fn recv(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
-        let Some((routed, per_node)) = self.pending.pop_front() else { return Ok(()) };
-        let mut redirects: Vec<(usize, String)> = Vec::new();
-        let mut first_err: Option<TargetError> = None;
-        for (n, list) in per_node.iter().enumerate() {
-            if list.is_empty() {
-                continue;
+    /// What each node gets of a pipeline, and its marker (key, value) with checkpoints: from a
+    /// slot's first command that is unsafe to apply twice on, its commands go to the node's
+    /// script, in order; every master gets its marker.
+    fn plan(
+        &mut self,
+        cmds: &[Cmd],
+        routed: &[Routed],
+        stamp: Option<Stamp>,
+    ) -> Result<(Vec<NodePart>, Vec<Option<Marker>>), TargetError> {
+        let mut parts: Vec<NodePart> = (0..self.nodes.len()).map(|_| NodePart::default()).collect();
+        let marking = stamp.is_some();
+        let mut refused = None;
+        for (k, r) in routed.iter().enumerate() {
+            // Keyless commands (none should reach a cluster writer) go to the first master.
+            let node = r.slot.map_or(self.owner[0], |s| self.owner[s as usize]) as usize;
+            let s = r.slot.unwrap_or(0) as usize;
+            if marking && (r.unsafe_twice || self.taint[s / 64] & (1 << (s % 64)) != 0) {
+                self.taint[s / 64] |= 1 << (s % 64);
+                let c = r.part.as_ref().unwrap_or(&cmds[r.src]);
+                if c.argv.len() > SCRIPT_MAX_ARGS && !is_push(c) && refused.is_none() {
+                    refused = Some(TargetError::Rejected {
+                        index: r.src,
+                        command: c.describe(),
+                        error: format!(
+                            "it has {} arguments, too many for the cluster checkpoint script (Lua passes at most ~8000); \
+                             replicate with --checkpoints off to apply it (a restart is then a full resync)",
+                            c.argv.len()
+                        ),
+                        more: 0,
+                    });
+                }
+                parts[node].script.push(k);
+            } else {
+                parts[node].plain.push(k);
             }
-            let replies = self.nodes[n].conn.recv_raw()?;
-            for (&k, reply) in list.iter().zip(replies) {
-                match reply {
-                    Reply::Error(e) if is_redirect(&e) => redirects.push((k, e)),
-                    Reply::Error(e) => {
-                        if first_err.is_none() {
-                            let c = routed[k].part.as_ref().unwrap_or(&cmds[routed[k].src]);
-                            first_err = Some(TargetError::Rejected {
-                                index: routed[k].src,
-                                command: format!("{} on {}", c.describe(), self.nodes[n].addr),
-                                error: e,
-                                more: 0,
-                            });
-                        }
-                    }
-                    _ => self.nodes[n].writes += 1,
+        }
+        for p in &parts {
+            for &k in &p.script {
+                let s = routed[k].slot.unwrap_or(0) as usize;
+                self.taint[s / 64] &= !(1 << (s % 64));
+            }
+        }
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        let layout = if self.received < self.unstable_until { UNSTABLE } else { self.layout.as_str() };
+        let mut markers = Vec::with_capacity(parts.len());
+        for (n, part) in parts.iter_mut().enumerate() {
+            let marker = match (stamp, self.firsts.get(n).copied().flatten()) {
+                (Some(st), Some(first)) => Some((ck::node_marker_key(first, st.flow), st.mark(Some(layout)).encode())),
+                _ => None,
+            };
+            if marker.is_none() && !part.script.is_empty() {
+                // Routing follows the owner map, which also names every node's first slot.
+                return Err(err(&self.nodes[n].addr, "checkpoint script for a node that owns no slot".into()));
+            }
+            part.tail = match (&marker, part.script.is_empty()) {
+                (None, _) => Tail::None,
+                (Some(_), true) => Tail::Marker,
+                (Some(_), false) => Tail::Script,
+            };
+            markers.push(marker);
+        }
+        Ok((parts, markers))
+    }
+
+    /// The bytes [`send`](Self::send) would write to each node for this batch, without
+    /// sending them (for tests that apply a prefix, as a crash would). Cross-slot RENAMEs,
+    /// which need reads, are refused.
+    #[doc(hidden)]
+    pub fn encode_batch(&mut self, cmds: &[Cmd], hints: &[u16], marks: Option<&Marks>) -> Result<NodeBytes, TargetError> {
+        let mut routed = Vec::with_capacity(cmds.len());
+        for (i, c) in cmds.iter().enumerate() {
+            if let Some(reason) = self.route(&mut routed, cmds, i, hints, marks) {
+                return Err(err("cluster", format!("{}: {reason}", c.describe())));
+            }
+        }
+        let (parts, markers) = self.plan(cmds, &routed, marks.map(|m| m.stamp))?;
+        let mut out = Vec::new();
+        for (n, (part, marker)) in parts.iter().zip(&markers).enumerate() {
+            let mut buf = Vec::new();
+            encode_part(&mut buf, part, marker.as_ref(), &routed, cmds);
+            if !buf.is_empty() {
+                out.push((self.nodes[n].addr.clone(), buf));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read the replies of the oldest pipeline; follow redirects in batch order.
+    ///
+    /// A redirect is followed with commands of its own on the node's connection, which must
+    /// then carry nothing else: the replies of every later pipeline in flight are read first
+    /// (kept for their own `recv`, whose redirects come after these, in order).
+    pub fn recv(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
+        let got = match self.answered.pop_front() {
+            Some(g) => g,
+            None => match self.read_oldest()? {
+                Some(g) => g,
+                None => return Ok(()),
+            },
+        };
+        if !got.redirects.is_empty() {
+            while !self.pending.is_empty() {
+                if let Some(later) = self.read_oldest()? {
+                    self.answered.push_back(later);
                 }
             }
         }
-        redirects.sort_by_key(|r| r.0);
-        for (k, e) in redirects {
-            let c = routed[k].part.clone().unwrap_or_else(|| cmds[routed[k].src].clone());
-            self.redirected(&c, e)?;
+        self.act(got, cmds)
+    }
+
+    /// The replies of the oldest pipeline in flight, sorted out.
+    fn read_oldest(&mut self) -> Result<Option<Answered>, TargetError> {
+        let Some((routed, parts)) = self.pending.pop_front() else { return Ok(None) };
+        let mut got = Answered { routed, redirects: Vec::new(), refused: Vec::new() };
+        for (n, part) in parts.iter().enumerate() {
+            if part.plain.is_empty() && part.tail == Tail::None {
+                continue;
+            }
+            let addr = &self.nodes[n].addr.clone();
+            let mut replies = self.nodes[n].conn.recv_raw()?.into_iter();
+            for (&k, reply) in part.plain.iter().zip(&mut replies) {
+                match reply {
+                    Reply::Error(e) if is_redirect(&e) => got.redirects.push((k, e)),
+                    Reply::Error(e) => got.refused.push((k, n, e, 0)),
+                    _ => self.nodes[n].writes += 1,
+                }
+            }
+            match (part.tail, replies.next()) {
+                (Tail::None, _) => {}
+                (Tail::Marker, Some(Reply::Error(e))) => {
+                    return Err(err(addr, format!("writing the checkpoint marker failed: {e}")));
+                }
+                (Tail::Marker, _) => {}
+                (Tail::Script, Some(Reply::Array(Some(errs)))) => {
+                    self.nodes[n].writes += (part.script.len().saturating_sub(errs.len() / 2)) as u64;
+                    for pair in errs.chunks(2) {
+                        let (Some(Reply::Int(i)), Some(Reply::Bulk(Some(e)))) = (pair.first(), pair.get(1)) else {
+                            return Err(err(addr, format!("the checkpoint script answered {pair:?}")));
+                        };
+                        let Some(&k) = usize::try_from(*i - 1).ok().and_then(|i| part.script.get(i)) else {
+                            return Err(err(addr, format!("the checkpoint script named command {i} of {}", part.script.len())));
+                        };
+                        let e = String::from_utf8_lossy(e).into_owned();
+                        if is_redirect(&e) || e.contains("non local key") {
+                            got.redirects.push((k, e));
+                        } else {
+                            got.refused.push((k, n, e, 0));
+                        }
+                    }
+                }
+                (Tail::Script, Some(Reply::Error(e))) => {
+                    let n_cmds = part.script.len();
+                    let e = format!("{e} (the checkpoint script was refused: none of its {n_cmds} commands ran)");
+                    got.refused.push((part.script[0], n, e, n_cmds - 1));
+                }
+                (Tail::Script, other) => return Err(err(addr, format!("the checkpoint script answered {other:?}"))),
+            }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        got.redirects.sort_by_key(|r| r.0);
+        Ok(Some(got))
+    }
+
+    /// Follow an answered pipeline's redirects, and report its first refused command.
+    fn act(&mut self, got: Answered, cmds: &[Cmd]) -> Result<(), TargetError> {
+        let cmd_of = |k: usize| got.routed[k].part.clone().unwrap_or_else(|| cmds[got.routed[k].src].clone());
+        for (k, e) in &got.redirects {
+            self.redirected(&cmd_of(*k), e.clone())?;
         }
+        self.received += 1;
+        let mut refused = got.refused.into_iter();
+        let Some((k, n, error, more)) = refused.next() else { return Ok(()) };
+        let more = more + refused.map(|r| 1 + r.3).sum::<usize>();
+        let c = cmd_of(k);
+        Err(TargetError::Rejected { index: got.routed[k].src, command: format!("{} on {}", c.describe(), self.nodes[n].addr), error, more })
     }
 
     /// Resend one redirected command until it lands (bounded).
     fn redirected(&mut self, c: &Cmd, mut e: String) -> Result<(), TargetError> {
+        // Markers sent meanwhile may cover commands that are only now being resent.
+        self.unstable_until = self.sent;
         for attempt in 0..MAX_REDIRECTS {
             let mut parts = e.split_whitespace();
             let kind = parts.next().unwrap_or_default().to_string();
@@ -283,10 +566,22 @@ impl Cluster {
                     let asking = Cmd::new(0, &[b"ASKING"]);
                     self.nodes[n].conn.apply_raw([&asking, c].into_iter())?.pop()
                 }
-                _ => {
-                    // TRYAGAIN: a multi-key command meets a slot being migrated.
+                "TRYAGAIN" => {
+                    // A multi-key command meets a slot being migrated.
                     std::thread::sleep(Duration::from_millis(10 << attempt.min(6)));
                     let node = slot_of(&c.argv).map_or(self.owner[0], |s| self.owner[s as usize]) as usize;
+                    self.nodes[node].conn.apply_raw(std::iter::once(c))?.pop()
+                }
+                _ => {
+                    // A checkpoint script met a key its node does not serve (the script's form
+                    // of MOVED or ASK): ask the map again, and send the command where it says.
+                    let slot = slot_of(&c.argv).unwrap_or(0) as usize;
+                    let before = self.owner[slot];
+                    self.refresh()?;
+                    if self.owner[slot] != before {
+                        self.moved += 1;
+                    }
+                    let node = self.owner[slot] as usize;
                     self.nodes[node].conn.apply_raw(std::iter::once(c))?.pop()
                 }
             }
@@ -321,7 +616,9 @@ impl Cluster {
 
     /// `RENAME`/`RENAMENX` across slots as DUMP + PTTL + RESTORE + DEL: the value and the TTL
     /// stay exact. Anything else that spans slots has no exact equivalent: stop.
-    fn cross_slot(&mut self, c: &Cmd, reason: &str) -> Result<(), TargetError> {
+    /// With checkpoints (`done`: flow and LSN), the final DEL runs in one transaction with the
+    /// flow's done marker for the source slot, so a resume knows whether the RENAME happened.
+    fn cross_slot(&mut self, c: &Cmd, reason: &str, done: Option<(usize, u64)>) -> Result<(), TargetError> {
         let name = c.argv.name_upper();
         let (Some(src), Some(dst)) = (c.argv.get(1), c.argv.get(2)) else {
             return Err(TargetError::Rejected { index: 0, command: c.describe(), error: reason.to_string(), more: 0 });
@@ -359,7 +656,31 @@ impl Cluster {
         if let Reply::Error(e) = self.run(&restore)? {
             return Err(TargetError::Rejected { index: 0, command: restore.describe(), error: e, more: 0 });
         }
-        self.run(&Cmd::new(0, &[b"DEL", &src]))?;
+        match done {
+            None => {
+                self.run(&Cmd::new(0, &[b"DEL", &src]))?;
+            }
+            Some((flow, lsn)) => {
+                let slot = key_slot(&src);
+                let (key, lsn) = (ck::done_marker_key(slot, flow), lsn.to_string());
+                let tx = [
+                    Cmd::new(0, &[b"MULTI"]),
+                    Cmd::new(0, &[b"DEL", &src]),
+                    Cmd::new(0, &[b"SET", &key, lsn.as_bytes()]),
+                    Cmd::new(0, &[b"EXEC"]),
+                ];
+                let n = self.owner[slot as usize] as usize;
+                let replies = self.nodes[n].conn.apply_raw(tx.iter())?;
+                if !matches!(replies.last(), Some(Reply::Array(Some(r))) if r.len() == 2) {
+                    return Err(TargetError::Rejected {
+                        index: 0,
+                        command: c.describe(),
+                        error: format!("cross-slot {name} emulation: DEL with its done marker answered {replies:?}"),
+                        more: 0,
+                    });
+                }
+            }
+        }
         log::debug!("cluster: {name} {} -> {} across slots done as DUMP/RESTORE/DEL", show(&src), show(&dst));
         Ok(())
     }
@@ -400,4 +721,68 @@ impl Cluster {
 
 fn is_redirect(e: &str) -> bool {
     e.starts_with("MOVED ") || e.starts_with("ASK ") || e.starts_with("TRYAGAIN")
+}
+
+fn get(conn: &mut Standalone, key: &[u8]) -> Result<Option<Vec<u8>>, TargetError> {
+    match conn.query(&[b"GET", key])? {
+        Reply::Bulk(v) => Ok(v),
+        other => Err(err(conn.addr(), format!("GET {} answered {other:?}", show(key)))),
+    }
+}
+
+/// One node's share of a pipeline: its plain commands, then its script or its marker.
+fn encode_part(buf: &mut Vec<u8>, part: &NodePart, marker: Option<&Marker>, routed: &[Routed], cmds: &[Cmd]) {
+    let cmd_of = |k: usize| routed[k].part.as_ref().unwrap_or(&cmds[routed[k].src]);
+    for &k in &part.plain {
+        cmd_of(k).argv.write_resp(buf);
+    }
+    match (part.tail, marker) {
+        (Tail::Marker, Some((key, value))) => resp::encode(buf, [b"SET".as_slice(), key, value].into_iter()),
+        (Tail::Script, Some((key, value))) => encode_script(buf, key, value, part.script.iter().map(|&k| cmd_of(k))),
+        _ => {}
+    }
+}
+
+fn is_push(c: &Cmd) -> bool {
+    let n = c.argv.get(0).unwrap_or_default();
+    [b"LPUSH".as_slice(), b"RPUSH", b"LPUSHX", b"RPUSHX"].iter().any(|p| n.eq_ignore_ascii_case(p))
+}
+
+/// `EVAL <SCRIPT> 0 key value` followed, per command, by its argument count and arguments
+/// (pushes longer than the script can pass split into pushes of [`PUSH_CHUNK`] elements).
+fn encode_script<'a>(buf: &mut Vec<u8>, key: &[u8], value: &[u8], cmds: impl Iterator<Item = &'a Cmd> + Clone) {
+    let mut num = [0u8; 20];
+    let chunks = |c: &Cmd| if c.argv.len() > SCRIPT_MAX_ARGS { (c.argv.len() - 2).div_ceil(PUSH_CHUNK) } else { 1 };
+    let total: usize = 5 + cmds.clone().map(|c| if chunks(c) == 1 { 1 + c.argv.len() } else { (c.argv.len() - 2) + 3 * chunks(c) }).sum::<usize>();
+    buf.push(b'*');
+    buf.extend_from_slice(crate::protocol::items::digits(&mut num, total));
+    buf.extend_from_slice(b"\r\n");
+    let bulk = |buf: &mut Vec<u8>, a: &[u8]| {
+        let mut num = [0u8; 20];
+        buf.push(b'$');
+        buf.extend_from_slice(crate::protocol::items::digits(&mut num, a.len()));
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b"\r\n");
+    };
+    for a in [b"EVAL".as_slice(), SCRIPT.as_bytes(), b"0", key, value] {
+        bulk(buf, a);
+    }
+    for c in cmds {
+        if chunks(c) == 1 {
+            bulk(buf, crate::protocol::items::digits(&mut num, c.argv.len()));
+            c.argv.write_args_resp(buf);
+            continue;
+        }
+        let (name, k) = (c.argv.get(0).unwrap_or_default(), c.argv.get(1).unwrap_or_default());
+        let elements: Vec<&[u8]> = c.argv.iter().skip(2).collect();
+        for part in elements.chunks(PUSH_CHUNK) {
+            bulk(buf, crate::protocol::items::digits(&mut num, 2 + part.len()));
+            bulk(buf, name);
+            bulk(buf, k);
+            for e in part {
+                bulk(buf, e);
+            }
+        }
+    }
 }

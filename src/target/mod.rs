@@ -12,12 +12,22 @@ use std::collections::BTreeMap;
 pub use cluster::Cluster;
 pub use standalone::{Standalone, TargetError};
 
+use crate::checkpoint::Stamp;
 use crate::replay::Cmd;
 use crate::tls::TlsClient;
 
+/// A batch's checkpoint: what it says, and per command whether it is unsafe to apply twice
+/// ([`crate::checkpoint::idempotent`]) and its record's LSN (both for a cluster; empty
+/// otherwise).
+pub struct Marks<'a> {
+    pub stamp: Stamp<'a>,
+    pub unsafe_twice: &'a [bool],
+    pub lsns: &'a [u64],
+}
+
 pub enum Target {
     Standalone(Standalone),
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 impl Target {
@@ -40,7 +50,7 @@ impl Target {
                     if !state.ends_with("ok") {
                         log::warn!("cluster {seed}: {state}");
                     }
-                    Ok(Target::Cluster(Cluster::connect(seeds, auth, tls)?))
+                    Ok(Target::Cluster(Box::new(Cluster::connect(seeds, auth, tls)?)))
                 }
                 // "ERR This instance has cluster support disabled": a standalone server.
                 _ => Ok(Target::Standalone(probe)),
@@ -65,7 +75,7 @@ impl Target {
     }
 
     /// Whether the batch must run with nothing else in flight (cluster RENAME emulation).
-    /// `hints`: as for [`send_marked`](Self::send_marked).
+    /// `hints`: as for [`send_batch`](Self::send_batch).
     pub fn needs_exclusive(&self, cmds: &[Cmd], hints: &[u16]) -> bool {
         match self {
             Target::Standalone(_) => false,
@@ -74,39 +84,50 @@ impl Target {
     }
 
     pub fn send(&mut self, cmds: &[Cmd]) -> Result<(), TargetError> {
-        self.send_marked(cmds, &[], None)
+        self.send_batch(cmds, &[], None)
     }
 
-    /// Send a batch; with a checkpoint `marker` (key, value) it runs atomically with the marker
-    /// (standalone only: see [`supports_markers`](Self::supports_markers)). `hints` are the
-    /// commands' [`keyspec::slot_hint`]s (or empty), used by a cluster.
-    pub fn send_marked(&mut self, cmds: &[Cmd], hints: &[u16], marker: Option<(&[u8], &[u8])>) -> Result<(), TargetError> {
+    /// Send a batch; with `marks` it carries its flow's checkpoint, applied exactly with the
+    /// commands it covers: as one MULTI ... EXEC on a server, as per-node markers and scripts
+    /// on a cluster ([`crate::checkpoint::cluster`]). `hints` are the commands'
+    /// [`keyspec::slot_hint`]s (or empty), used by a cluster.
+    pub fn send_batch(&mut self, cmds: &[Cmd], hints: &[u16], marks: Option<&Marks>) -> Result<(), TargetError> {
         match self {
-            Target::Standalone(s) => s.send_marked(cmds, marker),
-            Target::Cluster(c) => c.send(cmds, hints),
+            Target::Standalone(s) => {
+                let m = marks.map(|m| (crate::checkpoint::marker_key(m.stamp.flow), m.stamp.mark(None).encode()));
+                s.send_marked(cmds, m.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice())))
+            }
+            Target::Cluster(c) => c.send(cmds, hints, marks),
         }
     }
 
-    /// Whether checkpoint markers can be written atomically with the batches. Not on a Redis
-    /// Cluster: its transactions must stay within one slot (EXEC answers CROSSSLOT), and a
-    /// cross-slot script costs ~60% more per command than a plain pipeline (measured with
-    /// `redis-cli --pipe`), against MULTI/EXEC's ~2%.
-    pub fn supports_markers(&self) -> bool {
-        matches!(self, Target::Standalone(_))
+    /// A cluster: the bytes [`send_batch`](Self::send_batch) would write to each node (see
+    /// [`Cluster::encode_batch`]); `None` for a server.
+    #[doc(hidden)]
+    pub fn encode_batch(&mut self, cmds: &[Cmd], hints: &[u16], marks: Option<&Marks>) -> Option<Result<cluster::NodeBytes, TargetError>> {
+        match self {
+            Target::Standalone(_) => None,
+            Target::Cluster(c) => Some(c.encode_batch(cmds, hints, marks)),
+        }
     }
 
-    /// The raw checkpoint markers of flows `0..flows` (db 0), `None` where absent.
-    pub fn read_markers(&mut self, flows: usize) -> Result<Vec<Option<Vec<u8>>>, TargetError> {
-        let Target::Standalone(s) = self else { return Ok(vec![None; flows]) };
-        (0..flows)
-            .map(|i| match s.query_db0(&[b"GET", &crate::checkpoint::marker_key(i)])? {
-                resp::Reply::Bulk(v) => Ok(v),
-                other => Err(TargetError::Io {
-                    addr: s.addr().to_string(),
-                    error: std::io::Error::other(format!("GET of a checkpoint marker answered {other:?}")),
-                }),
-            })
-            .collect()
+    /// The checkpoint markers found in the target for flows `0..flows`, and what they allow.
+    pub fn read_resume(&mut self, replid: &str, flows: usize) -> Result<crate::checkpoint::Resume, TargetError> {
+        match self {
+            Target::Standalone(s) => {
+                let marks = (0..flows)
+                    .map(|i| match s.query_db0(&[b"GET", &crate::checkpoint::marker_key(i)])? {
+                        resp::Reply::Bulk(v) => Ok(v),
+                        other => Err(TargetError::Io {
+                            addr: s.addr().to_string(),
+                            error: std::io::Error::other(format!("GET of a checkpoint marker answered {other:?}")),
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(crate::checkpoint::decide(&marks, replid, flows))
+            }
+            Target::Cluster(c) => Ok(crate::checkpoint::cluster::decide(&c.read_markers(flows)?, replid, flows)),
+        }
     }
 
     /// Delete every checkpoint marker (db 0; every master of a cluster). Returns how many.

@@ -138,6 +138,15 @@ impl Standalone {
         self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
     }
 
+    /// Send a pipeline that `encode` writes, of `replies` commands; replies are read with
+    /// [`recv_raw`](Self::recv_raw). No db handling: for cluster nodes, which have only db 0.
+    pub fn send_with(&mut self, replies: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), TargetError> {
+        self.buf.clear();
+        encode(&mut self.buf);
+        self.pending.push_back(((0..replies).map(Some).collect(), false));
+        self.out.write_all(&self.buf).map_err(|error| TargetError::Io { addr: self.addr.clone(), error })
+    }
+
     /// The replies of the oldest pipeline in flight, one per command, unchecked.
     pub fn recv_raw(&mut self) -> Result<Vec<resp::Reply>, TargetError> {
         let (slots, _) = self.pending.pop_front().expect("recv_raw() without a send");
@@ -219,10 +228,21 @@ impl Standalone {
 
     /// Delete the keys of db 0 matching a SCAN `pattern`; returns how many. One `DEL` per key:
     /// on a cluster node a multi-key `DEL` across slots is refused (CROSSSLOT), and there are
-    /// only a handful (one per flow).
+    /// only a handful (a few per flow).
     pub fn delete_matching(&mut self, pattern: &[u8]) -> Result<u64, TargetError> {
-        let mut cursor = b"0".to_vec();
         let mut deleted = 0;
+        for k in self.keys_matching(pattern)? {
+            if let resp::Reply::Int(n) = self.query(&[b"DEL", &k])? {
+                deleted += n as u64;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The keys of db 0 matching a SCAN `pattern`.
+    pub fn keys_matching(&mut self, pattern: &[u8]) -> Result<Vec<Vec<u8>>, TargetError> {
+        let mut cursor = b"0".to_vec();
+        let mut out = Vec::new();
         loop {
             let reply = self.query_db0(&[b"SCAN", &cursor, b"MATCH", pattern, b"COUNT", b"1000"])?;
             let resp::Reply::Array(Some(parts)) = reply else {
@@ -232,15 +252,9 @@ impl Standalone {
             let (Some(resp::Reply::Bulk(Some(next))), Some(resp::Reply::Array(Some(keys)))) = (parts.next(), parts.next()) else {
                 return Err(TargetError::Io { addr: self.addr.clone(), error: io::Error::other("SCAN answered an unexpected shape") });
             };
-            for k in keys {
-                if let resp::Reply::Bulk(Some(k)) = k {
-                    if let resp::Reply::Int(n) = self.query(&[b"DEL", &k])? {
-                        deleted += n as u64;
-                    }
-                }
-            }
+            out.extend(keys.into_iter().filter_map(|k| if let resp::Reply::Bulk(Some(k)) = k { Some(k) } else { None }));
             if next == b"0" {
-                return Ok(deleted);
+                return Ok(out);
             }
             cursor = next;
         }

@@ -29,6 +29,53 @@ pub fn journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread:
     })
 }
 
+/// [`journal_writer`]'s commands interleaved, on the same keys, with commands that are safe to
+/// apply twice (SET, HSET, DEL, SADD), and every 50th step a RENAME between two slots of one
+/// emulator shard (journaled as it is): on a cluster target the first kind runs in the
+/// checkpoint script, the second as plain pipelined commands, the RENAME by DUMP/RESTORE.
+pub fn mixed_journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        // Values of ~200 bytes: pipelines of tens of KB, which Redis reads in pieces.
+        let pad = "p".repeat(200);
+        while !stop.load(Ordering::SeqCst) {
+            let k = n % 97;
+            let v = format!("v{n}{pad}");
+            let op: Vec<String> = match n % 9 {
+                0 => vec!["INCR".into(), format!("ctr:{k}")],
+                1 => vec!["LPUSH".into(), format!("list:{}", k % 13), v],
+                2 => vec!["APPEND".into(), format!("str:{}", k % 11), v],
+                3 => vec!["XADD".into(), format!("stream:{}", k % 7), "*".into(), "n".into(), v],
+                4 => vec!["SET".into(), format!("ctr:{}", (k + 1) % 97), format!("{n}")],
+                5 => vec!["HSET".into(), format!("h:{}", k % 17), format!("f{}", k % 5), v],
+                6 => vec!["DEL".into(), format!("list:{}", (k + 3) % 13), format!("str:{}", (k + 5) % 11)],
+                7 => vec!["SADD".into(), format!("set:{}", k % 19), format!("m{}", n % 50)],
+                _ if n % 50 == 8 => {
+                    let (a, b) = same_shard_other_slot(&emu, n);
+                    emu.write(0, &[b"SET", a.as_bytes(), v.as_bytes()]).unwrap();
+                    vec!["RENAME".into(), a, b]
+                }
+                _ => vec!["INCRBY".into(), format!("ctr:{}", (k + 2) % 97), "3".into()],
+            };
+            let args: Vec<&[u8]> = op.iter().map(|a| a.as_bytes()).collect();
+            emu.write(0, &args).unwrap();
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Two keys on one emulator shard in different cluster slots.
+fn same_shard_other_slot(emu: &Emulator, n: u64) -> (String, String) {
+    use df2redis::target::slots::key_slot;
+    let a = format!("rn:{n}:src");
+    (0..)
+        .map(|j| format!("rn:{n}:dst{j}"))
+        .find(|b| emu.shard_of(a.as_bytes()) == emu.shard_of(b.as_bytes()) && key_slot(a.as_bytes()) != key_slot(b.as_bytes()))
+        .map(|b| (a, b))
+        .unwrap()
+}
+
 /// Wait (polling the emulator's ACK record, bounded) until the flows of its latest session
 /// together acknowledged `more` records beyond `from`.
 pub fn wait_acked_beyond(emu: &Emulator, from: u64, more: u64, within: Duration) -> bool {

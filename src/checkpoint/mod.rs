@@ -1,19 +1,25 @@
 //! Where a replication can resume: per flow, the next LSN the target has not applied.
 //!
 //! The resume point lives **in the target**, written atomically with the writes it covers
-//! (issue 6): in stable sync every pipeline of flow `i` runs as `MULTI ... EXEC` together with
-//! `SET df2redis:checkpoint:<i> "<marker>"` in db 0, so after any crash the marker says exactly
-//! which journal records the target holds. Many journal commands are not idempotent (INCR,
-//! LPUSH, APPEND, XADD): a resume point kept anywhere else (a local file written after the
-//! reply) is either behind the target (records applied twice) or ahead of it (records lost).
+//! (issue 6): on a standalone server every stable-sync pipeline of flow `i` runs as
+//! `MULTI ... EXEC` together with `SET df2redis:checkpoint:<i> "<marker>"` in db 0, so after any
+//! crash the marker says exactly which journal records the target holds. Many journal commands
+//! are not idempotent (INCR, LPUSH, APPEND, XADD): a resume point kept anywhere else (a local
+//! file written after the reply) is either behind the target (records applied twice) or ahead
+//! of it (records lost). A Redis Cluster cannot run a transaction across slots; its scheme,
+//! one marker per flow and master node, is in [`cluster`].
 //!
-//! The marker value is `df2redis/1 replid=<master id> flows=<n> next_lsn=<lsn>`: a resume is
-//! attempted only when every flow's marker names the master's current replid and flow count.
+//! The marker value is `df2redis/1 replid=<master id> flows=<n> next_lsn=<lsn>` (on a cluster
+//! also `slots=<layout>`): a resume is attempted only when every flow's marker names the
+//! master's current replid and flow count (and the cluster's current layout).
 //! A local file (`--checkpoint FILE`) mirrors the applied LSNs for people and scripts; it is
 //! never read back, because it can lag the target.
 //!
 //! Marker keys are removed by `df2redis cleanup` once a migration is finished, and deleted at
 //! the start of every full sync (a stale marker must never pair with a new snapshot).
+
+pub mod cluster;
+pub mod idempotent;
 
 use std::io::Write;
 use std::path::Path;
@@ -31,11 +37,34 @@ pub struct Mark {
     pub replid: String,
     pub flows: usize,
     pub next_lsn: u64,
+    /// A cluster's layout when the marker was written ([`cluster::Layout::fingerprint`]).
+    pub slots: Option<String>,
+}
+
+/// What a batch's checkpoint says, before it is encoded for a target: flow `flow` of master
+/// `replid` (with `flows` flows) has applied every record before `next_lsn`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    pub flow: usize,
+    pub replid: &'a str,
+    pub flows: usize,
+    pub next_lsn: u64,
+}
+
+impl Stamp<'_> {
+    pub fn mark(&self, slots: Option<&str>) -> Mark {
+        Mark { replid: self.replid.to_string(), flows: self.flows, next_lsn: self.next_lsn, slots: slots.map(str::to_string) }
+    }
 }
 
 impl Mark {
     pub fn encode(&self) -> Vec<u8> {
-        format!("df2redis/1 replid={} flows={} next_lsn={}", self.replid, self.flows, self.next_lsn).into_bytes()
+        let mut s = format!("df2redis/1 replid={} flows={} next_lsn={}", self.replid, self.flows, self.next_lsn);
+        if let Some(l) = &self.slots {
+            s.push_str(" slots=");
+            s.push_str(l);
+        }
+        s.into_bytes()
     }
 
     pub fn parse(v: &[u8]) -> Option<Mark> {
@@ -48,7 +77,11 @@ impl Mark {
         let replid = field("replid")?;
         let flows = field("flows")?.parse().ok()?;
         let next_lsn = field("next_lsn")?.parse().ok()?;
-        Some(Mark { replid, flows, next_lsn })
+        let slots = match it.next() {
+            None => None,
+            Some(f) => Some(f.strip_prefix("slots=")?.to_string()),
+        };
+        Some(Mark { replid, flows, next_lsn, slots })
     }
 }
 
@@ -56,11 +89,21 @@ impl Mark {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resume {
     /// Every flow has a marker from this master: resume each at its LSN.
-    At(Vec<u64>),
+    At(ResumeAt),
     /// No marker at all: a first run.
     Nothing,
     /// Markers exist but cannot be used; the reason is logged.
     Unusable(String),
+}
+
+/// Where each flow resumes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResumeAt {
+    /// Per flow: the LSN its journal resumes at.
+    pub lsns: Vec<u64>,
+    /// A cluster target: per flow, which records each slot already holds (its nodes' markers
+    /// differ, and the flow resumes at the lowest).
+    pub skip: Option<Vec<std::sync::Arc<cluster::SlotSkip>>>,
 }
 
 /// Decide from the markers read for flows `0..flows` of the master `replid`.
@@ -87,7 +130,7 @@ pub fn decide(marks: &[Option<Vec<u8>>], replid: &str, flows: usize) -> Resume {
         }
         lsns.push(mark.next_lsn);
     }
-    Resume::At(lsns)
+    Resume::At(ResumeAt { lsns, skip: None })
 }
 
 /// Write the local checkpoint file atomically (temp file, fsync, rename, fsync of the
@@ -116,13 +159,15 @@ mod tests {
 
     #[test]
     fn marks_round_trip_and_decide() {
-        let m = Mark { replid: "ab".repeat(20), flows: 2, next_lsn: 77 };
+        let m = Mark { replid: "ab".repeat(20), flows: 2, next_lsn: 77, slots: None };
         assert_eq!(Mark::parse(&m.encode()), Some(m.clone()));
+        let c = Mark { slots: Some("00ff".into()), ..m.clone() };
+        assert_eq!(Mark::parse(&c.encode()), Some(c.clone()));
         assert_eq!(Mark::parse(b"df2redis/1 replid=x flows=z next_lsn=1"), None);
         let id = "ab".repeat(20);
         let enc = |l: u64| Some(Mark { next_lsn: l, ..m.clone() }.encode());
         assert_eq!(decide(&[None, None], &id, 2), Resume::Nothing);
-        assert_eq!(decide(&[enc(5), enc(9)], &id, 2), Resume::At(vec![5, 9]));
+        assert_eq!(decide(&[enc(5), enc(9)], &id, 2), Resume::At(ResumeAt { lsns: vec![5, 9], skip: None }));
         assert!(matches!(decide(&[enc(5), None], &id, 2), Resume::Unusable(_)));
         assert!(matches!(decide(&[enc(5), enc(9)], "other", 2), Resume::Unusable(_)));
         assert!(matches!(decide(&[enc(5), enc(9), None], &id, 3), Resume::Unusable(_)));
