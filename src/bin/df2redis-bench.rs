@@ -31,7 +31,7 @@ use clap::{Parser, ValueEnum};
 use df2redis::emulator::{Compression, Config, Emulator};
 
 use data::{Dataset, Kind, Spec};
-use servers::{Cluster, RedisServer, R};
+use servers::{Cluster, RedisServer, Target, R};
 
 const LONG_ABOUT: &str = "\
 Benchmark df2redis end to end on this machine (issue 4), and print a table plus one line per \
@@ -66,6 +66,10 @@ are in the table):
       `redis-cli --pipe`: what the target accepts for that workload, against
       journal_max_ops_per_s)
   cluster_fullsync_keys_per_s  cluster_pipe_keys_per_s  cluster_fullsync_vs_pipe
+  cluster_journal_catchup_ops_per_s  cluster_journal_catchup_nocheckpoints_ops_per_s
+  cluster_checkpoint_cost (the catch-up into the 3-master cluster, with and without its
+      checkpoints: per-node markers, and a script per node for the commands unsafe to apply
+      twice, 2 in 7 of the mix)
 
 Exit status: 0 when every copy was right (targets missed or not), 1 when a copy was wrong or a \
 process failed, 3 with --strict when a target was missed, 2 for usage errors.";
@@ -267,42 +271,8 @@ struct Row {
     pipe: Option<Pipe>,
 }
 
-enum Target<'a> {
-    Standalone(&'a RedisServer),
-    Cluster(&'a Cluster),
-}
-
+/// More of [`Target`] (defined beside the servers): what the full-sync figures read.
 impl Target<'_> {
-    fn url(&self) -> String {
-        match self {
-            Target::Standalone(r) => format!("redis://{}", r.addr()),
-            Target::Cluster(c) => c.url(),
-        }
-    }
-    fn flushall(&self) -> R<()> {
-        match self {
-            Target::Standalone(r) => r.flushall(),
-            Target::Cluster(c) => c.flushall(),
-        }
-    }
-    fn dbsize(&self) -> R<u64> {
-        match self {
-            Target::Standalone(r) => r.dbsize(),
-            Target::Cluster(c) => c.dbsize(),
-        }
-    }
-    fn cpu_s(&self) -> f64 {
-        match self {
-            Target::Standalone(r) => r.cpu_s(),
-            Target::Cluster(c) => c.cpu_s(),
-        }
-    }
-    fn reset_stats(&self) -> R<()> {
-        match self {
-            Target::Standalone(r) => r.reset_stats(),
-            Target::Cluster(c) => c.reset_stats(),
-        }
-    }
     /// Command statistics (read before the copy is checked) minus the harness's own commands
     /// and the clients' probes (MODULE LIST by df2redis, ECHO by redis-cli).
     fn command_stats(&self) -> R<CmdStats> {
@@ -353,6 +323,8 @@ struct Bench {
     benchmark_rps: Option<f64>,
     /// Catch-up rates (records/s, medians) with and without checkpoints.
     catchup: Option<(f64, f64)>,
+    /// The same on the cluster.
+    cluster_catchup: Option<(f64, f64)>,
     /// The journal's mix through `redis-cli --pipe` (ops/s, median).
     mix_pipe: Option<f64>,
 }
@@ -620,6 +592,22 @@ impl Bench {
                 migrate: m,
                 pipe: Some(p),
             });
+            // The cost of the cluster's checkpoints (markers, and a script per node for the
+            // commands unsafe to apply twice): the journal backlog with and without them.
+            let cfg = self.journal_cfg();
+            let (mut on, mut off) = (Vec::new(), Vec::new());
+            for _ in 0..self.plan.repeat {
+                for (markers, v) in [(false, &mut off), (true, &mut on)] {
+                    let r = journal::catchup(&cfg, &ct, markers, self.plan.catchup_ops)?;
+                    say(format!(
+                        "cluster catch-up of {} ops, checkpoints {}: {r:.0} records/s",
+                        self.plan.catchup_ops,
+                        if markers { "on" } else { "off" }
+                    ));
+                    v.push(r);
+                }
+            }
+            self.cluster_catchup = Some((median(&mut on), median(&mut off)));
             c.flushall()?;
             c.stop();
             for p in parts {
@@ -681,16 +669,7 @@ impl Bench {
         }
         say("== journal");
         self.benchmark_rps = Some(self.benchmark(redis)?);
-        let cfg = journal::JournalCfg {
-            flows: self.args.flows,
-            compression: self.args.compression,
-            step: Duration::from_secs_f64(self.plan.journal_secs),
-            rates: self.plan.journal_rates.clone(),
-            lag_limit_ms: self.args.lag_limit_ms,
-            df2redis: self.df2redis.clone(),
-            df2redis_args: self.args.df2redis_args.clone(),
-            dir: self.dir.clone(),
-        };
+        let cfg = self.journal_cfg();
         let r = journal::run(&cfg, redis, self.epoch, &|m| say(m))?;
         say(format!("journal: the target equals the emulator's {} keys after the run", r.verified_keys));
         self.max_stall_ms = self.max_stall_ms.max(r.max_stall_ms);
@@ -700,7 +679,7 @@ impl Bench {
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for _ in 0..self.plan.repeat {
             for (markers, v) in [(false, &mut off), (true, &mut on)] {
-                let r = journal::catchup(&cfg, redis, markers, self.plan.catchup_ops)?;
+                let r = journal::catchup(&cfg, &Target::Standalone(redis), markers, self.plan.catchup_ops)?;
                 say(format!(
                     "catch-up of {} ops, checkpoints {}: {r:.0} records/s",
                     self.plan.catchup_ops,
@@ -719,6 +698,19 @@ impl Bench {
         self.mix_pipe = Some(median(&mut pipes));
         redis.flushall()?;
         Ok(())
+    }
+
+    fn journal_cfg(&self) -> journal::JournalCfg {
+        journal::JournalCfg {
+            flows: self.args.flows,
+            compression: self.args.compression,
+            step: Duration::from_secs_f64(self.plan.journal_secs),
+            rates: self.plan.journal_rates.clone(),
+            lag_limit_ms: self.args.lag_limit_ms,
+            df2redis: self.df2redis.clone(),
+            df2redis_args: self.args.df2redis_args.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     fn run(&mut self) -> R<()> {
@@ -936,6 +928,11 @@ impl Bench {
             figure("cluster_pipe_keys_per_s", format!("{pk:.0}"));
             figure("cluster_fullsync_vs_pipe", format!("{:.3}", f / pk));
         }
+        if let Some((on, off)) = self.cluster_catchup {
+            figure("cluster_journal_catchup_ops_per_s", format!("{on:.0}"));
+            figure("cluster_journal_catchup_nocheckpoints_ops_per_s", format!("{off:.0}"));
+            figure("cluster_checkpoint_cost", format!("{:.3}", 1.0 - on / off));
+        }
         self.figures = figs;
         println!();
         for (n, v) in &self.figures {
@@ -953,6 +950,7 @@ impl Bench {
             ("rss_growth".to_string(), "<=", 1.2),
             ("journal_vs_benchmark".to_string(), ">=", 0.5),
             ("checkpoint_cost".to_string(), "<=", 0.10),
+            ("cluster_checkpoint_cost".to_string(), "<=", 0.10),
             ("lag_p99_ms".to_string(), "<", self.args.lag_limit_ms),
             ("max_source_stall_ms".to_string(), "<", 10_000.0),
             ("cluster_fullsync_vs_pipe".to_string(), ">=", 0.8),
@@ -1109,6 +1107,7 @@ fn main() -> ExitCode {
         journal: None,
         benchmark_rps: None,
         catchup: None,
+        cluster_catchup: None,
         mix_pipe: None,
         args,
     };

@@ -21,7 +21,7 @@ use df2redis::emulator::datasets::Rng;
 use df2redis::emulator::{Compression, Config, Emulator, Value};
 use redis::Value as RV;
 
-use super::servers::{RedisServer, R};
+use super::servers::{RedisServer, Target, R};
 use super::sys::{self, Proc};
 
 pub struct JournalCfg {
@@ -196,8 +196,8 @@ fn pct(cpu: f64, wall: f64) -> f64 {
 }
 
 /// Wait until the probe `key` is on the target.
-fn wait_for_key(redis: &RedisServer, key: &str, timeout: Duration) -> R<bool> {
-    let mut c = redis.conn()?;
+fn wait_for_key(target: &Target, key: &str, timeout: Duration) -> R<bool> {
+    let mut c = target.conn_for(key.as_bytes())?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let n: u64 = redis::cmd("EXISTS").arg(key).query(&mut c).map_err(|e| e.to_string())?;
@@ -209,9 +209,9 @@ fn wait_for_key(redis: &RedisServer, key: &str, timeout: Duration) -> R<bool> {
     Ok(false)
 }
 
-/// An emulator (empty, pre-encoded) and `df2redis replicate` from it into `redis` (flushed
+/// An emulator (empty, pre-encoded) and `df2redis replicate` from it into `target` (flushed
 /// first, with `extra` arguments), in stable sync once this returns; and the path of its log.
-fn start_replicate(cfg: &JournalCfg, redis: &RedisServer, extra: &[&str], tag: &str) -> R<(Arc<Emulator>, Proc, PathBuf)> {
+fn start_replicate(cfg: &JournalCfg, target: &Target, extra: &[&str], tag: &str) -> R<(Arc<Emulator>, Proc, PathBuf)> {
     let emu = Arc::new(
         Emulator::start(Config {
             shards: cfg.flows,
@@ -222,17 +222,17 @@ fn start_replicate(cfg: &JournalCfg, redis: &RedisServer, extra: &[&str], tag: &
         .map_err(|e| format!("emulator: {e}"))?,
     );
     emu.pre_encode();
-    redis.flushall()?;
+    target.flushall()?;
     let (out, err) = (cfg.dir.join(format!("{tag}-df2redis.out")), cfg.dir.join(format!("{tag}-df2redis.err")));
     let mut cmd = sys::command_logged(&cfg.df2redis, &out, &err).map_err(|e| e.to_string())?;
     cmd.arg("replicate")
-        .args(["--source", &emu.addr().to_string(), "--target", &format!("redis://{}", redis.addr())])
+        .args(["--source", &emu.addr().to_string(), "--target", &target.url()])
         .args(&cfg.df2redis_args)
         .args(extra);
     let mut df: Proc = sys::spawn("df2redis replicate", cmd).map_err(|e| format!("start df2redis: {e}"))?;
     // Stable sync reached: a first probe arrives.
     emu.write(0, &[b"SET", b"bench:probe:start", b"0"]).map_err(|e| e.to_string())?;
-    if !wait_for_key(redis, "bench:probe:start", Duration::from_secs(60))? {
+    if !wait_for_key(target, "bench:probe:start", Duration::from_secs(60))? {
         let e = df.terminate(Duration::from_secs(10));
         return Err(format!(
             "df2redis replicate never applied the first probe within 60 s (df2redis: {}; its log: {})",
@@ -245,10 +245,11 @@ fn start_replicate(cfg: &JournalCfg, redis: &RedisServer, extra: &[&str], tag: &
 
 /// How fast `replicate` applies a backlog of `records` journal operations released at once
 /// (records per second, from the release to the last ACK), with or without its checkpoint
-/// markers (`--checkpoints on|off`): the cost of the exactly-once MULTI/EXEC batches.
-pub fn catchup(cfg: &JournalCfg, redis: &RedisServer, checkpoints: bool, ops: usize) -> R<f64> {
+/// markers (`--checkpoints on|off`): the cost of the exactly-once batches (MULTI/EXEC on a
+/// server; markers and scripts on a cluster).
+pub fn catchup(cfg: &JournalCfg, target: &Target, checkpoints: bool, ops: usize) -> R<f64> {
     let onoff = if checkpoints { "on" } else { "off" };
-    let (emu, mut df, err) = start_replicate(cfg, redis, &["--checkpoints", onoff], &format!("catchup-{onoff}"))?;
+    let (emu, mut df, err) = start_replicate(cfg, target, &["--checkpoints", onoff], &format!("catchup-{onoff}"))?;
     let pool = op_pool(&emu);
     let fail = |df: &mut Proc, why: String| -> String {
         let e = df.terminate(Duration::from_secs(10));
@@ -306,7 +307,7 @@ pub fn pipe_mix(cfg: &JournalCfg, redis: &RedisServer, redis_cli: &std::path::Pa
 }
 
 pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(String)) -> R<JournalResult> {
-    let (emu, mut df, err) = start_replicate(cfg, redis, &[], "journal")?;
+    let (emu, mut df, err) = start_replicate(cfg, &Target::Standalone(redis), &[], "journal")?;
     let pool = Arc::new(op_pool(&emu));
     let fail = |df: &mut Proc, why: String| -> String {
         let e = df.terminate(Duration::from_secs(10));

@@ -280,3 +280,49 @@ impl Cluster {
 pub fn split_paths(base: &Path, n: usize) -> Vec<PathBuf> {
     (0..n).map(|i| base.with_extension(format!("node{i}.resp"))).collect()
 }
+
+/// Where a figure writes: a server or a cluster.
+pub enum Target<'a> {
+    Standalone(&'a RedisServer),
+    Cluster(&'a Cluster),
+}
+
+impl Target<'_> {
+    pub fn url(&self) -> String {
+        match self {
+            Target::Standalone(r) => format!("redis://{}", r.addr()),
+            Target::Cluster(c) => c.url(),
+        }
+    }
+    pub fn flushall(&self) -> R<()> {
+        match self {
+            Target::Standalone(r) => r.flushall(),
+            Target::Cluster(c) => c.flushall(),
+        }
+    }
+    pub fn dbsize(&self) -> R<u64> {
+        match self {
+            Target::Standalone(r) => r.dbsize(),
+            Target::Cluster(c) => c.dbsize(),
+        }
+    }
+    pub fn cpu_s(&self) -> f64 {
+        match self {
+            Target::Standalone(r) => r.cpu_s(),
+            Target::Cluster(c) => c.cpu_s(),
+        }
+    }
+    pub fn reset_stats(&self) -> R<()> {
+        match self {
+            Target::Standalone(r) => r.reset_stats(),
+            Target::Cluster(c) => c.reset_stats(),
+        }
+    }
+    /// A connection to the server that holds `key`.
+    pub fn conn_for(&self, key: &[u8]) -> R<redis::Connection> {
+        match self {
+            Target::Standalone(r) => r.conn(),
+            Target::Cluster(c) => c.conn_for(key),
+        }
+    }
+}
