@@ -397,6 +397,12 @@ impl Session {
         }
         let (mut master, info, conns, opening) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
         let skip = skip.filter(|_| opening.resumes());
+        if skip.is_some() {
+            log::info!(
+                "the target is a Redis Cluster: each flow resumes at its lowest marker among the masters, and what a \
+                 master holds already is left out, slot by slot"
+            );
+        }
         // The master's size now, just before its snapshot, for the full-sync estimate.
         let master_size = if opening == Opening::Full { MasterSize::ask(&mut master) } else { MasterSize::default() };
         let n = info.num_flows; // after mixed answers this is a new session's
