@@ -190,3 +190,30 @@ fn any_prefix_a_crash_leaves_on_the_nodes_resumes_exactly() {
     eprintln!("{trials} crashes: {differing_markers} left the nodes at different markers, {skipped_total} commands skipped on resume");
     assert!(differing_markers > trials / 4, "{differing_markers} of {trials}");
 }
+
+/// Lua passes at most ~8000 values to a call: a longer push runs in the script as several
+/// pushes, in order; any other unsafe command that long is refused with its name.
+#[test]
+fn a_push_longer_than_a_script_call_takes_is_split_in_order() {
+    let cluster = RedisCluster::start();
+    let mut t = Target::connect(&[cluster.seed()], None, None).unwrap();
+    let elems: Vec<String> = (0..9000).map(|i| format!("e{i}")).collect();
+    let mut push: Vec<&[u8]> = vec![b"RPUSH", b"biglist"];
+    push.extend(elems.iter().map(|e| e.as_bytes()));
+    let cmds = vec![Cmd::new(0, &[b"INCR", b"biglist:n"]), Cmd::new(0, &push)];
+    let hints: Vec<u16> = cmds.iter().map(keyspec::slot_hint).collect();
+    let marks = Marks { stamp: stamp(2), unsafe_twice: &[true, true], lsns: &[0, 1] };
+    t.send_batch(&cmds, &hints, Some(&marks)).unwrap();
+    t.recv(&cmds).unwrap();
+    let node = cluster.owner(df2redis::target::slots::key_slot(b"biglist"));
+    let got: Vec<String> = redis::cmd("LRANGE").arg("biglist").arg(0).arg(-1).query(&mut cluster.conn(node)).unwrap();
+    assert_eq!(got, elems);
+
+    let mut set: Vec<&[u8]> = vec![b"SADD", b"bigset"];
+    set.extend(elems.iter().map(|e| e.as_bytes()));
+    let cmds = vec![Cmd::new(0, &set)];
+    let hints: Vec<u16> = cmds.iter().map(keyspec::slot_hint).collect();
+    let marks = Marks { stamp: stamp(3), unsafe_twice: &[true], lsns: &[2] };
+    let e = t.send_batch(&cmds, &hints, Some(&marks)).unwrap_err().to_string();
+    assert!(e.contains("SADD") && e.contains("--checkpoints off"), "{e}");
+}

@@ -786,3 +786,44 @@ fn encode_script<'a>(buf: &mut Vec<u8>, key: &[u8], value: &[u8], cmds: impl Ite
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    /// The script's arguments as Redis will see them (a RESP array read back as a reply).
+    fn script_args(cmds: &[Cmd]) -> Vec<Vec<u8>> {
+        let mut buf = Vec::new();
+        encode_script(&mut buf, b"mk", b"mv", cmds.iter());
+        let mut r = std::io::BufReader::new(&buf[..]);
+        let Reply::Array(Some(items)) = resp::read_reply(&mut r).unwrap() else { panic!("not an array") };
+        assert!(r.fill_buf().unwrap().is_empty(), "bytes after the command");
+        items.into_iter().map(|i| if let Reply::Bulk(Some(b)) = i { b } else { panic!("{i:?}") }).collect()
+    }
+
+    #[test]
+    fn script_arguments_count_each_command_and_split_long_pushes() {
+        let long: Vec<Vec<u8>> = (0..PUSH_CHUNK + 10).map(|i| format!("e{i}").into_bytes()).collect();
+        let mut push: Vec<&[u8]> = vec![b"RPUSH", b"l"];
+        push.extend(long.iter().map(Vec::as_slice));
+        let cmds = [Cmd::new(0, &[b"INCR", b"k"]), Cmd::new(0, &push), Cmd::new(0, &[b"APPEND", b"s", b"x"])];
+        let a = script_args(&cmds);
+        assert_eq!(&a[..5], &[b"EVAL".to_vec(), SCRIPT.as_bytes().to_vec(), b"0".to_vec(), b"mk".to_vec(), b"mv".to_vec()]);
+        assert_eq!(&a[5..8], &[b"2".to_vec(), b"INCR".to_vec(), b"k".to_vec()]);
+        // Short enough: one command as it is.
+        assert_eq!(a.len(), 5 + 3 + (1 + push.len()) + 4);
+        // Too long for Lua: pushes of PUSH_CHUNK elements, in order.
+        let mut push: Vec<&[u8]> = vec![b"LPUSH", b"l"];
+        let longer: Vec<Vec<u8>> = (0..SCRIPT_MAX_ARGS + 5).map(|i| format!("e{i}").into_bytes()).collect();
+        push.extend(longer.iter().map(Vec::as_slice));
+        let a = script_args(&[Cmd::new(0, &push)]);
+        assert_eq!(a[5], (2 + PUSH_CHUNK).to_string().into_bytes());
+        assert_eq!(&a[6..8], &[b"LPUSH".to_vec(), b"l".to_vec()]);
+        let second = 5 + 1 + 2 + PUSH_CHUNK;
+        assert_eq!(a[second], (2 + longer.len() - PUSH_CHUNK).to_string().into_bytes());
+        assert_eq!(&a[second + 1..second + 3], &[b"LPUSH".to_vec(), b"l".to_vec()]);
+        let elements: Vec<&Vec<u8>> = a[8..second].iter().chain(&a[second + 3..]).collect();
+        assert_eq!(elements, longer.iter().collect::<Vec<_>>());
+    }
+}
