@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::emulator_model::expected;
-use common::live::{journal_writer, wait_acked_beyond, wait_every_flow_acked};
+use common::live::{journal_writer, mixed_journal_writer, wait_acked_beyond, wait_every_flow_acked};
+use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, free_port, read_all, RedisServer};
 use common::run::{df2redis, terminate, text};
 use df2redis::emulator::{datasets, Config, Emulator};
@@ -165,6 +166,35 @@ fn redis_server_crashing_during_the_full_sync_and_the_journal_loses_nothing() {
     assert!(log.contains("resuming from the target's checkpoints"), "{log}");
     assert!(log.matches("a new session starts in").count() >= 2, "{log}");
     assert_equal(&emu, &srv, 2000, &log);
+}
+
+/// The same with a Redis Cluster target: one master (with `appendfsync always`) is killed during
+/// the journal and restarted. Its markers survived with its data, so the new session resumes
+/// PARTIAL from the markers of all three masters, and the cluster ends equal to the master.
+#[test]
+fn a_cluster_master_crashing_during_the_journal_loses_nothing() {
+    let emu = Arc::new(Emulator::start(Config { shards: 4, backlog_len: 1 << 20, ..Config::default() }).unwrap());
+    datasets::small(&emu, 2000);
+    let mut cluster = RedisCluster::start_with(|| ["--appendonly", "yes", "--appendfsync", "always"].map(String::from).to_vec());
+    let (source, target) = (emu.addr().to_string(), format!("redis://{}", cluster.seed()));
+    let child = df2redis(&["replicate", "--source", &source, "--target", &target, "--retry-backoff-ms", "50", "--progress-secs", "1"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = mixed_journal_writer(emu.clone(), stop.clone());
+    assert!(wait_every_flow_acked(&emu, MINUTE) && wait_acked_beyond(&emu, 0, 5000, MINUTE), "no journal progress");
+    cluster.nodes[1].crash_and_restart();
+    cluster.wait_consistent();
+    let base = emu.acked().iter().sum::<u64>();
+    assert!(wait_acked_beyond(&emu, base, 5000, MINUTE), "no journal progress after the crash");
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let log = finish(&emu, child);
+    assert!(log.contains("a new session starts in"), "{log}");
+    assert!(log.contains("resuming from the target's checkpoints"), "{log}");
+    assert!(!log.contains("full resync"), "{log}");
+    let scratch = RedisServer::start(&[]);
+    let (diffs, compared, _) = compare(&expected(&emu), &cluster.read_all(), &mut scratch.conn(), 1000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{} differences:\n{}\n---- log:\n{log}", diffs.len(), diffs.join("\n"));
+    assert!(compared >= 2000, "{compared} keys compared");
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct ClusterNode {
     pub bus_port: u16,
     /// The node ID (`CLUSTER MYID`).
     pub id: String,
+    /// Its redis-server arguments after the port (to restart it alike).
+    args: Vec<String>,
     child: Child,
     // Declared after `child`: removed once the process is gone.
     _dir: TempDir,
@@ -50,9 +52,10 @@ impl ClusterNode {
                 .map(|s| s.to_string())
                 .collect();
             extra.extend(more());
+            let args = extra.clone();
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             if let Some(child) = spawn_ready(port, &dir.0, &extra) {
-                let mut node = ClusterNode { port, bus_port, id: String::new(), child, _dir: dir };
+                let mut node = ClusterNode { port, bus_port, id: String::new(), args, child, _dir: dir };
                 node.id = q(&mut node.conn(), &[b"CLUSTER", b"MYID"]);
                 return node;
             }
@@ -71,6 +74,21 @@ impl ClusterNode {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, then start again on the same port, directory (nodes.conf, AOF) and arguments.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        // The port was just ours; a few tries cover a slow release of the socket.
+        for _attempt in 0..20 {
+            if let Some(child) = spawn_ready(self.port, &self._dir.0, &args) {
+                self.child = child;
+                return;
+            }
+        }
+        panic!("cluster node {} did not restart", self.addr());
     }
 
     pub fn conn(&self) -> redis::Connection {
