@@ -184,7 +184,7 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = mixed_journal_writer(emu.clone(), stop.clone());
     let mut seed = 0x2545F4914F6CDD1Du64;
-    let (mut partial_resumes, mut skipping_resumes) = (0, 0);
+    let (mut partial_resumes, mut skipping_resumes, mut stale_closed) = (0, 0, 0);
     for round in 0..rounds {
         let child = df2redis(&args);
         let base = emu.acked().iter().sum::<u64>();
@@ -243,6 +243,9 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
         if log.lines().any(|l| l.contains("resumed past every node's checkpoint") && !l.contains("; 0 commands")) {
             skipping_resumes += 1;
         }
+        if log.contains("connections an earlier writer left on the target") {
+            stale_closed += 1;
+        }
     }
     assert_eq!(partial_resumes, rounds.saturating_sub(1));
     if rounds >= 4 {
@@ -259,7 +262,10 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
         assert!(log.contains("resuming from the target's checkpoints"), "{log}");
     }
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
-    eprintln!("{rounds} kills, {skipping_resumes} resumes left out records some nodes held, {written} journal writes");
+    eprintln!(
+        "{rounds} kills, {skipping_resumes} resumes left out records some nodes held, {stale_closed} closed connections \
+         the killed run left, {written} journal writes"
+    );
 
     let exp = expected(&emu);
     let scratch = RedisServer::start(&[]);
@@ -431,4 +437,38 @@ fn a_flushdb_in_the_resumed_records_runs_once_and_is_never_checkpointed_before_i
             assert_eq!(markers(&mut c, 2), emu.lsns(), "{what}");
         }
     }
+}
+
+/// A writer that crashed or whose session ended can leave pipelines on the target that the
+/// server received and has not run yet (here held by CLIENT PAUSE); run after a new session
+/// read the markers, they would apply records twice. A new session closes such connections
+/// (named `df2redis-writer`) first: what they held is dropped.
+#[test]
+fn a_new_session_first_closes_what_an_earlier_writer_left_queued() {
+    use std::io::{Read, Write};
+    let srv = RedisServer::start(&[]);
+    let mut old = std::net::TcpStream::connect(srv.addr()).unwrap();
+    old.write_all(b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$15\r\ndf2redis-writer\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    old.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let mut c = srv.conn();
+    redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("WRITE").query::<()>(&mut c).unwrap();
+    old.write_all(&b"*2\r\n$4\r\nINCR\r\n$3\r\nctr\r\n".repeat(100)).unwrap();
+    // The first INCR waits for the pause to end (flag b: blocked), the rest behind it.
+    assert!(poll(Duration::from_secs(10), || {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        list.lines().any(|l| l.contains("name=df2redis-writer") && l.contains(" flags=b"))
+    }));
+    let mut t = df2redis::target::Target::connect(&[srv.addr()], None, None).unwrap();
+    assert_eq!(t.close_stale_writers().unwrap(), Some(1));
+    redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut c).unwrap();
+    // The old connection is closed: it answers nothing more (a live one would answer the
+    // INCRs within the timeout).
+    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut replies = Vec::new();
+    let _ = old.read_to_end(&mut replies);
+    assert!(replies.is_empty(), "the earlier writer's INCRs ran: {}", String::from_utf8_lossy(&replies));
+    let v: Option<i64> = redis::cmd("GET").arg("ctr").query(&mut c).unwrap();
+    assert_eq!(v, None, "the earlier writer's queued INCRs ran");
 }

@@ -377,6 +377,20 @@ impl Session {
         if mode == Mode::Replicate && !cfg.checkpoints {
             log::warn!("--checkpoints off: no resume point is kept, so a restart or reconnect means a full resync");
         }
+        // Before anything is read or written: an earlier writer's pipelines still queued on the
+        // target would otherwise apply after the markers are read (or after a resync's flush).
+        match first_target.close_stale_writers()? {
+            Some(0) => {}
+            Some(k) => log::info!(
+                "closed {k} connections an earlier writer left on the target (what they held unapplied is dropped; the \
+                 checkpoints say what was applied)"
+            ),
+            None => log::warn!(
+                "the target does not allow CLIENT LIST / CLIENT KILL for this user: if an earlier run's connections still \
+                 hold unapplied pipelines, they could apply after this run starts (grant +client|list and +client|kill, or \
+                 wait a few seconds before restarting)"
+            ),
+        }
         let mut resume = if markers { first_target.read_resume(&info.replid, n)? } else { Resume::Nothing };
         // A cluster resume: per flow, what each slot holds already (its nodes' markers differ).
         let skip = match &mut resume {
@@ -484,9 +498,12 @@ impl Session {
         // Every target connection before any thread starts: a failure here leaves nothing
         // running and nothing half-read on the master's sockets.
         let mut conns_w = Vec::with_capacity(nw);
+        first_target.name_writer()?;
         conns_w.push(first_target);
         for _ in 1..nw {
-            conns_w.push(Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?);
+            let mut t = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
+            t.name_writer()?;
+            conns_w.push(t);
         }
         for (i, ((conn, kick_rx), recycled)) in conns.into_iter().zip(kicks_rx).zip(recycle_rx).enumerate() {
             let (tx, rx) = bounded(cfg.channel_capacity);

@@ -111,6 +111,8 @@ pub struct Cluster {
     seeds: Vec<String>,
     nodes: Vec<Node>,
     owner: Vec<u16>,
+    /// The name of every connection (`CLIENT SETNAME`), set with [`set_name`](Self::set_name).
+    name: Option<String>,
     /// Per node: the first slot it owns (its marker's tag), `None` for a node that owns none.
     firsts: Vec<Option<u16>>,
     /// The layout digest markers carry ([`ck::Layout`]).
@@ -143,6 +145,7 @@ impl Cluster {
             seeds: seeds.to_vec(),
             nodes: Vec::new(),
             owner: vec![u16::MAX; SLOTS],
+            name: None,
             firsts: Vec::new(),
             layout: String::new(),
             sent: 0,
@@ -166,7 +169,10 @@ impl Cluster {
         if let Some(i) = self.nodes.iter().position(|n| n.addr == addr) {
             return Ok(i);
         }
-        let conn = Standalone::connect(addr, self.auth(), self.tls.as_ref())?;
+        let mut conn = Standalone::connect(addr, self.auth(), self.tls.as_ref())?;
+        if let Some(name) = &self.name {
+            conn.set_name(name)?;
+        }
         log::info!("cluster: connected to master {addr}");
         self.nodes.push(Node { addr: addr.to_string(), conn, writes: 0 });
         Ok(self.nodes.len() - 1)
@@ -682,6 +688,15 @@ impl Cluster {
             }
         }
         log::debug!("cluster: {name} {} -> {} across slots done as DUMP/RESTORE/DEL", show(&src), show(&dst));
+        Ok(())
+    }
+
+    /// Name every connection, present and future (`CLIENT SETNAME`).
+    pub fn set_name(&mut self, name: &str) -> Result<(), TargetError> {
+        self.name = Some(name.to_string());
+        for n in &mut self.nodes {
+            n.conn.set_name(name)?;
+        }
         Ok(())
     }
 

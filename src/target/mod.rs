@@ -16,6 +16,9 @@ use crate::checkpoint::Stamp;
 use crate::replay::Cmd;
 use crate::tls::TlsClient;
 
+/// The connection name of a replicating writer (`CLIENT SETNAME`).
+pub const WRITER_NAME: &str = "df2redis-writer";
+
 /// A batch's checkpoint: what it says, and per command whether it is unsafe to apply twice
 /// ([`crate::checkpoint::idempotent`]) and its record's LSN (both for a cluster; empty
 /// otherwise).
@@ -57,6 +60,37 @@ impl Target {
             };
         }
         Err(last.unwrap_or_else(|| TargetError::Io { addr: String::new(), error: std::io::Error::other("no target address given") }))
+    }
+
+    /// Name this target's connections as a replicating writer's (see
+    /// [`close_stale_writers`](Self::close_stale_writers)).
+    pub fn name_writer(&mut self) -> Result<(), TargetError> {
+        match self {
+            Target::Standalone(s) => s.set_name(WRITER_NAME),
+            Target::Cluster(c) => c.set_name(WRITER_NAME),
+        }
+    }
+
+    /// Close the connections earlier writers left on the target (every master of a cluster),
+    /// before the checkpoints are read. A writer that crashed or whose session ended may
+    /// leave pipelines the server has received and not yet run (a catch-up sends hundreds of
+    /// KB at a time); run after the markers are read, they would apply records the new
+    /// session applies again. Closing the connection drops what was not run, so the markers
+    /// read afterwards say exactly what the target holds. Returns how many were closed, `None`
+    /// when the server does not allow it (an ACL without CLIENT LIST / CLIENT KILL).
+    pub fn close_stale_writers(&mut self) -> Result<Option<u64>, TargetError> {
+        match self {
+            Target::Standalone(s) => s.kill_named(WRITER_NAME),
+            Target::Cluster(c) => {
+                let mut total = Some(0);
+                c.on_every_master_conn(|s| {
+                    let n = s.kill_named(WRITER_NAME)?;
+                    total = total.zip(n).map(|(a, b)| a + b);
+                    Ok(0)
+                })?;
+                Ok(total)
+            }
+        }
     }
 
     /// Whether the target holds no key at all (every db of a server, every master of a cluster).

@@ -260,6 +260,45 @@ impl Standalone {
         }
     }
 
+    /// Name this connection (`CLIENT SETNAME`); a refusal (ACL) is logged, not fatal.
+    pub fn set_name(&mut self, name: &str) -> Result<(), TargetError> {
+        if let resp::Reply::Error(e) = self.query(&[b"CLIENT", b"SETNAME", name.as_bytes()])? {
+            log::warn!("target {}: CLIENT SETNAME {name}: {e}", self.addr);
+        }
+        Ok(())
+    }
+
+    /// Close every other connection named `name` (`CLIENT LIST`, `CLIENT KILL ID`): what the
+    /// server has not run of their pipelines yet is dropped. `None` when the server refuses
+    /// (an ACL without CLIENT LIST / CLIENT KILL).
+    pub fn kill_named(&mut self, name: &str) -> Result<Option<u64>, TargetError> {
+        let list = match self.query(&[b"CLIENT", b"LIST", b"TYPE", b"normal"])? {
+            resp::Reply::Bulk(Some(l)) => String::from_utf8_lossy(&l).into_owned(),
+            resp::Reply::Error(e) => {
+                log::warn!("target {}: CLIENT LIST: {e}", self.addr);
+                return Ok(None);
+            }
+            other => return Err(TargetError::Io { addr: self.addr.clone(), error: io::Error::other(format!("CLIENT LIST answered {other:?}")) }),
+        };
+        let mut killed = 0;
+        for line in list.lines() {
+            let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+            let (Some(id), Some(n)) = (field("id"), field("name")) else { continue };
+            if n != name {
+                continue;
+            }
+            match self.query(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()])? {
+                resp::Reply::Int(n) => killed += n as u64,
+                resp::Reply::Error(e) => {
+                    log::warn!("target {}: CLIENT KILL ID {id}: {e}", self.addr);
+                    return Ok(None);
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(killed))
+    }
+
     /// Run one command and return its reply (for queries such as `MODULE LIST`).
     pub fn query(&mut self, args: &[&[u8]]) -> Result<resp::Reply, TargetError> {
         self.buf.clear();
