@@ -3,7 +3,8 @@
 //! The stream is decoded by a `FlowDecoder` as in `flow_decoder`; every `Item::Value` goes to
 //! `Replayer::value` and every `Item::Journal` to `Replayer::record_owned` (after
 //! `global_command` for FLUSHALL/FLUSHDB, as the pipeline does), under a policy chosen by the
-//! first byte. Replay errors are expected; every command produced must satisfy `check`.
+//! first byte. Replay errors are expected; every command produced must satisfy `check` (which
+//! also runs the cluster checkpoints' classification and slot split on it).
 //!
 //! Input layout: one options byte, then the `flow_decoder` input (2-byte header and the stream,
 //! see `fuzz/src/lib.rs`):
@@ -58,8 +59,11 @@ fn check(cmds: &[Cmd], carried: Option<&[u8]>) {
         let name = c.argv.get(0);
         assert!(!c.argv.is_empty() && name.is_some(), "command with an empty argv in db {}", c.db);
         let name = name.unwrap_or_default();
-        // Must not panic, whatever the arguments hold.
+        // Must not panic, whatever the arguments hold: the description, and what a cluster
+        // target's checkpoints ask of every command (is it safe to apply twice, its slots).
         let described = c.describe();
+        let _ = df2redis::checkpoint::idempotent::replays_safely(&c.argv);
+        let _ = df2redis::target::keyspec::split(c);
         if carried != Some(name) {
             assert!(well_formed_name(name), "malformed command name: {described} (argv {:?})", c.argv);
         }
