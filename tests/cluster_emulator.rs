@@ -151,3 +151,43 @@ fn replicate_into_a_cluster_while_a_slot_is_resharded() {
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     check(&emu, &cluster);
 }
+
+/// The cluster checkpoints record its layout: a restart resumes PARTIAL on the same layout,
+/// and is a full resync, with the reason, while a slot is being migrated and after slots
+/// moved (the nodes' config epochs changed). The cluster ends equal to the master each time.
+#[test]
+fn a_restart_after_the_clusters_slots_moved_is_a_full_resync() {
+    let emu = Emulator::start(Config { shards: 4, ..Config::default() }).unwrap();
+    datasets::small(&emu, 1000);
+    let cluster = RedisCluster::start();
+    let target = format!("redis://{}", cluster.seed());
+    let source = emu.addr().to_string();
+    let mut round = 0;
+    let mut run = |expect: &str| {
+        round += 1;
+        let child = df2redis(&["replicate", "--source", &source, "--target", &target]);
+        for i in 0..300 {
+            let k = format!("{{mv}}:ctr{}", i % 7);
+            emu.write(0, &[b"INCR", k.as_bytes()]).unwrap();
+            emu.write(0, &[b"LPUSH", format!("list:{}", i % 5).as_bytes(), format!("r{round}-{i}").as_bytes()]).unwrap();
+        }
+        let acked = emu.wait_acked_all(Duration::from_secs(60));
+        let out = common::run::terminate(child);
+        let log = text(&out);
+        assert!(acked, "round {round}: ACKs {:?} vs LSNs {:?}\n{log}", emu.acked(), emu.lsns());
+        assert_eq!(out.status.code(), Some(0), "{log}");
+        assert!(log.contains(expect), "round {round}: expected {expect:?}:\n{log}");
+        check(&emu, &cluster);
+    };
+    run("snapshot complete");
+    run("resuming from the target's checkpoints");
+    let slot = key_slot(b"{mv}");
+    let to = (cluster.owner(slot) + 1) % 3;
+    cluster.begin_migration(slot, to);
+    cluster.migrate_some_keys(slot, 3);
+    run("are being migrated (a resume needs a settled layout)");
+    cluster.finish_migration(slot);
+    cluster.wait_consistent();
+    run("the target cluster's layout changed since the checkpoints");
+    run("resuming from the target's checkpoints");
+}

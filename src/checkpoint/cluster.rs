@@ -83,7 +83,8 @@ pub fn done_marker_key(slot: u16, flow: usize) -> Vec<u8> {
 pub struct Layout {
     /// A digest of every master's slot ranges and config epoch.
     pub fingerprint: String,
-    /// Slots being migrated or imported (`[slot->-id]`, `[slot-<-id]`).
+    /// Slots being migrated or imported (`[slot->-id]`, `[slot-<-id]`). A node lists only
+    /// its own: a caller that needs them all asks every master.
     pub moving: Vec<u16>,
 }
 

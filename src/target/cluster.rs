@@ -288,7 +288,23 @@ impl Cluster {
 
     /// Every master's checkpoint markers for flows `0..flows`, with the layout now.
     pub fn read_markers(&mut self, flows: usize) -> Result<ck::Found, TargetError> {
-        let layout = self.query_layout()?;
+        let mut layout = self.query_layout()?;
+        // A node lists only its own migrating and importing slots: ask every master.
+        for n in 0..self.nodes.len() {
+            if self.firsts.get(n).copied().flatten().is_none() {
+                continue;
+            }
+            let addr = self.nodes[n].addr.clone();
+            match self.nodes[n].conn.query(&[b"CLUSTER", b"NODES"])? {
+                Reply::Bulk(Some(text)) => {
+                    let l = ck::Layout::parse(&String::from_utf8_lossy(&text)).map_err(|e| err(&addr, e))?;
+                    layout.moving.extend(l.moving);
+                }
+                other => return Err(err(&addr, format!("CLUSTER NODES answered {other:?}"))),
+            }
+        }
+        layout.moving.sort_unstable();
+        layout.moving.dedup();
         let mut nodes = Vec::with_capacity(self.nodes.len());
         let mut done = Vec::new();
         for n in 0..self.nodes.len() {
