@@ -131,18 +131,10 @@ fn kill_9_rounds(dialect: Dialect, rounds: usize, dialect_note: Option<&str>) {
     if early_kills && rounds > 2 {
         assert!(blob_kills > 0, "no kill landed while the v1.34 journal blobs were applied");
     }
-    // The last run: the writer stops, everything is acknowledged, SIGTERM.
-    let child = df2redis(&args);
-    stop.store(true, Ordering::SeqCst);
-    let written = writer.join().unwrap();
-    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
-    let out = terminate(child);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    let (written, log) = last_run(&emu, &args, &stop, writer);
     if rounds > 0 {
         assert!(resumed(&log), "{log}");
     }
-    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
 
     let exp = expected(&emu);
     let mut c = srv.conn();
@@ -251,17 +243,10 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
     if rounds >= 4 {
         assert!(skipping_resumes > 0, "no resume found the nodes at different markers");
     }
-    let child = df2redis(&args);
-    stop.store(true, Ordering::SeqCst);
-    let written = writer.join().unwrap();
-    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
-    let out = terminate(child);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    let (written, log) = last_run(&emu, &args, &stop, writer);
     if rounds > 0 {
         assert!(log.contains("resuming from the target's checkpoints"), "{log}");
     }
-    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     eprintln!(
         "{rounds} kills, {skipping_resumes} resumes left out records some nodes held, {stale_closed} closed connections \
          the killed run left, {written} journal writes"
@@ -295,6 +280,20 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
         assert!(left.is_empty(), "node {i} still has {left:?}");
     }
     assert_eq!(node_markers, 12);
+}
+
+/// The last run of a kill series: the journal writer stops, everything is acknowledged, then
+/// SIGTERM; the run must exit 0. Returns how many records the writer wrote, and the log.
+fn last_run(emu: &Emulator, args: &[&str], stop: &AtomicBool, writer: std::thread::JoinHandle<u64>) -> (u64, String) {
+    let child = df2redis(args);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
+    let out = terminate(child);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    (written, log)
 }
 
 /// Node `i`'s markers: (key, next_lsn), sorted.

@@ -594,20 +594,7 @@ impl Bench {
             });
             // The cost of the cluster's checkpoints (markers, and a script per node for the
             // commands unsafe to apply twice): the journal backlog with and without them.
-            let cfg = self.journal_cfg();
-            let (mut on, mut off) = (Vec::new(), Vec::new());
-            for _ in 0..self.plan.repeat {
-                for (markers, v) in [(false, &mut off), (true, &mut on)] {
-                    let r = journal::catchup(&cfg, &ct, markers, self.plan.catchup_ops)?;
-                    say(format!(
-                        "cluster catch-up of {} ops, checkpoints {}: {r:.0} records/s",
-                        self.plan.catchup_ops,
-                        if markers { "on" } else { "off" }
-                    ));
-                    v.push(r);
-                }
-            }
-            self.cluster_catchup = Some((median(&mut on), median(&mut off)));
+            self.cluster_catchup = Some(self.catchup_pairs(&self.journal_cfg(), &ct, "cluster catch-up")?);
             c.flushall()?;
             c.stop();
             for p in parts {
@@ -674,21 +661,7 @@ impl Bench {
         say(format!("journal: the target equals the emulator's {} keys after the run", r.verified_keys));
         self.max_stall_ms = self.max_stall_ms.max(r.max_stall_ms);
         self.journal = Some(r);
-        // The cost of the checkpoints: the same backlog applied with and without them,
-        // alternated --repeat times (medians), so drift of the machine hits both alike.
-        let (mut on, mut off) = (Vec::new(), Vec::new());
-        for _ in 0..self.plan.repeat {
-            for (markers, v) in [(false, &mut off), (true, &mut on)] {
-                let r = journal::catchup(&cfg, &Target::Standalone(redis), markers, self.plan.catchup_ops)?;
-                say(format!(
-                    "catch-up of {} ops, checkpoints {}: {r:.0} records/s",
-                    self.plan.catchup_ops,
-                    if markers { "on" } else { "off" }
-                ));
-                v.push(r);
-            }
-        }
-        self.catchup = Some((median(&mut on), median(&mut off)));
+        self.catchup = Some(self.catchup_pairs(&cfg, &Target::Standalone(redis), "catch-up")?);
         let mut pipes = Vec::new();
         for _ in 0..self.plan.repeat {
             let r = journal::pipe_mix(&cfg, redis, &self.args.redis_cli, self.plan.catchup_ops)?;
@@ -698,6 +671,25 @@ impl Bench {
         self.mix_pipe = Some(median(&mut pipes));
         redis.flushall()?;
         Ok(())
+    }
+
+    /// The cost of the checkpoints: the same backlog applied with and without them into
+    /// `target`, alternated --repeat times, so drift of the machine hits both alike. Returns
+    /// the medians (on, off).
+    fn catchup_pairs(&self, cfg: &journal::JournalCfg, target: &Target, label: &str) -> R<(f64, f64)> {
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..self.plan.repeat {
+            for (markers, v) in [(false, &mut off), (true, &mut on)] {
+                let r = journal::catchup(cfg, target, markers, self.plan.catchup_ops)?;
+                say(format!(
+                    "{label} of {} ops, checkpoints {}: {r:.0} records/s",
+                    self.plan.catchup_ops,
+                    if markers { "on" } else { "off" }
+                ));
+                v.push(r);
+            }
+        }
+        Ok((median(&mut on), median(&mut off)))
     }
 
     fn journal_cfg(&self) -> journal::JournalCfg {

@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::{Mark, Resume, ResumeAt, MARKER_PREFIX};
+use super::{Resume, ResumeAt, MARKER_PREFIX};
 use crate::replay::Cmd;
 use crate::target::keyspec::{self, Split};
 use crate::target::slots::{key_slot, SLOTS};
@@ -222,21 +222,11 @@ pub fn decide(found: &Found, replid: &str, flows: usize) -> Resume {
     for &n in &masters {
         let (addr, marks) = &found.nodes[n];
         for (f, out) in next[n].iter_mut().enumerate() {
-            let Some(raw) = marks.get(f).and_then(Option::as_ref) else {
-                return Resume::Unusable(format!("flow {f} has no checkpoint on {addr}"));
+            let raw = marks.get(f).and_then(Option::as_deref);
+            let mark = match super::usable(raw, replid, flows, &format!("flow {f} on {addr}")) {
+                Ok(m) => m,
+                Err(why) => return Resume::Unusable(why),
             };
-            let Some(mark) = Mark::parse(raw) else {
-                return Resume::Unusable(format!("flow {f}'s checkpoint on {addr} {:?} is not one df2redis writes", String::from_utf8_lossy(raw)));
-            };
-            if mark.replid != replid {
-                return Resume::Unusable(format!(
-                    "the checkpoints are from master {} and the master is now {replid} (it restarted or is another one)",
-                    mark.replid
-                ));
-            }
-            if mark.flows != flows {
-                return Resume::Unusable(format!("the checkpoints are for {} flows and the master now has {flows}", mark.flows));
-            }
             match mark.slots.as_deref() {
                 Some(l) if l == found.layout.fingerprint => {}
                 Some(UNSTABLE) => {

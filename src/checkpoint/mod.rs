@@ -113,24 +113,33 @@ pub fn decide(marks: &[Option<Vec<u8>>], replid: &str, flows: usize) -> Resume {
     }
     let mut lsns = Vec::with_capacity(flows);
     for (i, m) in marks.iter().enumerate() {
-        let Some(raw) = m else {
-            return Resume::Unusable(format!("flow {i} has no checkpoint (the previous run never reached stable sync on it)"));
-        };
-        let Some(mark) = Mark::parse(raw) else {
-            return Resume::Unusable(format!("flow {i}'s checkpoint {:?} is not one df2redis writes", String::from_utf8_lossy(raw)));
-        };
-        if mark.replid != replid {
-            return Resume::Unusable(format!(
-                "the checkpoints are from master {} and the master is now {replid} (it restarted or is another one)",
-                mark.replid
-            ));
+        match usable(m.as_deref(), replid, flows, &format!("flow {i}")) {
+            Ok(mark) => lsns.push(mark.next_lsn),
+            Err(why) => return Resume::Unusable(why),
         }
-        if mark.flows != flows {
-            return Resume::Unusable(format!("the checkpoints are for {} flows and the master now has {flows}", mark.flows));
-        }
-        lsns.push(mark.next_lsn);
     }
     Resume::At(ResumeAt { lsns, skip: None })
+}
+
+/// The marker `raw` of `whose` ("flow 3"), if it is one df2redis writes for this master
+/// (`replid`) and flow count; otherwise why a resume cannot use it.
+pub(crate) fn usable(raw: Option<&[u8]>, replid: &str, flows: usize, whose: &str) -> Result<Mark, String> {
+    let Some(raw) = raw else {
+        return Err(format!("{whose} has no checkpoint (the previous run never reached stable sync on it)"));
+    };
+    let Some(mark) = Mark::parse(raw) else {
+        return Err(format!("{whose}'s checkpoint {:?} is not one df2redis writes", String::from_utf8_lossy(raw)));
+    };
+    if mark.replid != replid {
+        return Err(format!(
+            "the checkpoints are from master {} and the master is now {replid} (it restarted or is another one)",
+            mark.replid
+        ));
+    }
+    if mark.flows != flows {
+        return Err(format!("the checkpoints are for {} flows and the master now has {flows}", mark.flows));
+    }
+    Ok(mark)
 }
 
 /// Write the local checkpoint file atomically (temp file, fsync, rename, fsync of the
