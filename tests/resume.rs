@@ -110,15 +110,7 @@ fn kill_9_rounds(dialect: Dialect, rounds: usize, dialect_note: Option<&str>) {
             }
             continue;
         }
-        let child = df2redis(&args);
-        let base = emu.acked().iter().sum::<u64>();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let more = 1 + seed % 3000;
-        // Every flow's marker exists (an ACK follows it), then a spread of further moments.
-        let reached = wait_every_flow_acked(&emu, Duration::from_secs(60))
-            && wait_acked_beyond(&emu, base, more, Duration::from_secs(60));
+        let (child, more, reached) = start_and_wait_spread(&emu, &args, &mut seed);
         let log = kill9(child);
         assert!(reached, "round {round}: df2redis never acknowledged {more} more records:\n{log}");
         if resumed(&log) {
@@ -178,14 +170,7 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
     let mut seed = 0x2545F4914F6CDD1Du64;
     let (mut partial_resumes, mut skipping_resumes, mut stale_closed) = (0, 0, 0);
     for round in 0..rounds {
-        let child = df2redis(&args);
-        let base = emu.acked().iter().sum::<u64>();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let more = 1 + seed % 3000;
-        let reached = wait_every_flow_acked(&emu, Duration::from_secs(60))
-            && wait_acked_beyond(&emu, base, more, Duration::from_secs(60));
+        let (child, more, reached) = start_and_wait_spread(&emu, &args, &mut seed);
         // Every other round one master stops applying writes (CLIENT PAUSE) while the others
         // go on: the kill then leaves the nodes at different markers, and a prefix of what
         // the paused node was sent may or may not be applied once it resumes.
@@ -280,6 +265,22 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
         assert!(left.is_empty(), "node {i} still has {left:?}");
     }
     assert_eq!(node_markers, 12);
+}
+
+/// Start `replicate`, then wait (bounded) until every flow's marker exists (an ACK follows
+/// it) and then a spread of 1 to 3000 further records are acknowledged, the count drawn from
+/// `seed` (xorshift): a deterministic spread of moments for the kill. Returns the run, the
+/// count, and whether it was reached.
+fn start_and_wait_spread(emu: &Emulator, args: &[&str], seed: &mut u64) -> (std::process::Child, u64, bool) {
+    let child = df2redis(args);
+    let base = emu.acked().iter().sum::<u64>();
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let more = 1 + *seed % 3000;
+    let reached =
+        wait_every_flow_acked(emu, Duration::from_secs(60)) && wait_acked_beyond(emu, base, more, Duration::from_secs(60));
+    (child, more, reached)
 }
 
 /// The last run of a kill series: the journal writer stops, everything is acknowledged, then

@@ -278,7 +278,11 @@ impl Cluster {
 
     /// The layout as `CLUSTER NODES` shows it now (asked of the first slot's master).
     pub fn query_layout(&mut self) -> Result<ck::Layout, TargetError> {
-        let n = self.owner[0] as usize;
+        self.node_layout(self.owner[0] as usize)
+    }
+
+    /// The layout as node `n` shows it (`CLUSTER NODES`).
+    fn node_layout(&mut self, n: usize) -> Result<ck::Layout, TargetError> {
         let addr = self.nodes[n].addr.clone();
         match self.nodes[n].conn.query(&[b"CLUSTER", b"NODES"])? {
             Reply::Bulk(Some(text)) => ck::Layout::parse(&String::from_utf8_lossy(&text)).map_err(|e| err(&addr, e)),
@@ -288,20 +292,19 @@ impl Cluster {
 
     /// Every master's checkpoint markers for flows `0..flows`, with the layout now.
     pub fn read_markers(&mut self, flows: usize) -> Result<ck::Found, TargetError> {
-        let mut layout = self.query_layout()?;
-        // A node lists only its own migrating and importing slots: ask every master.
+        // The digest as the first slot's master sees it (as `refresh` takes it); the moving
+        // slots from every master, since a node lists only its own.
+        let first = self.owner[0] as usize;
+        let mut layout = ck::Layout { fingerprint: String::new(), moving: Vec::new() };
         for n in 0..self.nodes.len() {
             if self.firsts.get(n).copied().flatten().is_none() {
                 continue;
             }
-            let addr = self.nodes[n].addr.clone();
-            match self.nodes[n].conn.query(&[b"CLUSTER", b"NODES"])? {
-                Reply::Bulk(Some(text)) => {
-                    let l = ck::Layout::parse(&String::from_utf8_lossy(&text)).map_err(|e| err(&addr, e))?;
-                    layout.moving.extend(l.moving);
-                }
-                other => return Err(err(&addr, format!("CLUSTER NODES answered {other:?}"))),
+            let l = self.node_layout(n)?;
+            if n == first {
+                layout.fingerprint = l.fingerprint;
             }
+            layout.moving.extend(l.moving);
         }
         layout.moving.sort_unstable();
         layout.moving.dedup();

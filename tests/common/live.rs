@@ -10,53 +10,57 @@ use df2redis::emulator::Emulator;
 
 /// Keep writing INCR, LPUSH, APPEND and XADD until `stop`; returns how many were written.
 pub fn journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut n = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            let k = n % 97;
-            let v = format!("v{n}");
-            let op: Vec<String> = match n % 4 {
-                0 => vec!["INCR".into(), format!("ctr:{k}")],
-                1 => vec!["LPUSH".into(), format!("list:{}", k % 13), v],
-                2 => vec!["APPEND".into(), format!("str:{}", k % 11), v],
-                _ => vec!["XADD".into(), format!("stream:{}", k % 7), "*".into(), "n".into(), v],
-            };
-            let args: Vec<&[u8]> = op.iter().map(|a| a.as_bytes()).collect();
-            emu.write(0, &args).unwrap();
-            n += 1;
+    spawn_writer(emu, stop, |_, n| {
+        let k = n % 97;
+        let v = format!("v{n}");
+        match n % 4 {
+            0 => vec!["INCR".into(), format!("ctr:{k}")],
+            1 => vec!["LPUSH".into(), format!("list:{}", k % 13), v],
+            2 => vec!["APPEND".into(), format!("str:{}", k % 11), v],
+            _ => vec!["XADD".into(), format!("stream:{}", k % 7), "*".into(), "n".into(), v],
         }
-        n
     })
 }
 
 /// [`journal_writer`]'s commands interleaved, on the same keys, with commands that are safe to
-/// apply twice (SET, HSET, DEL, SADD), and every 50th step a RENAME between two slots of one
-/// emulator shard (journaled as it is): on a cluster target the first kind runs in the
+/// apply twice (SET, HSET, DEL, SADD), INCRBY, and every 450th step a RENAME between two slots
+/// of one emulator shard (journaled as it is): on a cluster target the first kind runs in the
 /// checkpoint script, the second as plain pipelined commands, the RENAME by DUMP/RESTORE.
+/// Values are ~200 bytes: pipelines of tens of KB, which Redis reads in pieces.
 pub fn mixed_journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let pad = "p".repeat(200);
+    spawn_writer(emu, stop, move |emu, n| {
+        let k = n % 97;
+        let v = format!("v{n}{pad}");
+        match n % 9 {
+            0 => vec!["INCR".into(), format!("ctr:{k}")],
+            1 => vec!["LPUSH".into(), format!("list:{}", k % 13), v],
+            2 => vec!["APPEND".into(), format!("str:{}", k % 11), v],
+            3 => vec!["XADD".into(), format!("stream:{}", k % 7), "*".into(), "n".into(), v],
+            4 => vec!["SET".into(), format!("ctr:{}", (k + 1) % 97), format!("{n}")],
+            5 => vec!["HSET".into(), format!("h:{}", k % 17), format!("f{}", k % 5), v],
+            6 => vec!["DEL".into(), format!("list:{}", (k + 3) % 13), format!("str:{}", (k + 5) % 11)],
+            7 => vec!["SADD".into(), format!("set:{}", k % 19), format!("m{}", n % 50)],
+            _ if n % 50 == 8 => {
+                let (a, b) = same_shard_other_slot(emu, n);
+                emu.write(0, &[b"SET", a.as_bytes(), v.as_bytes()]).unwrap();
+                vec!["RENAME".into(), a, b]
+            }
+            _ => vec!["INCRBY".into(), format!("ctr:{}", (k + 2) % 97), "3".into()],
+        }
+    })
+}
+
+/// A thread writing `op(emu, n)` for n = 0, 1, ... to db 0 until `stop`; returns how many.
+fn spawn_writer(
+    emu: Arc<Emulator>,
+    stop: Arc<AtomicBool>,
+    mut op: impl FnMut(&Emulator, u64) -> Vec<String> + Send + 'static,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut n = 0u64;
-        // Values of ~200 bytes: pipelines of tens of KB, which Redis reads in pieces.
-        let pad = "p".repeat(200);
         while !stop.load(Ordering::SeqCst) {
-            let k = n % 97;
-            let v = format!("v{n}{pad}");
-            let op: Vec<String> = match n % 9 {
-                0 => vec!["INCR".into(), format!("ctr:{k}")],
-                1 => vec!["LPUSH".into(), format!("list:{}", k % 13), v],
-                2 => vec!["APPEND".into(), format!("str:{}", k % 11), v],
-                3 => vec!["XADD".into(), format!("stream:{}", k % 7), "*".into(), "n".into(), v],
-                4 => vec!["SET".into(), format!("ctr:{}", (k + 1) % 97), format!("{n}")],
-                5 => vec!["HSET".into(), format!("h:{}", k % 17), format!("f{}", k % 5), v],
-                6 => vec!["DEL".into(), format!("list:{}", (k + 3) % 13), format!("str:{}", (k + 5) % 11)],
-                7 => vec!["SADD".into(), format!("set:{}", k % 19), format!("m{}", n % 50)],
-                _ if n % 50 == 8 => {
-                    let (a, b) = same_shard_other_slot(&emu, n);
-                    emu.write(0, &[b"SET", a.as_bytes(), v.as_bytes()]).unwrap();
-                    vec!["RENAME".into(), a, b]
-                }
-                _ => vec!["INCRBY".into(), format!("ctr:{}", (k + 2) % 97), "3".into()],
-            };
+            let op = op(&emu, n);
             let args: Vec<&[u8]> = op.iter().map(|a| a.as_bytes()).collect();
             emu.write(0, &args).unwrap();
             n += 1;
