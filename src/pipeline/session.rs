@@ -321,23 +321,19 @@ impl Session {
             Reply::Status(_) => {}
             other => return Err(format!("target {}: PING answered {other:?}", probe.addr()).into()),
         }
-        let json = match cfg.json {
-            JsonSetting::Fixed(p) => p,
-            JsonSetting::Auto => {
-                let has_json = match probe.query(&[b"MODULE", b"LIST"]) {
-                    Ok(r) => format!("{r:?}").to_ascii_lowercase().contains("rejson"),
-                    Err(_) => false,
-                };
-                if has_json {
-                    JsonPolicy::JsonSet
-                } else {
-                    JsonPolicy::Skip
-                }
-            }
-        };
-        log::info!("target {}: JSON documents will be {}", probe.addr(), if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" });
         drop(probe);
         let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
+        let server = first_target.server_info()?;
+        log::info!("target {}: {server}", cfg.target.seeds.join(","));
+        let json = match cfg.json {
+            JsonSetting::Fixed(p) => p,
+            JsonSetting::Auto if server.has_module("ReJSON") => JsonPolicy::JsonSet,
+            JsonSetting::Auto => JsonPolicy::Skip,
+        };
+        log::info!(
+            "target: JSON documents will be {}",
+            if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" }
+        );
         let cluster = first_target.is_cluster();
 
         let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;

@@ -4,6 +4,7 @@
 mod cluster;
 pub mod keyspec;
 pub mod resp;
+pub mod server;
 pub mod slots;
 mod standalone;
 
@@ -89,6 +90,33 @@ impl Target {
                     Ok(0)
                 })?;
                 Ok(total)
+            }
+        }
+    }
+
+    /// What the target is ([`server::ServerInfo`]): for a cluster, the least capable of its
+    /// masters, so nothing is sent that one of them would refuse.
+    pub fn server_info(&mut self) -> Result<server::ServerInfo, TargetError> {
+        fn info_error(s: &Standalone, error: String) -> TargetError {
+            TargetError::Rejected { index: 0, command: format!("INFO SERVER on {}", s.addr()), error, more: 0 }
+        }
+        fn one(s: &mut Standalone) -> Result<server::ServerInfo, TargetError> {
+            let info = match s.query(&[b"INFO", b"SERVER"])? {
+                resp::Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+                other => return Err(info_error(s, format!("answered {other:?}"))),
+            };
+            let modules = s.query(&[b"MODULE", b"LIST"])?;
+            server::ServerInfo::parse(&info, &modules).map_err(|e| info_error(s, e))
+        }
+        match self {
+            Target::Standalone(s) => one(s),
+            Target::Cluster(c) => {
+                let mut all = Vec::new();
+                c.on_every_master_conn(|s| {
+                    all.push(one(s)?);
+                    Ok(0)
+                })?;
+                Ok(server::ServerInfo::least(&all).expect("a connected cluster has a master"))
             }
         }
     }
