@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark of issue 4 (plus the cluster figure of issue 5), end to end on this machine.
+# df2redis's benchmark (standalone and cluster figures), end to end on this machine.
 #
 #   scripts/bench.sh [flags for df2redis-bench]      full sizes: several minutes
 #   scripts/bench.sh --smoke                         tiny sizes, well under a minute (CI)

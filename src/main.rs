@@ -286,7 +286,7 @@ struct RunArgs {
     #[arg(long, value_name = "MS")]
     retry_backoff_ms: Option<String>,
     /// Serve GET /metrics (Prometheus text format) and GET /status (JSON) over HTTP on
-    /// HOST:PORT, e.g. 127.0.0.1:9121 (default: off). The README lists the metrics and fields.
+    /// HOST:PORT, e.g. 127.0.0.1:9121 (default: off). docs/metrics.md lists the metrics and fields.
     /// [file: metrics.addr]
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,

@@ -1,4 +1,4 @@
-//! Issue 6 on a Redis Cluster: the checkpoint scheme (`checkpoint::cluster`) is exact for any
+//! Exactly-once checkpoints on a Redis Cluster: the checkpoint scheme (`checkpoint::cluster`) is exact for any
 //! prefix of the pipelines a crash leaves applied.
 //!
 //! A crash (df2redis killed, a connection dropped) leaves each node with a prefix of the bytes

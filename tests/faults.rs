@@ -1,4 +1,4 @@
-//! Issue 6: faults. The source or the target goes away during a run and df2redis carries on
+//! Faults. The source or the target goes away during a run and df2redis carries on
 //! with a new session (resuming from its checkpoints when the master still can), ends with the
 //! target equal to the master, and closes every connection to the master with a FIN.
 //!

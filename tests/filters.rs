@@ -1,4 +1,4 @@
-//! Issue 7: filters, db mapping and rate limits, end to end. The emulator as the source, a real
+//! Filters, db mapping and rate limits, end to end. The emulator as the source, a real
 //! redis-server as the target, `df2redis` as a separate process.
 //!
 //! The keys a filtered run must leave are computed by this file's own reading of the rules (not

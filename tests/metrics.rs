@@ -1,4 +1,4 @@
-//! Issue 7, metrics: `df2redis replicate --metrics-addr` against the emulator and a real
+//! Metrics: `df2redis replicate --metrics-addr` against the emulator and a real
 //! redis-server. `/metrics` must parse as Prometheus text (checked strictly here, line by
 //! line) and its counters must equal what the test wrote; `/status` must go through the
 //! phases of the run. Plus the emulator's INFO figures the full-sync estimate relies on.

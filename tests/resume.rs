@@ -1,4 +1,4 @@
-//! Issue 6: exactly-once resume. df2redis is killed with SIGKILL at random moments of a live
+//! Exactly-once resume. df2redis is killed with SIGKILL at random moments of a live
 //! journal of non-idempotent commands (INCR, LPUSH, APPEND, XADD); each restart must resume
 //! every flow from the checkpoint markers in the target (PARTIAL), and at the end the target
 //! must equal the master exactly: a record applied twice (an extra INCR, a duplicated list

@@ -1,4 +1,4 @@
-//! Issue 7: TLS and ACL on both sides. The source is the emulator's TLS listener (as a
+//! TLS and ACL on both sides. The source is the emulator's TLS listener (as a
 //! Dragonfly master started with `--tls`, and with `--tls_ca_cert_file`: client certificates
 //! required), the target a redis-server listening on TLS only (`--port 0 --tls-port`), and a
 //! 3-master cluster with `tls-cluster yes`. Certificates are made by the test with the openssl

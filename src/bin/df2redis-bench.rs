@@ -1,4 +1,4 @@
-//! `df2redis-bench`: the benchmark of issue 4 (and the cluster figure of issue 5), end to end
+//! `df2redis-bench`: df2redis's throughput, memory, lag and checkpoint-cost figures, end to end
 //! on one machine. Run it through `scripts/bench.sh`, which builds it first.
 //!
 //! Everything runs in one process tree on 127.0.0.1: its own redis-server (and a 3-master
@@ -34,7 +34,7 @@ use data::{Dataset, Kind, Spec};
 use servers::{Cluster, RedisServer, Target, R};
 
 const LONG_ABOUT: &str = "\
-Benchmark df2redis end to end on this machine (issue 4), and print a table plus one line per \
+Benchmark df2redis end to end on this machine, and print a table plus one line per \
 figure: `FIGURE name=value`.
 
 It starts its own redis-server (free port, --save \"\" --appendonly no), a 3-master Redis Cluster \
@@ -75,7 +75,7 @@ Exit status: 0 when every copy was right (targets missed or not), 1 when a copy 
 process failed, 3 with --strict when a target was missed, 2 for usage errors.";
 
 #[derive(Parser, Debug)]
-#[command(name = "df2redis-bench", about = "Benchmark df2redis end to end (issue 4)", long_about = LONG_ABOUT)]
+#[command(name = "df2redis-bench", about = "Benchmark df2redis end to end", long_about = LONG_ABOUT)]
 struct Args {
     /// Tiny sizes and short journal steps (the whole run well under a minute); explicit size
     /// flags still win.

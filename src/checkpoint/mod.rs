@@ -1,7 +1,7 @@
 //! Where a replication can resume: per flow, the next LSN the target has not applied.
 //!
-//! The resume point lives **in the target**, written atomically with the writes it covers
-//! (issue 6): on a standalone server every stable-sync pipeline of flow `i` runs as
+//! The resume point lives **in the target**, written atomically with the writes it covers:
+//! on a standalone server every stable-sync pipeline of flow `i` runs as
 //! `MULTI ... EXEC` together with `SET df2redis:checkpoint:<i> "<marker>"` in db 0, so after any
 //! crash the marker says exactly which journal records the target holds. Many journal commands
 //! are not idempotent (INCR, LPUSH, APPEND, XADD): a resume point kept anywhere else (a local

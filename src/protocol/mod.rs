@@ -1,7 +1,7 @@
 //! Pure decoding of Dragonfly's replication streams: bytes in, typed items out.
 //!
 //! Nothing in here touches a socket, a clock or Redis, so every decoder can be driven by the
-//! fixtures, the fuzzer and the emulator alike. See `../shared/protocol/dragonfly-replication.md`
+//! fixtures, the fuzzer and the emulator alike. See `docs/protocol/dragonfly-replication.md`
 //! for the wire format; section numbers in comments refer to it.
 
 pub mod compress;
