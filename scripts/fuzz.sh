@@ -32,7 +32,7 @@
 #   CARGO_BUILD_JOBS  limit build parallelism, as for any cargo command
 set -euo pipefail
 
-readonly TARGETS=(flow_decoder journal_records replay_items)
+readonly TARGETS=(flow_decoder journal_records replay_items snapshot_file)
 # Header bytes of the seeds (fuzz/src/lib.rs): mode 0 = full decoder, 1 = partial decoder,
 # +2 = tiny piece limits; split N = pieces of N+1 bytes, 255 = one feed().
 readonly FULL=0 PARTIAL=1 FULL_TINY=2 PARTIAL_TINY=3 WHOLE=255
@@ -106,8 +106,8 @@ seed_replay() {
 }
 
 seed_corpus() {
-    local fd=fuzz/corpus/flow_decoder jr=fuzz/corpus/journal_records ri=fuzz/corpus/replay_items
-    mkdir -p "$fd" "$jr" "$ri"
+    local fd=fuzz/corpus/flow_decoder jr=fuzz/corpus/journal_records ri=fuzz/corpus/replay_items sf=fuzz/corpus/snapshot_file
+    mkdir -p "$fd" "$jr" "$ri" "$sf"
     if [[ ! -d $fixtures ]]; then
         echo "warning: $fixtures not found; fuzzing without seeds" >&2
         return
@@ -134,6 +134,14 @@ seed_corpus() {
             seed "$f" "$jr/seed-$name-journal" "$PARTIAL" "$WHOLE" "$start"
             seed_replay "$jr/seed-$name-journal" "$ri"
         fi
+    done
+    # Snapshot files: the first 64 KiB of each (the summaries whole, with their EOF, checksum
+    # and padding), read whole and in 7-byte reads with tiny piece limits.
+    for f in "$fixtures"/snapshots/*/*.dfs "$fixtures"/snapshots/*/*.rdb; do
+        [[ -e $f ]] || continue
+        name=$(basename "$(dirname "$f")")-$(basename "$f")
+        seed "$f" "$sf/seed-$name-64k" "$FULL" "$WHOLE" 0 65536
+        seed "$f" "$sf/seed-$name-64k-split7-tiny" "$FULL_TINY" 6 0 65536
     done
     for f in "$fixtures"/*/partial-flow-*.bin; do
         [[ -e $f ]] || continue

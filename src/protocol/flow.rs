@@ -1,7 +1,9 @@
-//! One flow's byte stream, from `REDIS0009` to the live journal (protocol doc 5.2, 5.9, 7).
+//! One flow's byte stream, from `REDIS0009` to the live journal (protocol doc 5.2, 5.9, 7),
+//! or one snapshot file ([`FlowDecoder::file`]).
 //!
 //! ```text
 //! flow_stream := header body FULLSYNC_END post_cut* JOURNAL_OFFSET EOF token journal*
+//! file        := header body EOF checksum trailing
 //! ```
 //!
 //! [`FlowDecoder`] is fed whatever the socket delivers, down to one byte at a time, and emits
@@ -49,6 +51,10 @@ pub enum Phase {
     Token,
     /// Stable sync: journal records.
     Journal,
+    /// A snapshot file's EOF and checksum were read: whatever follows is not RDB data (a
+    /// Dragonfly file is written in 4 KiB blocks, and the last block's tail holds leftover
+    /// bytes), counted and otherwise ignored.
+    End,
 }
 
 /// Counters of what a decoder has seen, by top-level opcode.
@@ -103,6 +109,12 @@ pub struct FlowDecoder {
     /// A v1.34 partial resume (protocol doc 8.3), until JOURNAL_OFFSET: the journal blobs are
     /// the flow's records from the resume LSN on, one LSN each.
     backlog: Option<Backlog>,
+    /// Reading a snapshot file, not a flow: EOF and the checksum end the RDB data.
+    file: bool,
+    /// A file's offset of its EOF opcode, once read.
+    eof_at: Option<u64>,
+    /// Bytes after a file's checksum.
+    trailing: u64,
 }
 
 /// The LSNs of a v1.34 partial resume's journal blobs.
@@ -138,7 +150,33 @@ impl FlowDecoder {
             failed: None,
             blob_buf: Vec::new(),
             backlog: None,
+            file: false,
+            eof_at: None,
+            trailing: 0,
         }
+    }
+
+    /// A decoder for a snapshot file: a Dragonfly shard or summary file (`SAVE DF`), an `.rdb`
+    /// from Dragonfly's `SAVE RDB`, or Redis's and Valkey's own RDB files. The grammar is the
+    /// full sync's without the replication framing: no FULLSYNC_END, JOURNAL_OFFSET or token;
+    /// EOF is followed by the 8-byte checksum (CRC-64 of every byte before it, or 0 when the
+    /// writer computed none, as Dragonfly does), and the file may go on with padding
+    /// ([`Phase::End`]). The checksum is handed on in [`Item::Eof`]; the file reader checks it.
+    pub fn file(limits: Limits) -> Self {
+        let mut d = FlowDecoder::new(None, None, limits);
+        d.file = true;
+        d
+    }
+
+    /// A file's offset of its EOF opcode: every byte before it and the opcode itself are what
+    /// its checksum covers.
+    pub fn eof_at(&self) -> Option<u64> {
+        self.eof_at
+    }
+
+    /// Bytes a file holds after its checksum.
+    pub fn trailing(&self) -> u64 {
+        self.trailing
     }
 
     /// A decoder for a flow answered `PARTIAL` (v1.35+): journal records from `next_lsn` on.
@@ -242,13 +280,15 @@ impl FlowDecoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        if self.phase == Phase::Journal && self.buf.is_empty() {
+        if (self.phase == Phase::Journal || self.phase == Phase::End) && self.buf.is_empty() {
             return Ok(());
         }
         let expected = match (&self.open, self.chunk, self.phase) {
             (Some(p), _, _) => format!("the rest of {}", p.describe()),
             (None, Some((id, left)), _) => format!("{left} more bytes of tagged chunk {id}"),
             (None, None, Phase::Magic) => "the RDB header (REDIS0009)".to_string(),
+            (None, None, Phase::Body) if self.file => "the next snapshot item or EOF (0xFF)".to_string(),
+            (None, None, Phase::AwaitEof) if self.file => "the 8-byte checksum after EOF (0xFF)".to_string(),
             (None, None, Phase::Body) if self.fullsync_end => {
                 "a journal blob or JOURNAL_OFFSET (0xD3) after FULLSYNC_END".to_string()
             }
@@ -256,6 +296,7 @@ impl FlowDecoder {
             (None, None, Phase::AwaitEof) => "EOF (0xFF) after JOURNAL_OFFSET".to_string(),
             (None, None, Phase::Token) => format!("the {TOKEN_LEN}-byte eof token"),
             (None, None, Phase::Journal) => "the rest of a journal record".to_string(),
+            (None, None, Phase::End) => unreachable!("a file's end is a clean end"),
         };
         let mut e = DecodeError::new(
             Space::Stream,
@@ -307,6 +348,10 @@ impl FlowDecoder {
             Phase::AwaitEof => self.eof(cur, out),
             Phase::Token => self.token(cur, out),
             Phase::Journal => self.journal_unit(cur, out),
+            Phase::End => {
+                self.trailing += cur.take_up_to(cur.remaining()).len() as u64;
+                Ok(())
+            }
         };
         if let Err(Stop::More(_)) = r {
             // Entries and chunks keep their own progress; everything else restarts.
@@ -364,6 +409,9 @@ impl FlowDecoder {
                 self.open = Some(EntryParser::new(self.db, self.limits));
                 self.open.as_mut().unwrap().step(cur, out)?;
                 self.open = None;
+            }
+            OP_FULLSYNC_END | OP_JOURNAL_OFFSET if self.file => {
+                return Err(cur.err_at(at, "a replication opcode in a snapshot file (files end with EOF and a checksum)"))
             }
             OP_FULLSYNC_END => {
                 cur.bytes(8)?;
@@ -467,6 +515,20 @@ impl FlowDecoder {
                     }
                     self.chunk_payload(cur, out)?;
                 }
+            }
+            OP_EOF if self.file => {
+                if blob.is_some() {
+                    return Err(cur.err_at(at, "EOF (0xFF) inside a compressed blob"));
+                }
+                if let Some(id) = self.tagged.keys().next() {
+                    return Err(cur.err_at(
+                        at,
+                        format!("EOF (0xFF) while tagged entry {id} ({}) is incomplete", self.tagged[id].parser.describe()),
+                    ));
+                }
+                // The checksum is read as a unit of its own, so a file cut inside it says so.
+                self.eof_at = Some(cur.offset_at(at));
+                self.phase = Phase::AwaitEof;
             }
             OP_EOF => {
                 return Err(cur.err_at(at, if self.fullsync_end {
@@ -620,6 +682,13 @@ impl FlowDecoder {
     }
 
     fn eof(&mut self, cur: &mut Cursor, out: &mut Vec<Item>) -> PResult<()> {
+        if self.file {
+            let checksum = cur.u64_le()?;
+            self.counts.0[OP_EOF as usize] += 1;
+            self.phase = Phase::End;
+            out.push(Item::Eof { checksum });
+            return Ok(());
+        }
         let at = cur.pos();
         let op = cur.u8()?;
         if op != OP_EOF {

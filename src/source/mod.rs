@@ -1,5 +1,7 @@
-//! The Dragonfly side: sockets, the main (control) connection and the handshake.
+//! The Dragonfly side: sockets, the main (control) connection and the handshake; and snapshot
+//! files as a source of the same byte streams.
 
+pub mod files;
 mod handshake;
 mod socket;
 

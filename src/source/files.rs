@@ -1,0 +1,273 @@
+//! Snapshot files as a source: what a path names (a Dragonfly `SAVE DF` snapshot, an `.rdb`
+//! file) and each file read as a stream of decoded [`Item`]s.
+//!
+//! What the files look like (real Dragonfly v1.40.1 files, `tests/fixtures/snapshots`):
+//! - `SAVE DF name` writes `name-summary.dfs` and one `name-NNNN.dfs` per shard. A shard file
+//!   is the RDB serialization a flow sends in a full sync (header, AUX fields, compressed
+//!   blobs, tagged chunks, Dragonfly types) ending with EOF (0xFF) and an 8-byte checksum,
+//!   without FULLSYNC_END, journal or token. The summary holds only AUX fields (`snapshot-id`,
+//!   `shard-count`, ...). Every file of one snapshot carries the same `snapshot-id`.
+//! - `SAVE RDB name` writes `name.rdb`, the same serialization of every shard in one file.
+//! - Dragonfly writes its files in 4 KiB blocks: after the checksum comes the rest of the last
+//!   block, 0xAB bytes in a summary file and leftover bytes of the write buffer in the others.
+//!   So up to 4095 bytes after the checksum are accepted when they end the file on a 4 KiB
+//!   boundary; anything else after the checksum is an error.
+//! - Dragonfly's checksum is always 0 (it computes none, like Redis with `rdbchecksum no`);
+//!   Redis and Valkey write the CRC-64 (Jones, as `crc::CRC_64_REDIS`) of every byte up to and
+//!   including EOF. A non-zero checksum is verified; a zero one is reported as absent.
+//!
+//! Files are streamed in bounded reads: memory does not depend on a file's size.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::protocol::cursor::show;
+use crate::protocol::{FlowDecoder, Item, Limits};
+
+const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+/// Dragonfly's write block: the most a file may hold after its checksum.
+const BLOCK: u64 = 4096;
+/// Bytes read from a file at a time.
+const READ_SIZE: usize = 1 << 20;
+
+/// A snapshot file error: the file, the byte offset, and what was expected.
+#[derive(Debug)]
+pub struct FileError {
+    pub path: PathBuf,
+    pub offset: Option<u64>,
+    pub message: String,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.offset {
+            Some(o) => write!(f, "{}: byte offset {o}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+fn err(path: &Path, offset: Option<u64>, message: impl Into<String>) -> FileError {
+    FileError { path: path.to_path_buf(), offset, message: message.into() }
+}
+
+/// What a path names: the files to read, in order, and how they belong together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSet {
+    /// The data files: a Dragonfly snapshot's shard files, or the one `.rdb` file.
+    pub files: Vec<PathBuf>,
+    /// The summary file of a Dragonfly snapshot.
+    pub summary: Option<PathBuf>,
+    /// The `snapshot-id` every file of a Dragonfly snapshot carries.
+    pub snapshot_id: Option<Vec<u8>>,
+}
+
+impl SnapshotSet {
+    /// Resolve `path`: a `*-summary.dfs` file, a folder holding exactly one, or a single RDB
+    /// file (`.rdb`, or any file that is not a summary). The summary's `shard-count` says
+    /// which shard files must exist beside it.
+    pub fn open(path: &Path) -> Result<SnapshotSet, FileError> {
+        let meta = std::fs::metadata(path).map_err(|e| err(path, None, format!("cannot read it: {e}")))?;
+        if meta.is_dir() {
+            let mut summaries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| err(path, None, format!("cannot list the folder: {e}")))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-summary.dfs")))
+                .collect();
+            summaries.sort();
+            return match summaries.len() {
+                1 => Self::from_summary(&summaries[0]),
+                0 => Err(err(path, None, "the folder holds no Dragonfly snapshot (no *-summary.dfs file); name an .rdb file or a summary file")),
+                _ => Err(err(
+                    path,
+                    None,
+                    format!(
+                        "the folder holds {} snapshots ({}); name the summary file of the one to restore",
+                        summaries.len(),
+                        summaries.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            };
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with("-summary.dfs") {
+            return Self::from_summary(path);
+        }
+        if name.ends_with(".dfs") {
+            return Err(err(path, None, "a shard file of a Dragonfly snapshot: name its -summary.dfs file (or the folder), so every shard is restored"));
+        }
+        Ok(SnapshotSet { files: vec![path.to_path_buf()], summary: None, snapshot_id: None })
+    }
+
+    fn from_summary(summary: &Path) -> Result<SnapshotSet, FileError> {
+        let aux = read_aux(summary)?;
+        let field = |name: &str| aux.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.clone());
+        let count = field("shard-count")
+            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u32>().ok()))
+            .ok_or_else(|| err(summary, None, "the summary file has no shard-count field (is it a Dragonfly summary file?)"))?;
+        let snapshot_id = field("snapshot-id");
+        let name = summary.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let base = name.strip_suffix("-summary.dfs").unwrap_or(name);
+        let dir = summary.parent().unwrap_or(Path::new("."));
+        let mut files = Vec::new();
+        for i in 0..count {
+            let f = dir.join(format!("{base}-{i:04}.dfs"));
+            if !f.is_file() {
+                return Err(err(
+                    summary,
+                    None,
+                    format!("the summary names {count} shard files and {} is missing", f.display()),
+                ));
+            }
+            files.push(f);
+        }
+        Ok(SnapshotSet { files, summary: Some(summary.to_path_buf()), snapshot_id })
+    }
+
+    /// The total size of the data files, for progress.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
+    }
+}
+
+/// AUX fields: (name, value).
+type AuxFields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The AUX fields of a file that holds only AUX fields (a summary); a summary that holds
+/// anything else is refused.
+fn read_aux(path: &Path) -> Result<AuxFields, FileError> {
+    let mut aux = Vec::new();
+    read_file(path, Limits::default(), |items| {
+        for it in items.drain(..) {
+            match it {
+                Item::Aux { name, value } => aux.push((name, value)),
+                Item::Eof { .. } => {}
+                _ => return Err("a summary file holds only AUX fields; this one holds snapshot data".to_string()),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(aux)
+}
+
+/// How a file ended: its checksum, and whether it was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileEnd {
+    /// The bytes the RDB data takes (to the end of the checksum).
+    pub data_bytes: u64,
+    /// The checksum was non-zero and matched (a zero checksum means the writer computed none).
+    pub checksum_verified: bool,
+    /// Bytes after the checksum (Dragonfly's block padding).
+    pub trailing: u64,
+}
+
+/// Read `path` from its first byte to its end, handing each batch of decoded items to `sink`
+/// (which drains it; an `Err` from it stops the read and is reported with the file and the
+/// offset reached). The checksum is verified when the file carries one.
+pub fn read_file(
+    path: &Path,
+    limits: Limits,
+    mut sink: impl FnMut(&mut Vec<Item>) -> Result<(), String>,
+) -> Result<FileEnd, FileError> {
+    let mut file = File::open(path).map_err(|e| err(path, None, format!("cannot open it: {e}")))?;
+    read_stream(path, &mut file, limits, &mut sink)
+}
+
+/// [`read_file`] over any reader (`path` names it in errors).
+pub fn read_stream(
+    path: &Path,
+    input: &mut dyn Read,
+    limits: Limits,
+    sink: &mut dyn FnMut(&mut Vec<Item>) -> Result<(), String>,
+) -> Result<FileEnd, FileError> {
+    let mut dec = FlowDecoder::file(limits);
+    let mut digest = CRC64.digest();
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut items = Vec::new();
+    let mut read: u64 = 0;
+    // The CRC covers every byte up to and including EOF. Bytes the decoder has consumed
+    // without meeting EOF are hashed at once; the rest (what it holds of an incomplete unit,
+    // at most one unit) wait in `unhashed` until it is known which side of EOF they are on.
+    let mut unhashed: Vec<u8> = Vec::new();
+    let mut hashed: u64 = 0;
+    let mut crc_done: Option<u64> = None;
+    let mut stored: Option<u64> = None;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err(path, Some(read), format!("read failed: {e}"))),
+        };
+        let chunk = &buf[..n];
+        if read == 0 && chunk.len() >= 5 && !chunk.starts_with(b"REDIS") {
+            return Err(err(
+                path,
+                Some(0),
+                format!(
+                    "expected the RDB header (REDIS0009 ... REDIS0012), found {}: not an RDB or Dragonfly snapshot file",
+                    show(&chunk[..chunk.len().min(9)])
+                ),
+            ));
+        }
+        dec.feed(chunk, &mut items).map_err(|e| err(path, None, e.to_string()))?;
+        read += n as u64;
+        if crc_done.is_none() {
+            unhashed.extend_from_slice(chunk);
+            let upto = match dec.eof_at() {
+                Some(at) => at + 1,
+                None => dec.consumed(),
+            };
+            let k = (upto - hashed) as usize;
+            digest.update(&unhashed[..k]);
+            unhashed.drain(..k);
+            hashed = upto;
+            if dec.eof_at().is_some() {
+                crc_done = Some(digest.clone().finalize());
+                unhashed = Vec::new();
+            }
+        }
+        if let Some(Item::Eof { checksum }) = items.iter().rev().find(|i| matches!(i, Item::Eof { .. })) {
+            stored = Some(*checksum);
+        }
+        if !items.is_empty() {
+            sink(&mut items).map_err(|m| err(path, Some(dec.consumed()), m))?;
+            items.clear();
+        }
+    }
+    dec.finish().map_err(|e| err(path, None, format!("the file ends too early ({read} bytes): {e}")))?;
+    let eof_at = dec.eof_at().expect("a finished file decoder has read EOF");
+    let data_bytes = eof_at + 9;
+    let trailing = dec.trailing();
+    if trailing > 0 && (trailing >= BLOCK || read % BLOCK != 0) {
+        return Err(err(
+            path,
+            Some(data_bytes),
+            format!(
+                "{trailing} bytes follow the checksum; expected the end of the file (or Dragonfly's padding to a {BLOCK}-byte boundary)"
+            ),
+        ));
+    }
+    verify(path, FileEnd { data_bytes, checksum_verified: false, trailing }, stored, crc_done)
+}
+
+fn verify(path: &Path, mut end: FileEnd, stored: Option<u64>, computed: Option<u64>) -> Result<FileEnd, FileError> {
+    match (stored, computed) {
+        (Some(0), _) | (None, _) => Ok(end),
+        (Some(s), Some(c)) if s == c => {
+            end.checksum_verified = true;
+            Ok(end)
+        }
+        (Some(s), c) => Err(err(
+            path,
+            Some(end.data_bytes - 8),
+            format!(
+                "checksum mismatch: the file says {s:#018x}, its bytes give {:#018x} (the file is damaged)",
+                c.unwrap_or_default()
+            ),
+        )),
+    }
+}
