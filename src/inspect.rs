@@ -21,6 +21,8 @@ pub enum Start {
     Full,
     /// A partial-sync flow (`PARTIAL`): journal records from this LSN.
     Partial(u64),
+    /// A snapshot file (`.dfs`, `.rdb`): RDB header first, EOF and checksum last.
+    File,
 }
 
 /// Totals over a capture.
@@ -56,6 +58,7 @@ pub fn inspect(
     let mut dec = match start {
         Start::Full => FlowDecoder::new(None, token, Limits::default()),
         Start::Partial(lsn) => FlowDecoder::partial(None, lsn, Limits::default()),
+        Start::File => FlowDecoder::file(Limits::default()),
     };
     let mut sum = Summary::default();
     let mut open: HashMap<*const EntryHead, Acc> = HashMap::new();

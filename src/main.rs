@@ -148,6 +148,10 @@ enum Command {
         /// journal records only.
         #[arg(long, value_name = "LSN")]
         partial_from: Option<u64>,
+        /// The file is a snapshot file, not a flow capture: a Dragonfly `.dfs` shard or summary
+        /// file or an `.rdb` file (ends with EOF and its checksum; implied by those endings).
+        #[arg(long, conflicts_with_all = ["token", "partial_from"])]
+        file: bool,
     },
 }
 
@@ -519,7 +523,7 @@ fn main() -> ExitCode {
     logger.init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Inspect { flow_file, token, partial_from } => run_inspect(flow_file, token, partial_from),
+        Command::Inspect { flow_file, token, partial_from, file } => run_inspect(flow_file, token, partial_from, file),
         Command::Replicate(args) => run(args, Mode::Replicate),
         Command::Migrate(args) => run(args, Mode::Migrate),
         Command::Cleanup { target, target_user, target_password, target_tls } => {
@@ -716,7 +720,7 @@ fn run_cleanup(raw: &Raw) -> ExitCode {
     }
 }
 
-fn run_inspect(path: PathBuf, token: Option<String>, partial_from: Option<u64>) -> ExitCode {
+fn run_inspect(path: PathBuf, token: Option<String>, partial_from: Option<u64>, file: bool) -> ExitCode {
     if let Some(t) = &token {
         if t.len() != 40 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             eprintln!("error: --token must be the 40 hex digits of the FLOW reply, got {t:?}");
@@ -734,7 +738,15 @@ fn run_inspect(path: PathBuf, token: Option<String>, partial_from: Option<u64>) 
             }
         }
     };
-    let start = partial_from.map_or(Start::Full, Start::Partial);
+    let snapshot_file = file
+        || (token.is_none()
+            && partial_from.is_none()
+            && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dfs") || e.eq_ignore_ascii_case("rdb")));
+    let start = match partial_from {
+        Some(lsn) => Start::Partial(lsn),
+        None if snapshot_file => Start::File,
+        None => Start::Full,
+    };
     let mut out = BufWriter::new(io::stdout().lock());
     let r = inspect::inspect(input, token.map(String::into_bytes), start, &mut out);
     let _ = out.flush();

@@ -14,6 +14,7 @@ use super::items::{
     StreamGroup, StreamId, StreamMeta, ValuePiece, MEMBER_EXPIRY_BASE,
 };
 use super::listpack::{intset, listpack, LpElem};
+use super::ziplist::ziplist;
 
 pub const OP_EXPIRETIME_MS: u8 = 0xFC;
 pub const OP_DF_MASK: u8 = 0xDC;
@@ -252,7 +253,7 @@ impl EntryParser {
             St::Count => {
                 let n = cur.puint()?;
                 self.state = match self.ty {
-                    t::LIST_QUICKLIST_2 => St::ListNodes(n),
+                    t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST => St::ListNodes(n),
                     _ => St::Elems(n),
                 };
                 if n == 0 {
@@ -266,9 +267,15 @@ impl EntryParser {
             }
             St::ListNodes(left) => {
                 let at = cur.pos();
-                let container = cur.puint()?;
+                // A Redis 6.2 quicklist node is a bare ziplist; quicklist 2 says what it holds.
+                let container = if self.ty == t::LIST_QUICKLIST { 3 } else { cur.puint()? };
                 let node = cur.rstr()?;
                 let elems = match container {
+                    3 => ziplist(&node)
+                        .map_err(|e| cur.err_at(at, format!("list node: {e}")))?
+                        .iter()
+                        .map(LpElem::to_vec)
+                        .collect(),
                     1 => vec![node.into_owned()],
                     2 => listpack(&node)
                         .map_err(|e| cur.err_at(at, format!("list node: {e}")))?
@@ -301,14 +308,15 @@ impl EntryParser {
             db: self.db,
             key,
             expire_at_ms: self.expire,
-            rdb_type: self.ty,
+            rdb_type: t::normalized(self.ty),
             sticky: self.mask & DF_MASK_STICKY != 0,
             mc_flags: self.mc_flags,
         }));
         self.state = match self.ty {
             t::STRING | t::SET_INTSET | t::HASH_LISTPACK | t::ZSET_LISTPACK | t::JSON => St::Single,
+            t::LIST_ZIPLIST | t::HASH_ZIPLIST | t::ZSET_ZIPLIST | t::SET_LISTPACK => St::Single,
             t::SET | t::HASH | t::ZSET_2 | t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => St::Count,
-            t::LIST_QUICKLIST_2 => St::Count,
+            t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST => St::Count,
             t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => {
                 self.stream_kind = self.ty;
                 St::Stream(StreamSt::Nodes(None))
@@ -348,8 +356,18 @@ impl EntryParser {
                     self.maybe_flush(cur, out, i + 1 == ints.len());
                 }
             }
-            t::HASH_LISTPACK => {
-                let e = listpack(&blob).map_err(|e| cur.err_at(at, e))?;
+            t::LIST_ZIPLIST | t::SET_LISTPACK => {
+                let e = if self.ty == t::SET_LISTPACK { listpack(&blob) } else { ziplist(&blob) };
+                let e = e.map_err(|e| cur.err_at(at, e))?;
+                self.batch = Some(self.empty_piece());
+                for (i, v) in e.iter().enumerate() {
+                    self.push_elem(v.to_vec());
+                    self.maybe_flush(cur, out, i + 1 == e.len());
+                }
+            }
+            t::HASH_LISTPACK | t::HASH_ZIPLIST => {
+                let e = if self.ty == t::HASH_ZIPLIST { ziplist(&blob) } else { listpack(&blob) };
+                let e = e.map_err(|e| cur.err_at(at, e))?;
                 if e.len() % 2 != 0 {
                     return Err(cur.err_at(at, format!("hash listpack has an odd {} elements", e.len())));
                 }
@@ -360,8 +378,9 @@ impl EntryParser {
                     self.maybe_flush(cur, out, i + 1 == pairs);
                 }
             }
-            t::ZSET_LISTPACK => {
-                let e = listpack(&blob).map_err(|e| cur.err_at(at, e))?;
+            t::ZSET_LISTPACK | t::ZSET_ZIPLIST => {
+                let e = if self.ty == t::ZSET_ZIPLIST { ziplist(&blob) } else { listpack(&blob) };
+                let e = e.map_err(|e| cur.err_at(at, e))?;
                 if e.len() % 2 != 0 {
                     return Err(cur.err_at(at, format!("zset listpack has an odd {} elements", e.len())));
                 }
@@ -440,7 +459,7 @@ impl EntryParser {
         self.batch_bytes += e.len();
         let ty = self.ty;
         match self.batch.get_or_insert_with(|| {
-            if ty == t::LIST_QUICKLIST_2 {
+            if t::normalized(ty) == t::LIST_QUICKLIST_2 {
                 Piece::ListElems(Vec::new())
             } else {
                 Piece::SetMembers(Vec::new())
@@ -505,12 +524,12 @@ impl EntryParser {
     fn empty_piece(&self) -> Piece {
         match self.ty {
             t::STRING => Piece::String(Vec::new()),
-            t::LIST_QUICKLIST_2 => Piece::ListElems(Vec::new()),
-            t::SET | t::SET_INTSET => Piece::SetMembers(Vec::new()),
+            t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST | t::LIST_ZIPLIST => Piece::ListElems(Vec::new()),
+            t::SET | t::SET_INTSET | t::SET_LISTPACK => Piece::SetMembers(Vec::new()),
             t::SET_WITH_EXPIRY => Piece::SetMembersTtl(Vec::new()),
-            t::HASH | t::HASH_LISTPACK => Piece::HashFields(Vec::new()),
+            t::HASH | t::HASH_LISTPACK | t::HASH_ZIPLIST => Piece::HashFields(Vec::new()),
             t::HASH_WITH_EXPIRY => Piece::HashFieldsTtl(Vec::new()),
-            t::ZSET_2 | t::ZSET_LISTPACK => Piece::ZsetMembers(Vec::new()),
+            t::ZSET_2 | t::ZSET_LISTPACK | t::ZSET_ZIPLIST => Piece::ZsetMembers(Vec::new()),
             t::JSON => Piece::Json(Vec::new()),
             t::SBF | t::SBF2 | t::CMS | t::TOPK | t::CUCKOO => Piece::Opaque(self.df_bytes),
             _ => Piece::StreamEntries(Vec::new()),
@@ -864,6 +883,11 @@ fn is_supported(ty: u8) -> bool {
             | t::HASH_LISTPACK
             | t::ZSET_LISTPACK
             | t::LIST_QUICKLIST_2
+            | t::LIST_ZIPLIST
+            | t::ZSET_ZIPLIST
+            | t::HASH_ZIPLIST
+            | t::LIST_QUICKLIST
+            | t::SET_LISTPACK
             | t::STREAM_LISTPACKS_2
             | t::STREAM_LISTPACKS_3
     ) || t::is_dragonfly_only(ty)
@@ -871,7 +895,7 @@ fn is_supported(ty: u8) -> bool {
 
 fn unsupported_type(ty: u8) -> String {
     if ty <= 37 {
-        format!("RDB value type {ty} is not one Dragonfly v1.34-v1.40 emits and is not supported")
+        format!("RDB value type {ty} is not supported (neither Dragonfly v1.34-v1.40 nor Redis 6.2-7.x or Valkey 8 write it)")
     } else {
         format!("expected a value type (0-37) or an entry prefix (0xFC, 0xDC), found 0x{ty:02X}")
     }

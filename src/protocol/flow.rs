@@ -683,8 +683,8 @@ impl FlowDecoder {
 
     fn eof(&mut self, cur: &mut Cursor, out: &mut Vec<Item>) -> PResult<()> {
         if self.file {
+            // The EOF opcode was counted where it was read (body_item).
             let checksum = cur.u64_le()?;
-            self.counts.0[OP_EOF as usize] += 1;
             self.phase = Phase::End;
             out.push(Item::Eof { checksum });
             return Ok(());

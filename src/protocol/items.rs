@@ -8,13 +8,19 @@
 use std::sync::Arc;
 
 /// RDB value type bytes Dragonfly v1.34-v1.40 emits (protocol doc 5.5), plus the older stream
-/// layouts a generic parser may meet.
+/// layouts a generic parser may meet, and the encodings Redis 6.2 and Valkey write in their
+/// own RDB files (ziplists, ziplist quicklists, listpack sets), which snapshot files may hold.
 pub mod rdb_type {
     pub const STRING: u8 = 0;
     pub const SET: u8 = 2;
     pub const HASH: u8 = 4;
     pub const ZSET_2: u8 = 5;
+    pub const LIST_ZIPLIST: u8 = 10;
     pub const SET_INTSET: u8 = 11;
+    pub const ZSET_ZIPLIST: u8 = 12;
+    pub const HASH_ZIPLIST: u8 = 13;
+    pub const LIST_QUICKLIST: u8 = 14;
+    pub const SET_LISTPACK: u8 = 20;
     pub const STREAM_LISTPACKS: u8 = 15;
     pub const HASH_LISTPACK: u8 = 16;
     pub const ZSET_LISTPACK: u8 = 17;
@@ -42,6 +48,11 @@ pub mod rdb_type {
             HASH_LISTPACK => "hash(listpack)",
             ZSET_LISTPACK => "zset(listpack)",
             LIST_QUICKLIST_2 => "list",
+            LIST_ZIPLIST => "list(ziplist)",
+            LIST_QUICKLIST => "list(quicklist)",
+            ZSET_ZIPLIST => "zset(ziplist)",
+            HASH_ZIPLIST => "hash(ziplist)",
+            SET_LISTPACK => "set(listpack)",
             JSON => "json",
             HASH_WITH_EXPIRY => "hash(field-ttl)",
             SET_WITH_EXPIRY => "set(member-ttl)",
@@ -50,6 +61,19 @@ pub mod rdb_type {
             TOPK => "topk",
             CUCKOO => "cuckoo",
             _ => "unknown",
+        }
+    }
+
+    /// The type a value of `t` is handed on as: Redis's older and newer encodings of a list,
+    /// hash, sorted set or set read as the ones Dragonfly sends, so everything after the
+    /// decoder sees one type per kind of value.
+    pub fn normalized(t: u8) -> u8 {
+        match t {
+            LIST_ZIPLIST | LIST_QUICKLIST => LIST_QUICKLIST_2,
+            ZSET_ZIPLIST => ZSET_LISTPACK,
+            HASH_ZIPLIST => HASH_LISTPACK,
+            SET_LISTPACK => SET,
+            other => other,
         }
     }
 
