@@ -74,6 +74,9 @@ pub enum OnReject {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: Endpoint,
+    /// `restore`: the snapshot to read (a Dragonfly summary file or its folder, or an `.rdb`
+    /// file) instead of a live master.
+    pub from: Option<std::path::PathBuf>,
     pub target: Endpoint,
     pub pin_flows: Option<CpuList>,
     pub pin_writers: Option<CpuList>,
@@ -119,6 +122,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             source: Endpoint::default(),
+            from: None,
             target: Endpoint::default(),
             pin_flows: None,
             pin_writers: None,
@@ -153,7 +157,8 @@ pub type Raw = BTreeMap<String, String>;
 /// The keys a file may hold, with their flag, default and meaning (also the source of
 /// `config.ini.example`'s contents and of error messages).
 pub const KEYS: &[(&str, &str, &str)] = &[
-    ("source.addr", "--source", "Dragonfly master host:port (required)"),
+    ("source.addr", "--source", "Dragonfly master host:port (required, but for restore)"),
+    ("source.from", "--from", "restore: a Dragonfly snapshot (its -summary.dfs file or folder) or an .rdb file"),
     ("source.user", "--source-user", "ACL user on the master (default: the default user)"),
     ("source.password", "--source-password", "password on the master (default: none)"),
     ("source.tls", "--source-tls", "on | off: every connection to the master over TLS (off)"),
@@ -262,7 +267,18 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
             })
             .transpose()
     };
-    c.source = source_endpoint(raw)?;
+    // A restore reads files: it has no master, and a master given with it is a mistake.
+    match (get("source.from"), get("source.addr")) {
+        (Some(from), None) => c.from = Some(std::path::PathBuf::from(from)),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(format!(
+                "{} and {} both given: restore reads snapshot files, replicate and migrate a live master",
+                name("source.from"),
+                name("source.addr")
+            )))
+        }
+        (None, _) => c.source = source_endpoint(raw)?,
+    }
     c.target = target_endpoint(raw)?;
     for (key, slot) in [("threads.pin_flows", &mut c.pin_flows), ("threads.pin_writers", &mut c.pin_writers)] {
         if let Some(v) = get(key) {

@@ -68,6 +68,29 @@ enum Command {
     /// Writes made on the master after the cut are not copied; use `replicate` for a copy that
     /// stays current.
     Migrate(RunArgs),
+    /// Load snapshot files into the target: a Dragonfly snapshot (`SAVE DF`), or an RDB file
+    /// (Dragonfly's `SAVE RDB`, or Redis's and Valkey's own), then print a summary and exit 0.
+    ///
+    /// --from names a Dragonfly snapshot's <name>-summary.dfs file (or the folder holding it;
+    /// every shard file <name>-NNNN.dfs it lists is read, one `file-<i>` thread each, in
+    /// parallel), or an .rdb file (RDB versions 9 to 12: ziplist, listpack, quicklist, intset
+    /// and stream encodings, and Dragonfly's own types). Files are streamed: memory does not
+    /// depend on their size. Each file must end with EOF and its checksum; a non-zero
+    /// checksum (Redis, Valkey) is verified, Dragonfly writes 0.
+    ///
+    /// The same target, filter, db-map, policy, rate-limit, pinning and metrics flags as
+    /// migrate apply (the --source flags do not). Keys whose TTL passed by the time they are
+    /// read are not written (counted). Every entry replaces its key, so a restore that failed
+    /// can be run again as it is.
+    ///
+    /// Examples:
+    ///   df2redis restore --from /var/lib/dragonfly/dump-summary.dfs --target redis://redis:6379
+    ///   df2redis restore --from /backups/dump.rdb --target redis://10.0.0.1:7000 --db-map 1:0
+    ///
+    /// Exit codes: 0 restored; 1 a file that does not decode (the message names the file, the
+    /// byte offset and what was expected), a missing shard file, or a target failure; 2 usage.
+    #[command(verbatim_doc_comment)]
+    Restore(RestoreArgs),
     /// Compare the target with the source key by key; exit 0 only when they hold the same data.
     ///
     /// Source pass: every source db with keys (INFO KEYSPACE) is walked with SCAN, and each
@@ -461,9 +484,22 @@ impl CheckArgs {
     }
 }
 
+/// `restore`: the files to read, and the run flags of `migrate`.
+#[derive(Args)]
+struct RestoreArgs {
+    /// A Dragonfly snapshot's <name>-summary.dfs file or the folder holding it, or an .rdb
+    /// file.  [file: source.from]
+    #[arg(long, value_name = "PATH")]
+    from: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 impl RunArgs {
-    fn into_config(self) -> Result<Config, config::ConfigError> {
-        let flags = vec![
+    /// The config of these flags (over `--config FILE`), with `more` settings of the command.
+    fn into_config_with(self, more: Vec<(&str, Option<String>)>) -> Result<Config, config::ConfigError> {
+        let mut flags = more;
+        flags.extend([
             ("threads.pin_flows", self.pin_flows),
             ("threads.pin_writers", self.pin_writers),
             ("threads.writers", self.writers),
@@ -489,7 +525,7 @@ impl RunArgs {
             // Repeated flags replace the file's lines, joined as the file's are (config::REPEATABLE).
             ("filter.include", (!self.include.is_empty()).then(|| self.include.join("\n"))),
             ("filter.exclude", (!self.exclude.is_empty()).then(|| self.exclude.join("\n"))),
-        ];
+        ]);
         config::build(&self.endpoints.raw(flags)?)
     }
 }
@@ -526,6 +562,9 @@ fn main() -> ExitCode {
         Command::Inspect { flow_file, token, partial_from, file } => run_inspect(flow_file, token, partial_from, file),
         Command::Replicate(args) => run(args, Mode::Replicate),
         Command::Migrate(args) => run(args, Mode::Migrate),
+        Command::Restore(RestoreArgs { from, run: args }) => {
+            run_with(args, Mode::Restore, vec![("source.from", from.map(|p| p.display().to_string()))])
+        }
         Command::Cleanup { target, target_user, target_password, target_tls } => {
             let mut raw = Raw::new();
             raw.insert("target.url".into(), target);
@@ -589,7 +628,19 @@ fn run_check(args: CheckArgs) -> ExitCode {
 }
 
 fn run(args: RunArgs, mode: Mode) -> ExitCode {
-    let cfg = match args.into_config() {
+    run_with(args, mode, Vec::new())
+}
+
+fn run_with(args: RunArgs, mode: Mode, more: Vec<(&str, Option<String>)>) -> ExitCode {
+    let cfg = match args.into_config_with(more) {
+        Ok(c) if mode == Mode::Restore && c.from.is_none() => {
+            eprintln!("error: restore needs --from PATH (file key source.from): a snapshot's -summary.dfs file or folder, or an .rdb file");
+            return ExitCode::from(2);
+        }
+        Ok(c) if mode != Mode::Restore && c.from.is_some() => {
+            eprintln!("error: source.from (--from) is for restore; replicate and migrate read a live master (--source)");
+            return ExitCode::from(2);
+        }
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -641,11 +692,21 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
 
 fn print_summary(s: &Summary, mode: Mode, filtering: bool) {
     let mut out = io::stdout().lock();
-    let what = if mode == Mode::Migrate { "migrate" } else { "replicate" };
+    let what = match mode {
+        Mode::Migrate => "migrate",
+        Mode::Replicate => "replicate",
+        Mode::Restore => "restore",
+    };
     let _ = writeln!(out, "---- {what} summary ----");
     let _ = writeln!(out, "elapsed: {:.1} s", s.elapsed.as_secs_f64());
     let (mut keys, mut bytes, mut records) = (0, 0, 0);
     for (i, f) in s.flows.iter().enumerate() {
+        if mode == Mode::Restore {
+            let _ = writeln!(out, "file {i}: {} keys, {:.1} MB read, {} commands applied", f.keys, f.bytes as f64 / 1e6, f.commands);
+            keys += f.keys;
+            bytes += f.bytes;
+            continue;
+        }
         let lsn = match f.applied_next_lsn {
             0 => "journal offset not reached".to_string(),
             n => format!("next LSN {n}"),

@@ -19,6 +19,7 @@ use super::shared::{Failure, Fault, Shared};
 use crate::checkpoint::{cluster::SlotSkip, idempotent};
 use crate::protocol::{FlowDecoder, Item, Limits, RecordKind};
 use crate::replay::{Cmd, RecordClass, Replayer};
+use crate::source::files::FileCheck;
 use crate::target::keyspec;
 
 /// How the session ends for a flow.
@@ -28,6 +29,8 @@ pub enum Mode {
     Replicate,
     /// Stop applying at the token: the snapshot and every record before JOURNAL_OFFSET.
     Migrate,
+    /// Snapshot files: every stream ends with its file.
+    Restore,
 }
 
 /// Where a flow's stream starts, as the master answered its `DFLY FLOW` (protocol doc 4, 8).
@@ -41,19 +44,22 @@ pub enum FlowStart {
     /// PARTIAL from a v1.34 master (protocol doc 8.3): framed like a full sync, but the body
     /// is the flow's records from this LSN on as journal blobs (no snapshot entries).
     Backlog(u64),
+    /// A snapshot file: the body, EOF and its checksum (see `source::files`); the stream is
+    /// done at the end of the file.
+    File,
 }
 
 impl FlowStart {
     /// The LSN the flow resumes at, if it resumes.
     pub fn resume_lsn(self) -> Option<u64> {
         match self {
-            FlowStart::Snapshot => None,
+            FlowStart::Snapshot | FlowStart::File => None,
             FlowStart::Journal(l) | FlowStart::Backlog(l) => Some(l),
         }
     }
     /// The stream has a FULLSYNC_END to wait for before STARTSTABLE.
     pub fn has_cut(self) -> bool {
-        !matches!(self, FlowStart::Journal(_))
+        !matches!(self, FlowStart::Journal(_) | FlowStart::File)
     }
 }
 
@@ -138,8 +144,9 @@ pub struct Signals {
 
 pub struct FlowReader {
     pub index: usize,
-    /// The flow connection (plain or TLS); the ACK thread writes on a clone of it.
-    pub stream: crate::tls::Stream,
+    /// The bytes: a flow connection (plain or TLS; the ACK thread writes on a clone of it),
+    /// or a snapshot file.
+    pub stream: Box<dyn Read + Send>,
     pub leftover: Vec<u8>,
     pub token: String,
     pub mode: Mode,
@@ -155,8 +162,10 @@ pub struct FlowReader {
     pub stats_out: Arc<parking_lot::Mutex<crate::replay::ReplayStats>>,
     /// The target is a cluster: batches carry their commands' slots (see [`Batch::slots`]).
     pub slot_hints: bool,
-    /// How the stream starts (a snapshot, or a resume at an LSN in either dialect).
+    /// How the stream starts (a snapshot, or a resume at an LSN in either dialect, or a file).
     pub start: FlowStart,
+    /// A file's path, for its errors (with `FlowStart::File`).
+    pub file: Option<std::path::PathBuf>,
     /// A cluster target with checkpoints: batches say which commands are unsafe to apply
     /// twice, and carry their LSNs (see [`Batch::unsafe_twice`]).
     pub classify: bool,
@@ -194,6 +203,7 @@ impl FlowReader {
             // PARTIAL, v1.34: the records from `lsn` on come as journal blobs, each with its
             // LSN (protocol doc 8.3); they are checkpointed like stable records.
             FlowStart::Backlog(lsn) => FlowDecoder::partial_v134(Some(i as u32), token(), lsn, Limits::default()),
+            FlowStart::File => FlowDecoder::file(Limits::default()),
         };
         let resume = self.start.resume_lsn();
         let mut st = ReadState {
@@ -203,6 +213,7 @@ impl FlowReader {
             applying: true,
             checkpointed: resume.is_some(),
             next_lsn: resume,
+            check: (self.start == FlowStart::File).then(FileCheck::new),
         };
         if let FlowStart::Journal(_) = self.start {
             self.begin_stable();
@@ -224,6 +235,9 @@ impl FlowReader {
                 }
             };
             if n == 0 {
+                if let Some(check) = &st.check {
+                    return self.file_end(check, &st.dec);
+                }
                 return self.at_eof(&st.dec, st.applying);
             }
             self.process(&buf[..n], &mut st)?;
@@ -231,6 +245,10 @@ impl FlowReader {
     }
 
     fn drain(&mut self) {
+        if self.file.is_some() {
+            // A file is not a master waiting on its socket: nothing to read to its end.
+            return;
+        }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match self.stream.read(&mut buf) {
@@ -251,7 +269,18 @@ impl FlowReader {
             // Migrate is complete for this flow: keep draining so the master never stalls.
             return Ok(());
         }
-        st.dec.feed(data, &mut st.items).map_err(|e| FlowError::fatal(format!("{e}")))?;
+        if let Some(check) = &st.check {
+            check.header(data).map_err(|(offset, m)| self.file_error(offset, m))?;
+        }
+        if let Err(e) = st.dec.feed(data, &mut st.items) {
+            return Err(match &self.file {
+                Some(_) => self.file_error(None, e.to_string()),
+                None => FlowError::fatal(format!("{e}")),
+            });
+        }
+        if let Some(check) = &mut st.check {
+            check.fed(&st.dec, data, &st.items);
+        }
         // The item vector is reused from read to read.
         let mut items = std::mem::take(&mut st.items);
         for item in items.drain(..) {
@@ -398,6 +427,32 @@ impl FlowReader {
         Ok(true)
     }
 
+    /// The end of a file: it must have ended after its checksum (which must match); then the
+    /// stream is done.
+    fn file_end(&self, check: &FileCheck, dec: &FlowDecoder) -> Result<(), FlowError> {
+        let end = check.finish(dec).map_err(|(offset, m)| self.file_error(offset, m))?;
+        // For the progress display: this stream's snapshot is complete.
+        self.shared.flows[self.index].fullsync_end.store(true, Relaxed);
+        let path = self.file.as_deref().unwrap_or(std::path::Path::new("?"));
+        log::info!(
+            "{}: {} keys, {} bytes of RDB data, checksum {}",
+            path.display(),
+            self.shared.flows[self.index].keys.load(Relaxed),
+            end.data_bytes,
+            if end.checksum_verified { "verified" } else { "not written (0), not verified" }
+        );
+        self.send_msg(ToWriter::Done)
+    }
+
+    /// A file's error, named by its path and (when known) the byte offset.
+    fn file_error(&self, offset: Option<u64>, message: String) -> FlowError {
+        let path = self.file.as_deref().unwrap_or(std::path::Path::new("?")).display();
+        FlowError::fatal(match offset {
+            Some(o) => format!("{path}: byte offset {o}: {message}"),
+            None => format!("{path}: {message}"),
+        })
+    }
+
     fn at_eof(&self, dec: &FlowDecoder, applying: bool) -> Result<(), FlowError> {
         if !applying {
             return Ok(());
@@ -516,6 +571,8 @@ struct ReadState {
     /// The LSN the next journal record will carry, once known: per item, unlike the
     /// decoder's, which is already past every item of the current read.
     next_lsn: Option<u64>,
+    /// A file's end rules (checksum, padding), checked as it is read.
+    check: Option<FileCheck>,
 }
 
 struct FlowError {

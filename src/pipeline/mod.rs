@@ -11,12 +11,15 @@ mod flow;
 mod gate;
 mod lag;
 mod limit;
+mod prepare;
 mod progress;
 mod report;
+mod restore;
 mod retry;
 mod semaphore;
 pub mod session;
 mod shared;
+mod wiring;
 mod writer;
 
 pub use flow::Mode;
@@ -30,7 +33,11 @@ use crate::metrics::{self, Phase};
 pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     let m = metrics::global();
     m.set_phase(Phase::Connecting);
-    let out = retry::run(cfg, mode);
+    let out = match mode {
+        // Files are not a connection that comes back: a failed restore is run again by hand.
+        Mode::Restore => restore::run(cfg),
+        _ => retry::run(cfg, mode),
+    };
     m.set_phase(if matches!(out, Outcome::Ok(_)) { Phase::Done } else { Phase::Failed });
     out
 }

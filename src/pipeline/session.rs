@@ -3,27 +3,23 @@
 //! `DFLY STARTSTABLE`, then either the live journal until a signal (`replicate`) or the
 //! journal offset (`migrate`), and one shutdown path for every ending (section 10).
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver};
+use crossbeam_channel::select;
 
-use super::ack::AckThread;
-use super::flow::{FlowReader, FlowStart, Mode, Signals, ToWriter};
-use super::gate::GlobalGate;
-use super::report::{MasterSize, SessionView};
-use super::semaphore::Semaphore;
-use super::shared::{Fault, Shared};
-use super::writer::Writer;
+use super::flow::{FlowStart, Mode};
+use super::report::MasterSize;
+use super::prepare::{self, PreparedTarget, StartError};
+use super::shared::Fault;
+use super::wiring::{self, Input, Plan, Wired};
 use crate::checkpoint::{self, Resume};
-use crate::config::{Config, JsonSetting, OnResync};
+use crate::config::{Config, OnResync};
 use crate::metrics::Phase;
-use crate::replay::{Clock, JsonPolicy, OnFlush, Policy, ReplayStats, Replayer};
-use crate::source::{FlowConn, Master, MasterInfo, SourceError};
-use crate::target::{resp::Reply, Standalone, Target, TargetError};
+use crate::replay::{JsonPolicy, OnFlush, Policy, ReplayStats};
+use crate::source::{FlowConn, Master, MasterInfo};
+use crate::target::Target;
 
 /// How a session ended.
 #[derive(Debug)]
@@ -85,8 +81,8 @@ pub fn run(cfg: &Config, mode: Mode, prior: Option<&str>) -> Outcome {
     };
     let result = sess.drive();
     let summary = sess.shutdown(started);
-    match result.err().or_else(|| sess.shared.error()) {
-        Some(e) => Outcome::Failed(e, summary, sess.shared.fault()),
+    match result.err().or_else(|| sess.pipe.shared.error()) {
+        Some(e) => Outcome::Failed(e, summary, sess.pipe.shared.fault()),
         None if mode == Mode::Migrate && summary.stopped_by.is_some() => {
             let by = summary.stopped_by.unwrap_or("a signal");
             Outcome::Failed(format!("interrupted by {by} before the snapshot was applied; the target is incomplete"), summary, Fault::Fatal)
@@ -131,16 +127,9 @@ struct Session {
     mode: Mode,
     master: Master,
     info: MasterInfo,
-    shared: Arc<Shared>,
+    /// The threads: one reader and one ACK thread per flow, the writers.
+    pipe: Wired,
     barrier: Arc<Barrier>,
-    flow_sockets: Vec<crate::tls::Stream>,
-    readers: Vec<JoinHandle<()>>,
-    writers: Vec<JoinHandle<()>>,
-    ackers: Vec<JoinHandle<()>>,
-    helpers: Vec<JoinHandle<()>>,
-    reader_exits: Receiver<usize>,
-    flows_done: Receiver<usize>,
-    replayers: Vec<Arc<parking_lot::Mutex<ReplayStats>>>,
     json: JsonPolicy,
     /// Whether the coordinator has taken its place at the barrier (it must, exactly once, or
     /// the ACK threads would wait there forever).
@@ -154,21 +143,6 @@ struct Session {
     reached_stable: bool,
 }
 
-fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
-    let err_name = name.clone();
-    thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            if let Some(c) = cpu {
-                if let Err(e) = crate::affinity::pin_current_thread(c) {
-                    log::warn!("{name}: cannot pin to CPU {c}: {e}");
-                }
-            }
-            f()
-        })
-        .map_err(|e| format!("cannot start thread {err_name}: {e}"))
-}
-
 /// Open every flow for a full sync (no LSN); each must answer FULL.
 fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartError> {
     (0..info.num_flows)
@@ -180,34 +154,6 @@ fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartErro
             Ok(c)
         })
         .collect()
-}
-
-enum StartError {
-    Usage(String),
-    Failed(String, Fault),
-}
-
-/// Most start failures are the source or target not being there (yet): transient.
-impl From<String> for StartError {
-    fn from(e: String) -> Self {
-        StartError::Failed(e, Fault::Transient)
-    }
-}
-
-impl From<SourceError> for StartError {
-    fn from(e: SourceError) -> Self {
-        let fault = if e.is_rejected_credentials() { Fault::Fatal } else { Fault::Transient };
-        StartError::Failed(e.0, fault)
-    }
-}
-
-impl From<TargetError> for StartError {
-    fn from(e: TargetError) -> Self {
-        // A refused AUTH comes as PermissionDenied (standalone.rs).
-        let lost = matches!(&e, TargetError::Io { error, .. } if error.kind() != std::io::ErrorKind::PermissionDenied);
-        let fault = if lost { Fault::Transient } else { Fault::Fatal };
-        StartError::Failed(e.to_string(), fault)
-    }
 }
 
 impl Session {
@@ -296,45 +242,7 @@ impl Session {
 
     fn start(cfg: &Config, mode: Mode, prior: Option<&str>) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
-        let mut probe = {
-            let mut last = None;
-            let mut found = None;
-            for seed in &cfg.target.seeds {
-                match Standalone::connect(seed, cfg.target.auth(), cfg.target.tls()) {
-                    Ok(p) => {
-                        found = Some(p);
-                        break;
-                    }
-                    Err(e) => {
-                        log::warn!("{e}");
-                        last = Some(e);
-                    }
-                }
-            }
-            match (found, last) {
-                (Some(p), _) => p,
-                (None, Some(e)) => return Err(e.into()),
-                (None, None) => return Err(StartError::Usage("no target address given (--target)".into())),
-            }
-        };
-        match probe.query(&[b"PING"])? {
-            Reply::Status(_) => {}
-            other => return Err(format!("target {}: PING answered {other:?}", probe.addr()).into()),
-        }
-        drop(probe);
-        let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
-        let server = first_target.server_info()?;
-        log::info!("target {}: {server}", cfg.target.seeds.join(","));
-        let json = match cfg.json {
-            JsonSetting::Fixed(p) => p,
-            JsonSetting::Auto if server.has_module("ReJSON") => JsonPolicy::JsonSet,
-            JsonSetting::Auto => JsonPolicy::Skip,
-        };
-        log::info!(
-            "target: JSON documents will be {}",
-            if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" }
-        );
-        let cluster = first_target.is_cluster();
+        let PreparedTarget { first: mut first_target, json, cluster, .. } = prepare::connect_target(cfg)?;
 
         let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;
         if cluster {
@@ -423,17 +331,8 @@ impl Session {
             // A stale marker must never pair with a new snapshot.
             first_target.delete_markers()?;
         }
-        let fresh = !opening.resumes() && first_target.is_empty()?;
-        if !opening.resumes() {
-            log::info!(
-                "{}",
-                if fresh {
-                    "the target holds no keys: snapshot entries are written without a DEL first"
-                } else {
-                    "the target already holds keys: every snapshot entry replaces its key (DEL first)"
-                }
-            );
-        }
+        // A resume continues where the target stands: whether it is empty does not matter.
+        let fresh = !opening.resumes() && prepare::is_fresh(&mut first_target)?;
         let starts: Vec<FlowStart> = conns
             .iter()
             .map(|c| match (c.reply.full, c.lsn) {
@@ -442,47 +341,41 @@ impl Session {
             })
             .collect();
 
-        let shared = Arc::new(Shared::new(n).with_limit(super::limit::Limiter::new(cfg.max_ops_per_s, cfg.max_bytes_per_s)));
         let barrier = Arc::new(Barrier::new(n + 1));
         let nw = cfg.writers.unwrap_or(n).clamp(1, n);
-        let sem = Arc::new(Semaphore::new(cfg.inflight_pipelines));
-        let gate = Arc::new(GlobalGate::new(nw));
-        let (exit_tx, reader_exits) = unbounded();
-        let (done_tx, flows_done) = unbounded();
-        let policy = Policy { json, member_ttl: cfg.member_ttl };
-        let filter = Arc::new(cfg.filter.clone());
-        let replid = info.replid.clone();
-
-        let mut to_writers: Vec<Vec<(usize, Receiver<ToWriter>)>> = (0..nw).map(|_| Vec::new()).collect();
-        let mut kicks_tx = Vec::new();
-        let mut kicks_rx = Vec::new();
-        let mut recycle_tx = Vec::new();
-        let mut recycle_rx = Vec::new();
-        for _ in 0..n {
-            let (t, r) = bounded(1);
-            kicks_tx.push(t);
-            kicks_rx.push(r);
-            // Applied batches go back to their flow's reader for reuse (see `Batch`). Bounded:
-            // when the reader has spares the writer drops the batch itself, which shares the
-            // freeing between the threads (an unbounded return measured ~7% slower).
-            let (t, r) = bounded(cfg.channel_capacity + super::writer::PER_WRITER_INFLIGHT);
-            recycle_tx.push(t);
-            recycle_rx.push(r);
+        let conns_w = prepare::writer_conns(cfg, first_target, nw)?;
+        let mut inputs = Vec::with_capacity(n);
+        for (i, conn) in conns.into_iter().enumerate() {
+            let ack = conn.stream.try_clone().map_err(|e| format!("flow {i}: {e}"))?;
+            inputs.push(Input {
+                thread: format!("flow-{i}"),
+                reader: Box::new(conn.stream),
+                leftover: conn.leftover,
+                token: conn.reply.token,
+                start: starts[i],
+                ack: Some(ack),
+                file: None,
+            });
         }
-        let mut sess = Session {
+        let pipe = wiring::wire(Plan {
+            cfg,
+            mode,
+            inputs,
+            writers: conns_w,
+            policy: Policy { json, member_ttl: cfg.member_ttl },
+            fresh,
+            cluster,
+            markers: markers.then(|| info.replid.clone()),
+            skip,
+            barrier: Some(barrier.clone()),
+            size: master_size,
+        })?;
+        Ok(Session {
             mode,
             master,
             info,
-            shared: shared.clone(),
-            barrier: barrier.clone(),
-            flow_sockets: Vec::new(),
-            readers: Vec::new(),
-            writers: Vec::new(),
-            ackers: Vec::new(),
-            helpers: Vec::new(),
-            reader_exits,
-            flows_done,
-            replayers: Vec::new(),
+            pipe,
+            barrier,
             json,
             barrier_passed: false,
             opening,
@@ -490,106 +383,7 @@ impl Session {
             file_every: Duration::from_secs(cfg.progress_secs),
             touched_target: opening.resumes(),
             reached_stable: false,
-        };
-        // Every target connection before any thread starts: a failure here leaves nothing
-        // running and nothing half-read on the master's sockets.
-        let mut conns_w = Vec::with_capacity(nw);
-        first_target.name_writer()?;
-        conns_w.push(first_target);
-        for _ in 1..nw {
-            let mut t = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
-            t.name_writer()?;
-            conns_w.push(t);
-        }
-        for (i, ((conn, kick_rx), recycled)) in conns.into_iter().zip(kicks_rx).zip(recycle_rx).enumerate() {
-            let (tx, rx) = bounded(cfg.channel_capacity);
-            to_writers[i % nw].push((i, rx));
-            let (cut_tx, cut_rx) = bounded(1);
-            let (stable_tx, stable_rx) = bounded(1);
-            let ack_stream = conn.stream.try_clone().map_err(|e| format!("flow {i}: {e}"))?;
-            sess.flow_sockets.push(conn.stream.try_clone().map_err(|e| format!("flow {i}: {e}"))?);
-            let stats = Arc::new(parking_lot::Mutex::new(ReplayStats::default()));
-            sess.replayers.push(stats.clone());
-            let reader = FlowReader {
-                index: i,
-                stream: conn.stream,
-                leftover: conn.leftover,
-                token: conn.reply.token,
-                mode,
-                replayer: Replayer::new(policy, Clock::System)
-                    .with_db_map(cfg.db_map.clone())
-                    .with_filter(filter.clone())
-                    .with_fresh_target(fresh),
-                shared: shared.clone(),
-                to_writer: tx,
-                recycled,
-                signals: Signals { cut: cut_tx, stable: stable_tx, exited: exit_tx.clone() },
-                batch_cmds: cfg.batch_cmds,
-                batch_bytes: cfg.batch_bytes,
-                stats_out: stats,
-                slot_hints: cluster,
-                start: starts[i],
-                classify: cluster && markers,
-                skip: skip.as_ref().map(|s| s[i].clone()),
-            };
-            if let Some(l) = starts[i].resume_lsn() {
-                shared.flows[i].applied_next_lsn.store(l, Relaxed);
-            }
-            let cpu = cfg.pin_flows.as_ref().map(|l| l.cpu_for(i));
-            sess.readers.push(spawn(format!("flow-{i}"), cpu, move || reader.run())?);
-            let acker = AckThread {
-                index: i,
-                stream: ack_stream,
-                cut: cut_rx,
-                stable: stable_rx,
-                kick: kick_rx,
-                barrier: barrier.clone(),
-                shared: shared.clone(),
-                start: starts[i],
-            };
-            sess.ackers.push(spawn(format!("ack-{i}"), None, move || acker.run())?);
-        }
-        for ((w, flows), conn) in to_writers.into_iter().enumerate().zip(conns_w) {
-            let writer = Writer {
-                index: w,
-                flows,
-                conn,
-                shared: shared.clone(),
-                sem: sem.clone(),
-                gate: gate.clone(),
-                on_reject: cfg.on_reject,
-                done: done_tx.clone(),
-                kicks: kicks_tx.clone(),
-                recycle: recycle_tx.clone(),
-                markers: markers.then(|| (replid.clone(), n)),
-                inflight: VecDeque::new(),
-                sent_at: VecDeque::new(),
-            };
-            let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(w));
-            sess.writers.push(spawn(format!("writer-{w}"), cpu, move || writer.run())?);
-        }
-        crate::metrics::global().attach(Arc::new(SessionView {
-            shared: shared.clone(),
-            replay: sess.replayers.clone(),
-            master: master_size,
-        }));
-        // Signals and progress.
-        let sh = shared.clone();
-        sess.helpers.push(spawn("signals".into(), None, move || loop {
-            if let Some(sig) = crate::signals::received() {
-                log::info!("{sig} received: shutting down cleanly");
-                sh.interrupted.store(true, Relaxed);
-                sh.stop.stop();
-                return;
-            }
-            if sh.stop.receiver().recv_timeout(Duration::from_millis(100)).is_err() && sh.stop.is_stopped() {
-                return;
-            }
-        })?);
-        let sh = shared.clone();
-        let every = Duration::from_secs(cfg.progress_secs);
-        sess.helpers.push(spawn("progress".into(), None, move || super::progress::run(&sh, every))?);
-        Ok(sess)
+        })
     }
 
     /// Full sync, barrier, STARTSTABLE, then wait for the end.
@@ -609,7 +403,7 @@ impl Session {
         // the readers keep reading meanwhile.
         self.barrier_passed = true;
         self.barrier.wait();
-        if self.shared.stop.is_stopped() {
+        if self.pipe.shared.stop.is_stopped() {
             return Ok(());
         }
         match self.opening {
@@ -624,11 +418,11 @@ impl Session {
         self.reached_stable = true;
         crate::metrics::global().set_phase(Phase::StableSync);
         log::info!("stable sync: applying the journal");
-        let stop = self.shared.stop.receiver().clone();
+        let stop = self.pipe.shared.stop.receiver().clone();
         let mut done = 0;
         loop {
             select! {
-                recv(self.flows_done) -> r => {
+                recv(self.pipe.streams_done) -> r => {
                     if r.is_ok() {
                         done += 1;
                         if self.mode == Mode::Migrate && done == self.info.num_flows {
@@ -646,7 +440,7 @@ impl Session {
     /// Mirror the applied LSNs in the `--checkpoint` file (diagnostics only).
     fn write_checkpoint_file(&self) {
         let Some(path) = &self.checkpoint_file else { return };
-        let applied: Vec<u64> = self.shared.flows.iter().map(|f| f.applied_next_lsn.load(Relaxed)).collect();
+        let applied: Vec<u64> = self.pipe.shared.flows.iter().map(|f| f.applied_next_lsn.load(Relaxed)).collect();
         if let Err(e) = checkpoint::write_file(path, &self.info.replid, &applied) {
             log::warn!("checkpoint file {}: {e}", path.display());
         }
@@ -656,73 +450,43 @@ impl Session {
     /// so the master ends the session, read every flow to EOF (bounded), then join and close.
     fn shutdown(&mut self, started: Instant) -> Summary {
         crate::metrics::global().set_phase(Phase::Stopping);
-        let stopped_by = if self.shared.interrupted.load(Relaxed) { crate::signals::received() } else { None };
-        self.shared.stop.stop();
+        let stopped_by = if self.pipe.shared.interrupted.load(Relaxed) { crate::signals::received() } else { None };
+        self.pipe.shared.stop.stop();
         if !self.barrier_passed {
             // The ACK threads arrive there on stop; release them.
             self.barrier_passed = true;
             self.barrier.wait();
         }
         // ACK threads send their final ACK on stop.
-        for h in self.ackers.drain(..) {
+        for h in self.pipe.ackers.drain(..) {
             let _ = h.join();
         }
         self.master.shutdown_write();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let mut exited = 0;
-        while exited < self.readers.len() {
+        while exited < self.pipe.readers.len() {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.reader_exits.recv_timeout(left) {
+            match self.pipe.reader_exits.recv_timeout(left) {
                 Ok(_) => exited += 1,
                 Err(_) => {
                     log::warn!("flows did not reach EOF within {} s after the shutdown; closing them", DRAIN_TIMEOUT.as_secs());
-                    for s in &self.flow_sockets {
+                    for s in &self.pipe.sockets {
                         let _ = s.shutdown(std::net::Shutdown::Both);
                     }
                     break;
                 }
             }
         }
-        for h in self.readers.drain(..) {
-            let _ = h.join();
-        }
-        for h in self.writers.drain(..) {
+        for h in self.pipe.readers.drain(..).chain(self.pipe.writers.drain(..)) {
             let _ = h.join();
         }
         self.master.drain(Duration::from_secs(5));
         self.write_checkpoint_file();
-        for h in self.helpers.drain(..) {
-            let _ = h.join();
-        }
-        let mut stats = ReplayStats::default();
-        for r in &self.replayers {
-            stats.merge(&r.lock());
-        }
-        let (node_writes, moved, asked) = self.shared.node_writes.lock().clone();
-        Summary {
-            flows: self
-                .shared
-                .flows
-                .iter()
-                .map(|f| FlowSummary {
-                    keys: f.keys.load(Relaxed),
-                    bytes: f.bytes.load(Relaxed),
-                    records: f.records.load(Relaxed),
-                    commands: f.commands.load(Relaxed),
-                    applied_next_lsn: f.applied_next_lsn.load(Relaxed),
-                })
-                .collect(),
-            stats,
-            rejected: self.shared.rejected.load(Relaxed),
-            elapsed: started.elapsed(),
-            json: Some(self.json),
-            stopped_by,
-            node_writes,
-            redirects: (moved, asked),
-            touched_target: self.touched_target,
-            reached_stable: self.reached_stable,
-            sessions: 1,
-            reconnects: Vec::new(),
-        }
+        let mut summary = self.pipe.finish(started.elapsed());
+        summary.json = Some(self.json);
+        summary.stopped_by = stopped_by;
+        summary.touched_target = self.touched_target;
+        summary.reached_stable = self.reached_stable;
+        summary
     }
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::protocol::cursor::show;
 use crate::protocol::{FlowDecoder, Item, Limits};
 
-const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 /// Dragonfly's write block: the most a file may hold after its checksum.
 const BLOCK: u64 = 4096;
 /// Bytes read from a file at a time.
@@ -184,28 +184,60 @@ pub fn read_stream(
     sink: &mut dyn FnMut(&mut Vec<Item>) -> Result<(), String>,
 ) -> Result<FileEnd, FileError> {
     let mut dec = FlowDecoder::file(limits);
-    let mut digest = CRC64.digest();
+    let mut check = FileCheck::new();
     let mut buf = vec![0u8; READ_SIZE];
     let mut items = Vec::new();
-    let mut read: u64 = 0;
-    // The CRC covers every byte up to and including EOF. Bytes the decoder has consumed
-    // without meeting EOF are hashed at once; the rest (what it holds of an incomplete unit,
-    // at most one unit) wait in `unhashed` until it is known which side of EOF they are on.
-    let mut unhashed: Vec<u8> = Vec::new();
-    let mut hashed: u64 = 0;
-    let mut crc_done: Option<u64> = None;
-    let mut stored: Option<u64> = None;
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(err(path, Some(read), format!("read failed: {e}"))),
+            Err(e) => return Err(err(path, Some(check.read), format!("read failed: {e}"))),
         };
         let chunk = &buf[..n];
-        if read == 0 && chunk.len() >= 5 && !chunk.starts_with(b"REDIS") {
-            return Err(err(
-                path,
+        check.header(chunk).map_err(|(o, m)| err(path, o, m))?;
+        dec.feed(chunk, &mut items).map_err(|e| err(path, None, e.to_string()))?;
+        check.fed(&dec, chunk, &items);
+        if !items.is_empty() {
+            sink(&mut items).map_err(|m| err(path, Some(dec.consumed()), m))?;
+            items.clear();
+        }
+    }
+    check.finish(&dec).map_err(|(o, m)| err(path, o, m))
+}
+
+/// The rules of a file's ends, checked as it is fed to a [`FlowDecoder::file`]: an RDB header
+/// first; the checksum over exactly the bytes up to and including EOF; nothing after the
+/// checksum but Dragonfly's block padding. Errors are (byte offset, what was expected).
+pub struct FileCheck {
+    digest: crc::Digest<'static, u64>,
+    /// Bytes the decoder holds of an incomplete unit (at most one unit), not hashed until it
+    /// is known which side of EOF they are on. Bytes consumed without meeting EOF are hashed
+    /// at once.
+    unhashed: Vec<u8>,
+    hashed: u64,
+    computed: Option<u64>,
+    stored: Option<u64>,
+    /// Bytes fed so far.
+    pub read: u64,
+}
+
+impl Default for FileCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FileCheck {
+    pub fn new() -> Self {
+        FileCheck { digest: CRC64.digest(), unhashed: Vec::new(), hashed: 0, computed: None, stored: None, read: 0 }
+    }
+
+    /// Before feeding `chunk`: a file that does not start as an RDB file is refused at once,
+    /// with what it holds instead.
+    pub fn header(&self, chunk: &[u8]) -> Result<(), (Option<u64>, String)> {
+        if self.read == 0 && chunk.len() >= 5 && !chunk.starts_with(b"REDIS") {
+            return Err((
                 Some(0),
                 format!(
                     "expected the RDB header (REDIS0009 ... REDIS0012), found {}: not an RDB or Dragonfly snapshot file",
@@ -213,61 +245,61 @@ pub fn read_stream(
                 ),
             ));
         }
-        dec.feed(chunk, &mut items).map_err(|e| err(path, None, e.to_string()))?;
-        read += n as u64;
-        if crc_done.is_none() {
-            unhashed.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// After `dec.feed(chunk, items)`.
+    pub fn fed(&mut self, dec: &FlowDecoder, chunk: &[u8], items: &[Item]) {
+        self.read += chunk.len() as u64;
+        if self.computed.is_none() {
+            self.unhashed.extend_from_slice(chunk);
             let upto = match dec.eof_at() {
                 Some(at) => at + 1,
                 None => dec.consumed(),
             };
-            let k = (upto - hashed) as usize;
-            digest.update(&unhashed[..k]);
-            unhashed.drain(..k);
-            hashed = upto;
+            let k = (upto - self.hashed) as usize;
+            self.digest.update(&self.unhashed[..k]);
+            self.unhashed.drain(..k);
+            self.hashed = upto;
             if dec.eof_at().is_some() {
-                crc_done = Some(digest.clone().finalize());
-                unhashed = Vec::new();
+                self.computed = Some(self.digest.clone().finalize());
+                self.unhashed = Vec::new();
             }
         }
         if let Some(Item::Eof { checksum }) = items.iter().rev().find(|i| matches!(i, Item::Eof { .. })) {
-            stored = Some(*checksum);
-        }
-        if !items.is_empty() {
-            sink(&mut items).map_err(|m| err(path, Some(dec.consumed()), m))?;
-            items.clear();
+            self.stored = Some(*checksum);
         }
     }
-    dec.finish().map_err(|e| err(path, None, format!("the file ends too early ({read} bytes): {e}")))?;
-    let eof_at = dec.eof_at().expect("a finished file decoder has read EOF");
-    let data_bytes = eof_at + 9;
-    let trailing = dec.trailing();
-    if trailing > 0 && (trailing >= BLOCK || read % BLOCK != 0) {
-        return Err(err(
-            path,
-            Some(data_bytes),
-            format!(
-                "{trailing} bytes follow the checksum; expected the end of the file (or Dragonfly's padding to a {BLOCK}-byte boundary)"
-            ),
-        ));
-    }
-    verify(path, FileEnd { data_bytes, checksum_verified: false, trailing }, stored, crc_done)
-}
 
-fn verify(path: &Path, mut end: FileEnd, stored: Option<u64>, computed: Option<u64>) -> Result<FileEnd, FileError> {
-    match (stored, computed) {
-        (Some(0), _) | (None, _) => Ok(end),
-        (Some(s), Some(c)) if s == c => {
-            end.checksum_verified = true;
-            Ok(end)
+    /// At the end of the file: it ended after the checksum, what follows is padding, and a
+    /// non-zero checksum matches.
+    pub fn finish(&self, dec: &FlowDecoder) -> Result<FileEnd, (Option<u64>, String)> {
+        dec.finish().map_err(|e| (None, format!("the file ends too early ({} bytes): {e}", self.read)))?;
+        let eof_at = dec.eof_at().expect("a finished file decoder has read EOF");
+        let data_bytes = eof_at + 9;
+        let trailing = dec.trailing();
+        if trailing > 0 && (trailing >= BLOCK || self.read % BLOCK != 0) {
+            return Err((
+                Some(data_bytes),
+                format!(
+                    "{trailing} bytes follow the checksum; expected the end of the file (or Dragonfly's padding to a {BLOCK}-byte boundary)"
+                ),
+            ));
         }
-        (Some(s), c) => Err(err(
-            path,
-            Some(end.data_bytes - 8),
-            format!(
-                "checksum mismatch: the file says {s:#018x}, its bytes give {:#018x} (the file is damaged)",
-                c.unwrap_or_default()
-            ),
-        )),
+        let mut end = FileEnd { data_bytes, checksum_verified: false, trailing };
+        match (self.stored, self.computed) {
+            (Some(0), _) | (None, _) => Ok(end),
+            (Some(s), Some(c)) if s == c => {
+                end.checksum_verified = true;
+                Ok(end)
+            }
+            (Some(s), c) => Err((
+                Some(end.data_bytes - 8),
+                format!(
+                    "checksum mismatch: the file says {s:#018x}, its bytes give {:#018x} (the file is damaged)",
+                    c.unwrap_or_default()
+                ),
+            )),
+        }
     }
 }

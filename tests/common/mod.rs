@@ -10,6 +10,7 @@ pub mod live;
 pub mod redis_server;
 pub mod run;
 pub mod redis_cluster;
+pub mod snapshots;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -1,0 +1,119 @@
+//! The target side of a start, the same for every source: reach the target, learn what it is
+//! (standalone or cluster, product, version, modules), decide what JSON documents become, and
+//! open the writers' connections. What a start error means for the run (usage, retry, fatal)
+//! is decided here too.
+
+use super::shared::Fault;
+use crate::config::{Config, JsonSetting};
+use crate::replay::JsonPolicy;
+use crate::source::SourceError;
+use crate::target::{resp::Reply, Standalone, Target, TargetError};
+
+pub enum StartError {
+    Usage(String),
+    Failed(String, Fault),
+}
+
+/// Most start failures are the source or target not being there (yet): transient.
+impl From<String> for StartError {
+    fn from(e: String) -> Self {
+        StartError::Failed(e, Fault::Transient)
+    }
+}
+
+impl From<SourceError> for StartError {
+    fn from(e: SourceError) -> Self {
+        let fault = if e.is_rejected_credentials() { Fault::Fatal } else { Fault::Transient };
+        StartError::Failed(e.0, fault)
+    }
+}
+
+impl From<TargetError> for StartError {
+    fn from(e: TargetError) -> Self {
+        // A refused AUTH comes as PermissionDenied (standalone.rs).
+        let lost = matches!(&e, TargetError::Io { error, .. } if error.kind() != std::io::ErrorKind::PermissionDenied);
+        let fault = if lost { Fault::Transient } else { Fault::Fatal };
+        StartError::Failed(e.to_string(), fault)
+    }
+}
+
+/// A reachable target and what it can take.
+pub struct PreparedTarget {
+    /// The first writer connection (also used for the start's own queries).
+    pub first: Target,
+    pub json: JsonPolicy,
+    pub cluster: bool,
+}
+
+/// Reach the target (the first seed that answers PING), then connect as a writer would and
+/// ask every master what it is.
+pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
+    let mut probe = {
+        let mut last = None;
+        let mut found = None;
+        for seed in &cfg.target.seeds {
+            match Standalone::connect(seed, cfg.target.auth(), cfg.target.tls()) {
+                Ok(p) => {
+                    found = Some(p);
+                    break;
+                }
+                Err(e) => {
+                    log::warn!("{e}");
+                    last = Some(e);
+                }
+            }
+        }
+        match (found, last) {
+            (Some(p), _) => p,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => return Err(StartError::Usage("no target address given (--target)".into())),
+        }
+    };
+    match probe.query(&[b"PING"])? {
+        Reply::Status(_) => {}
+        other => return Err(format!("target {}: PING answered {other:?}", probe.addr()).into()),
+    }
+    drop(probe);
+    let mut first = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
+    let server = first.server_info()?;
+    log::info!("target {}: {server}", cfg.target.seeds.join(","));
+    let json = match cfg.json {
+        JsonSetting::Fixed(p) => p,
+        JsonSetting::Auto if server.has_module("ReJSON") => JsonPolicy::JsonSet,
+        JsonSetting::Auto => JsonPolicy::Skip,
+    };
+    log::info!(
+        "target: JSON documents will be {}",
+        if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" }
+    );
+    let cluster = first.is_cluster();
+    Ok(PreparedTarget { first, json, cluster })
+}
+
+/// The writers' connections, `first` among them, each named as a writer. All are opened
+/// before any thread starts: a failure here leaves nothing running.
+pub fn writer_conns(cfg: &Config, mut first: Target, writers: usize) -> Result<Vec<Target>, StartError> {
+    let mut conns = Vec::with_capacity(writers);
+    first.name_writer()?;
+    conns.push(first);
+    for _ in 1..writers {
+        let mut t = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
+        t.name_writer()?;
+        conns.push(t);
+    }
+    Ok(conns)
+}
+
+/// Whether the target holds no key (then snapshot entries need no DEL first), logged.
+pub fn is_fresh(target: &mut Target) -> Result<bool, StartError> {
+    let fresh = target.is_empty()?;
+    log::info!(
+        "{}",
+        if fresh {
+            "the target holds no keys: snapshot entries are written without a DEL first"
+        } else {
+            "the target already holds keys: every snapshot entry replaces its key (DEL first)"
+        }
+    );
+    Ok(fresh)
+}
