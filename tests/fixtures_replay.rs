@@ -222,7 +222,8 @@ fn the_unjournaled_read_exception_sets_aside_only_that_read() {
         // there are other groups).
         assert!(r.groups[0].name == read.group && r.groups.len() > 1);
         let g1 = m.groups[0].clone();
-        let damages: Vec<(&str, Box<dyn Fn(&mut Stream)>)> = vec![
+        type Damage = Box<dyn Fn(&mut Stream)>;
+        let damages: Vec<(&str, Damage)> = vec![
             ("another consumer's delivery count", Box::new(|s| s.groups[0].pending[0].2 += 1)),
             ("another consumer's pending entry gone", Box::new(|s| {
                 s.groups[0].pending.remove(0);
