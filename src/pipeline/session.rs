@@ -276,6 +276,9 @@ impl Session {
             info.num_flows,
             info.version
         );
+        if let Some(gaps) = crate::source::release::journal_gaps(&info) {
+            log::warn!("{gaps}");
+        }
         let n = info.num_flows;
         let markers = mode == Mode::Replicate && cfg.checkpoints;
         if mode == Mode::Replicate && !cfg.checkpoints {

@@ -3,6 +3,7 @@
 
 pub mod files;
 mod handshake;
+pub mod release;
 mod socket;
 
 pub use handshake::{FlowConn, Master, MasterInfo, SyncReply};

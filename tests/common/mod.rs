@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod capture_master;
+pub mod dragonfly_versions;
 #[cfg(feature = "emulator")]
 pub mod emulator_model;
 #[cfg(feature = "emulator")]
