@@ -73,8 +73,9 @@ enum Command {
     ///
     /// --from names a Dragonfly snapshot's <name>-summary.dfs file (or the folder holding it;
     /// every shard file <name>-NNNN.dfs it lists is read, one `file-<i>` thread each, in
-    /// parallel), or an .rdb file (RDB versions 9 to 12: ziplist, listpack, quicklist, intset
-    /// and stream encodings, and Dragonfly's own types). Files are streamed: memory does not
+    /// parallel), or an .rdb file (RDB versions 9 to 11 as Redis 6.2-7.2 and Valkey 8 write
+    /// them: ziplist, listpack, quicklist, intset and stream encodings; and Dragonfly's own
+    /// types). Make them on Dragonfly with `SAVE DF <name>` or `SAVE RDB <name>`. Files are streamed: memory does not
     /// depend on their size. Each file must end with EOF and its checksum; a non-zero
     /// checksum (Redis, Valkey) is verified, Dragonfly writes 0.
     ///

@@ -88,25 +88,73 @@ fn dragonfly_snapshot_files_restore_into_a_standalone_target() {
 
 #[test]
 fn dragonfly_snapshot_files_restore_into_a_cluster() {
-    let u = unpack("v1.40.1-types");
-    let expected = merged(&expected_now(&u));
     let cl = RedisCluster::start();
     let target = format!("redis://{}", cl.addrs().join(","));
-    // dbs 1 and 2 hold keys: a cluster has only db 0, and df2redis never merges in silence.
-    let out = restore(&["--from", u.dir.0.to_str().unwrap(), "--target", &target]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("not mapped to it"), "{}", text(&out));
-    for node in 0..3 {
-        let _: () = redis::cmd("FLUSHALL").query(&mut cl.conn(node)).unwrap();
-    }
-    let out = restore(&["--from", u.dir.0.join("snap-summary.dfs").to_str().unwrap(), "--target", &target, "--db-map", "1:0,2:0"]);
-    assert!(out.status.success(), "{}", text(&out));
     // HyperLogLogs are compared by PFCOUNT on a scratch server (compare() does that).
     let scratch = RedisServer::start(&[]);
-    let (diffs, compared, _) = compare(&expected, &cl.read_all(), &mut scratch.conn(), 2000, &Default::default());
-    assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
-    assert!(compared > 8000, "{compared}");
-    assert!(text(&out).contains("writes"), "per-node writes in the summary: {}", text(&out));
+    for name in ["v1.40.1-types", "v1.40.1-bulk-zstd"] {
+        let u = unpack(name);
+        let expected = merged(&expected_now(&u));
+        for from in [u.dir.0.join("snap-summary.dfs"), u.dir.0.join("snap.rdb")] {
+            for node in 0..3 {
+                let _: () = redis::cmd("FLUSHALL").query(&mut cl.conn(node)).unwrap();
+            }
+            let from = from.to_str().unwrap();
+            if name == "v1.40.1-types" {
+                // dbs 1 and 2 hold keys: a cluster has only db 0, and df2redis never merges in
+                // silence.
+                let out = restore(&["--from", from, "--target", &target]);
+                assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+                assert!(text(&out).contains("not mapped to it"), "{}", text(&out));
+                for node in 0..3 {
+                    let _: () = redis::cmd("FLUSHALL").query(&mut cl.conn(node)).unwrap();
+                }
+            }
+            let out = restore(&["--from", from, "--target", &target, "--db-map", "1:0,2:0"]);
+            assert!(out.status.success(), "{}", text(&out));
+            assert!(text(&out).contains(" writes"), "per-node writes in the summary: {}", text(&out));
+            let (diffs, compared, _) = compare(&expected, &cl.read_all(), &mut scratch.conn(), 2000, &Default::default());
+            assert!(diffs.is_empty(), "{name} {from}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
+            assert!(compared > 8000, "{compared}");
+        }
+    }
+}
+
+#[test]
+fn filters_and_db_mapping_apply_to_a_restore() {
+    let u = unpack("v1.40.1-types");
+    let all = expected_now(&u);
+    let srv = RedisServer::start(&[]);
+    let out = restore(&[
+        "--from",
+        u.dir.0.to_str().unwrap(),
+        "--target",
+        &format!("redis://{}", srv.addr()),
+        "--dbs",
+        "0,1",
+        "--db-map",
+        "1:5",
+        "--exclude",
+        "prefix:bulk:",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut want = Dataset::new();
+    for (db, keys) in &all {
+        let to = match db {
+            0 => 0,
+            1 => 5,
+            _ => continue,
+        };
+        for (k, v) in keys {
+            if !k.starts_with(b"bulk:") {
+                want.entry(to).or_default().insert(k.clone(), v.clone());
+            }
+        }
+    }
+    assert!(all[&0].keys().any(|k| k.starts_with(b"bulk:")), "the data set has keys the filter drops");
+    let mut c = srv.conn();
+    let actual = read_all(&mut c);
+    assert_matches("filtered restore", &want, &actual, &mut c);
 }
 
 #[test]

@@ -85,7 +85,8 @@ fn full_sync_lines(s: &SessionSnapshot, before: Before, p: &FullSyncProgress) ->
     let done = s.flows.iter().filter(|f| f.fullsync_done).count();
     let share = match (p.ratio, p.master_keys) {
         (Some(r), Some(k)) if k > 0 => format!("{} of ~{k} keys ({:.0}%)", p.keys, r * 100.0),
-        (Some(r), _) => format!("{} keys (~{:.0}% of the master's used_memory)", p.keys, r * 100.0),
+        // Bytes received of the master's used_memory, or of the snapshot files' total size.
+        (Some(r), _) => format!("{} keys (~{:.0}% of the source's size)", p.keys, r * 100.0),
         (None, _) => format!("{} keys", p.keys),
     };
     let eta = p.eta.map_or(String::new(), |d| format!(", ETA {}", duration(d)));
