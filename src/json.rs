@@ -33,6 +33,57 @@ pub fn string(s: &str) -> String {
     out
 }
 
+/// Whether JSON text holds an integer literal outside the signed and unsigned 64-bit ranges.
+/// Dragonfly keeps such integers exactly (jsoncons big integers, printed as their digits);
+/// RedisJSON stores them as doubles (`123456789012345678901234567890` reads back as
+/// `1.2345678901234568e29`), so a copy of the document is altered and must be counted. A
+/// linear scan over the text: string contents are skipped, a number counts when it starts a
+/// token and has no fraction or exponent.
+pub fn has_wide_integer(text: &[u8]) -> bool {
+    const MAX_NEG: &[u8] = b"9223372036854775808";
+    const MAX_POS: &[u8] = b"18446744073709551615";
+    let mut i = 0;
+    let mut boundary = true;
+    while i < text.len() {
+        let c = text[i];
+        match c {
+            b'"' => {
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    i += if text[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                boundary = false;
+                continue;
+            }
+            b'-' | b'0'..=b'9' if boundary => {
+                let neg = c == b'-';
+                let start = if neg { i + 1 } else { i };
+                let mut end = start;
+                while end < text.len() && text[end].is_ascii_digit() {
+                    end += 1;
+                }
+                let fraction = end < text.len() && matches!(text[end], b'.' | b'e' | b'E');
+                let mut digits = &text[start..end];
+                while digits.len() > 1 && digits[0] == b'0' {
+                    digits = &digits[1..];
+                }
+                let max = if neg { MAX_NEG } else { MAX_POS };
+                if !fraction && (digits.len() > max.len() || (digits.len() == max.len() && digits > max)) {
+                    return true;
+                }
+                i = end.max(i + 1);
+                boundary = false;
+                continue;
+            }
+            b'[' | b',' | b':' | b'{' | b' ' | b'\t' | b'\n' | b'\r' => boundary = true,
+            _ => boundary = false,
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Non-integer numbers closer than this, relative to the larger, are the same number.
 pub const DOUBLE_TOLERANCE: f64 = 1e-12;
 
@@ -229,13 +280,18 @@ impl Parser<'_> {
 }
 
 /// Whether two numbers (as written) are the same: integers exactly, others within the
-/// relative tolerance.
+/// relative tolerance. An integer against a double is the same only when the double is
+/// exactly that integer: an integer RedisJSON turned into a double lost digits.
 fn same_number(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
-    if let (Ok(x), Ok(y)) = (a.parse::<i128>(), b.parse::<i128>()) {
-        return x == y;
+    let exact = |i: i128, f: &str| f.parse::<f64>().is_ok_and(|f| f.fract() == 0.0 && f.abs() < 1e38 && f as i128 == i);
+    match (a.parse::<i128>(), b.parse::<i128>()) {
+        (Ok(x), Ok(y)) => return x == y,
+        (Ok(x), Err(_)) => return exact(x, b),
+        (Err(_), Ok(y)) => return exact(y, a),
+        _ => {}
     }
     match (a.parse::<f64>(), b.parse::<f64>()) {
         (Ok(x), Ok(y)) => x == y || (x - y).abs() <= DOUBLE_TOLERANCE * x.abs().max(y.abs()),
@@ -331,6 +387,17 @@ mod tests {
     }
 
     #[test]
+    fn wide_integers_are_found_outside_strings() {
+        assert!(!has_wide_integer(br#"{"a":[18446744073709551615,-9223372036854775808,1.5e300,0.123456789012345678901234]}"#));
+        assert!(has_wide_integer(br#"{"a":18446744073709551616}"#));
+        assert!(has_wide_integer(br#"[1, -9223372036854775809]"#));
+        assert!(has_wide_integer(b"123456789012345678901234567890"));
+        assert!(!has_wide_integer(br#"{"s":"123456789012345678901234567890 \" 99999999999999999999999","k":1}"#));
+        assert!(!has_wide_integer(b"$.a[1]"), "a path is no document and holds no wide integer");
+        assert!(!has_wide_integer(br#"{"x":"unterminated"#));
+    }
+
+    #[test]
     fn differences_name_the_path() {
         let d = |a: &str, b: &str| difference(&parse(a.as_bytes()).unwrap(), &parse(b.as_bytes()).unwrap());
         assert_eq!(d(r#"{"a":[1,{"b":1.5}]}"#, r#"{"a":[1,{"b":1.6}]}"#).unwrap(), r#"$["a"][1]["b"]: source 1.5, target 1.6"#);
@@ -339,6 +406,11 @@ mod tests {
         assert_eq!(d(r#"{"a":1}"#, r#"{"a":1,"b":1}"#).unwrap(), r#"$: member "b" only on the target"#);
         assert_eq!(d("9007199254740993", "9007199254740992").unwrap(), "$: source 9007199254740993, target 9007199254740992", "integers exactly");
         assert_eq!(d("1", "1.0"), None);
+        assert_eq!(
+            d("123456789012345678901234567890", "1.2345678901234568e29").unwrap(),
+            "$: source 123456789012345678901234567890, target 1.2345678901234568e29",
+            "digits RedisJSON lost are a difference"
+        );
         assert_eq!(d(r#""x""#, "null").unwrap(), r#"$: source "x", target null"#);
         assert_eq!(d("0.1", "0.1000001").unwrap(), "$: source 0.1, target 0.1000001");
     }

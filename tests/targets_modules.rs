@@ -235,6 +235,8 @@ fn parse_raw(section: &Json) -> Vec<(u32, Vec<(Vec<u8>, String, Json)>)> {
 fn emulator_snapshot_and_journal_on_a_rejson_target() {
     let emu = Emulator::start(Config { shards: 4, ..Config::default() }).unwrap();
     datasets::type_coverage(&emu);
+    // Kept exactly by Dragonfly, stored as a double by RedisJSON: written, counted as altered.
+    emu.load(0, b"json:bigint", Entry::new(Value::Json(br#"{"n":123456789012345678901234567890}"#.to_vec())));
     let srv = RedisServer::start_kind(ServerKind::Redis7Modules, &[]);
     let target = format!("redis://{}", srv.addr());
     let child = df2redis(&["replicate", "--source", &emu.addr().to_string(), "--target", &target, "--progress-secs", "1"]);
@@ -252,6 +254,7 @@ fn emulator_snapshot_and_journal_on_a_rejson_target() {
     assert!(acked, "the journal was not acknowledged within 60 s: {log}");
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_json_written(&log);
+    assert!(log.contains("altered: 1 x JSON integer beyond 64 bits"), "{log}");
 
     let docs = emulator_documents(&emu);
     assert!(docs.iter().any(|d| d.1 == b"json:1mb" && d.2.len() > 1 << 20), "the 1 MB document is in the data set");
@@ -391,13 +394,22 @@ fn check_compares_json_documents_by_content() {
     assert_eq!(v["totals"]["source_keys_checked"], keys, "{v}");
     assert_eq!(v["totals"]["not_compared"], 0, "every document was compared by content: {v}");
 
+    // A changed document; and an integer beyond 64 bits, which Dragonfly keeps and RedisJSON
+    // turns into a double (as a copy of it would be).
     let mut c = srv.conn();
     redis::cmd("JSON.SET").arg("json:nested").arg("$.a[0][1][0]").arg(7).query::<()>(&mut c).unwrap();
+    let wide = br#"{"n":123456789012345678901234567890}"#;
+    emu.write(0, &[b"JSON.SET", b"json:bigint", b"$", wide]).unwrap();
+    redis::cmd("JSON.SET").arg("json:bigint").arg("$").arg(&wide[..]).query::<()>(&mut c).unwrap();
     let (code, v, log) = run_check();
     assert_ne!(code, Some(0), "{log}");
-    assert_eq!(v["totals"]["differences"], 1, "{v}");
-    let listed = &v["source_dbs"][0]["value"]["keys"][0];
-    assert_eq!(listed["key"], "json:nested", "{v}");
-    let detail = listed["detail"].as_str().unwrap();
-    assert!(detail.contains(r#"$["a"][0][1][0]: source 2, target 7"#), "{detail}");
+    assert_eq!(v["totals"]["differences"], 2, "{v}");
+    let listed: BTreeMap<String, String> = v["source_dbs"][0]["value"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_string(), k["detail"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(listed["json:nested"].contains(r#"$["a"][0][1][0]: source 2, target 7"#), "{listed:?}");
+    assert!(listed["json:bigint"].contains(r#"$["n"]: source 123456789012345678901234567890, target 1.2345678901234568e29"#), "{listed:?}");
 }

@@ -52,6 +52,10 @@ pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cm
         member_ttl_command(r, rec, out)?;
     } else if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"JSON.") {
         if r.policy.json == JsonPolicy::JsonSet {
+            // Values (and paths, which hold no wide integer) follow the key.
+            if argv.iter().skip(2).any(crate::json::has_wide_integer) {
+                r.stats.note(false, super::JSON_WIDE_INTEGER, db, key);
+            }
             out.push(Cmd { db, argv: std::mem::take(&mut rec.argv) });
         } else {
             r.stats.note(true, "JSON command (target has no RedisJSON)", db, key);

@@ -47,6 +47,11 @@ impl Cmd {
     }
 }
 
+/// The altered-key reason for JSON written to RedisJSON with an integer beyond 64 bits, which
+/// RedisJSON stores as a double (see [`crate::json::has_wide_integer`]). The document is
+/// written: every other value in it is exact, and the count says how many keys lost digits.
+pub const JSON_WIDE_INTEGER: &str = "JSON integer beyond 64 bits (RedisJSON stores it as a double)";
+
 /// What to do with JSON documents (type 30 and JSON.* commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonPolicy {

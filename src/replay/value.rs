@@ -127,6 +127,13 @@ fn decide(r: &mut Replayer, v: &ValuePiece) -> Decision {
     }
     match h.rdb_type {
         t::JSON if r.policy.json == JsonPolicy::Skip => skip(r, "JSON document (target has no RedisJSON)"),
+        t::JSON => {
+            // A document is one piece: its whole text is here.
+            if matches!(&v.piece, Piece::Json(doc) if crate::json::has_wide_integer(doc)) {
+                r.stats.note(false, super::JSON_WIDE_INTEGER, h.db, &h.key);
+            }
+            Decision::Write
+        }
         t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => match r.policy.member_ttl {
             MemberTtlPolicy::Skip => skip(r, "hash field or set member TTLs (policy: skip)"),
             MemberTtlPolicy::DropTtl => {
