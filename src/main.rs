@@ -238,8 +238,8 @@ struct RunArgs {
     /// [file: tuning.inflight_pipelines]
     #[arg(long, value_name = "N")]
     inflight: Option<String>,
-    /// JSON documents: auto (JSON.SET if the target has RedisJSON, else skip) | json-set | skip.
-    /// [file: policy.json]
+    /// JSON documents: auto (JSON.SET if the target has RedisJSON, on every master of a
+    /// cluster; else skip) | json-set | skip. See docs/json-and-modules.md.  [file: policy.json]
     #[arg(long, value_name = "POLICY")]
     json: Option<String>,
     /// Hash fields / set members with TTLs: drop-ttl (write them without TTL; members already
