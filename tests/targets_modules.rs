@@ -413,3 +413,18 @@ fn check_compares_json_documents_by_content() {
     assert!(listed["json:nested"].contains(r#"$["a"][0][1][0]: source 2, target 7"#), "{listed:?}");
     assert!(listed["json:bigint"].contains(r#"$["n"]: source 123456789012345678901234567890, target 1.2345678901234568e29"#), "{listed:?}");
 }
+
+/// The emulator writes a JSON entry byte for byte as a real v1.40.1 master did: type 30, the
+/// key, and the document as one RDB string (LZF-compressed under `--compression_mode=1`).
+#[test]
+fn emulator_encodes_a_json_entry_as_the_captured_master() {
+    let doc = br#"{"a":1,"b":[1,2,{"c":"x"}],"d":null,"e":1.5}"#.to_vec();
+    let entry = Entry::new(Value::Json(doc.clone()));
+    for (name, lzf) in [("v1.40.1-plain", false), ("v1.40.1-lzf", true)] {
+        let fx = fixtures().into_iter().find(|f| f.name == name).unwrap_or_else(|| panic!("fixture {name}"));
+        let want = df2redis::emulator::encode::entry(b"json:1", &entry, lzf).bytes;
+        assert_eq!(want[0], t::JSON);
+        let found = (0..fx.num_flows()).any(|i| fx.flow_bytes(i).windows(want.len()).any(|w| w == want.as_slice()));
+        assert!(found, "{name}: no flow holds the emulator's encoding {want:02X?}");
+    }
+}
