@@ -99,25 +99,87 @@ pub enum Json {
     Number(String),
     Str(String),
     Array(Vec<Json>),
-    /// Members by name (a repeated name keeps its last value, as both servers do).
+    /// Members by name. A repeated name keeps its first value, as Dragonfly does (jsoncons
+    /// sorts members stably and drops the later duplicates); RedisJSON would keep the last.
     Object(BTreeMap<String, Json>),
 }
 
 /// Parse one JSON document (surrounding whitespace allowed). The error names the byte offset.
 pub fn parse(text: &[u8]) -> Result<Json, String> {
-    let mut p = Parser { s: text, i: 0 };
+    parse_noting(text).map(|(v, _)| v)
+}
+
+/// What parsing met besides the value.
+#[derive(Debug, Default, Clone, Copy)]
+struct Noted {
+    /// An object repeated a member name.
+    repeated: bool,
+    /// A `\u` escape was not a whole character (a lone surrogate), read as U+FFFD.
+    lossy: bool,
+}
+
+fn parse_noting(text: &[u8]) -> Result<(Json, Noted), String> {
+    let mut p = Parser { s: text, i: 0, noted: Noted::default() };
     p.ws();
     let v = p.value(0)?;
     p.ws();
     if p.i != text.len() {
         return Err(format!("unexpected {:?} after the document at byte {}", p.s[p.i] as char, p.i));
     }
-    Ok(v)
+    Ok((v, p.noted))
+}
+
+/// A JSON value for RedisJSON that has the value Dragonfly gave it: when an object in `text`
+/// repeats a member name, Dragonfly keeps the first and RedisJSON the last, so the text is
+/// printed again with only the first (compact, members sorted, numbers as written). `None`
+/// when no name repeats, or the text does not parse or holds a lone surrogate escape (it then
+/// goes as it is).
+pub fn first_members_only(text: &[u8]) -> Option<Vec<u8>> {
+    let (v, noted) = parse_noting(text).ok()?;
+    if !noted.repeated || noted.lossy {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    print(&v, &mut out);
+    Some(out.into_bytes())
+}
+
+/// Compact JSON text of `v`: members in name order, numbers as they were written.
+pub fn print(v: &Json, out: &mut String) {
+    match v {
+        Json::Null => out.push_str("null"),
+        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Number(n) => out.push_str(n),
+        Json::Str(s) => out.push_str(&string(s)),
+        Json::Array(a) => {
+            out.push('[');
+            for (i, e) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                print(e, out);
+            }
+            out.push(']');
+        }
+        Json::Object(o) => {
+            out.push('{');
+            for (i, (k, e)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&string(k));
+                out.push(':');
+                print(e, out);
+            }
+            out.push('}');
+        }
+    }
 }
 
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
+    noted: Noted,
 }
 
 impl Parser<'_> {
@@ -186,7 +248,12 @@ impl Parser<'_> {
                         return self.err("expected ':'");
                     }
                     self.ws();
-                    m.insert(k, self.value(depth + 1)?);
+                    let v = self.value(depth + 1)?;
+                    if m.contains_key(&k) {
+                        self.noted.repeated = true;
+                    } else {
+                        m.insert(k, v);
+                    }
                     self.ws();
                     if self.eat(b"}") {
                         return Ok(Json::Object(m));
@@ -265,7 +332,10 @@ impl Parser<'_> {
                             } else {
                                 hi
                             };
-                            char::from_u32(cp).unwrap_or('\u{FFFD}')
+                            char::from_u32(cp).unwrap_or_else(|| {
+                                self.noted.lossy = true;
+                                '\u{FFFD}'
+                            })
                         }
                         _ => return self.err("bad escape"),
                     };
@@ -367,7 +437,7 @@ mod tests {
     fn parses_every_kind_of_value() {
         let v = parse(br#" {"a":[1,-2.5e+3,null,true,false],"b":{"c":"x\"\\\/\u00e9\ud83d\ude00\n"},"a":0} "#).unwrap();
         let Json::Object(m) = &v else { panic!("{v:?}") };
-        assert_eq!(m["a"], Json::Number("0".into()), "a repeated member keeps its last value");
+        assert_eq!(m["a"], Json::Array(["1", "-2.5e+3"].map(|n| Json::Number(n.into())).into_iter().chain([Json::Null, Json::Bool(true), Json::Bool(false)]).collect()), "a repeated member keeps its first value");
         let Json::Object(b) = &m["b"] else { panic!() };
         assert_eq!(b["c"], Json::Str("x\"\\/é😀\n".into()));
         for bad in [&b"{"[..], b"[1,]", b"01x", b"\"abc", b"{\"a\" 1}", b"tru", b"1 2", b"-", b"1.", b"\"\\x\""] {
@@ -384,6 +454,15 @@ mod tests {
         // RedisJSON 2.8: insertion order, its own number forms, one double a few ULPs off.
         let rj = parse(br#"{"e":[9223372036854775807],"d":"\u001f","c":100.0,"b":1e300,"a":90.33333333333331}"#).unwrap();
         assert_eq!(difference(&dfly, &rj), None);
+    }
+
+    #[test]
+    fn repeated_members_keep_the_first_as_dragonfly_does() {
+        let text = br#" {"b":{"x":1,"x":[2]},"a":"\u00e9\n","b":0, "n":-1.50e+3} "#;
+        assert_eq!(first_members_only(text).unwrap(), r#"{"a":"é\n","b":{"x":1},"n":-1.50e+3}"#.as_bytes().to_vec());
+        assert_eq!(first_members_only(br#"{"a":1,"b":{"a":2}}"#), None, "no name repeats within one object");
+        assert_eq!(first_members_only(br#"{"a":1,"a":2,"#), None, "does not parse: sent as it is");
+        assert_eq!(first_members_only(br#"{"a":"\ud800","a":2}"#), None, "a lone surrogate would not survive a reprint");
     }
 
     #[test]
