@@ -428,3 +428,35 @@ fn emulator_encodes_a_json_entry_as_the_captured_master() {
         assert!(found, "{name}: no flow holds the emulator's encoding {want:02X?}");
     }
 }
+
+/// `--json skip` skips documents even on a RedisJSON target; `--json json-set` on a target
+/// without RedisJSON is refused there, and the run stops naming the command and the error.
+#[test]
+fn explicit_json_policies_override_the_probe() {
+    let emu = Emulator::start(Config::default()).unwrap();
+    datasets::json_documents(&emu);
+    let docs = emulator_documents(&emu);
+    let migrate = |srv: &RedisServer, policy: &str| {
+        let target = format!("redis://{}", srv.addr());
+        let out = df2redis(&["migrate", "--source", &emu.addr().to_string(), "--target", &target, "--json", policy])
+            .wait_with_output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+
+    let modules = RedisServer::start_kind(ServerKind::Redis7Modules, &[]);
+    let (code, log) = migrate(&modules, "skip");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("JSON documents will be skipped (--json)"), "{log}");
+    assert_eq!(skipped(&log).get("JSON document (target has no RedisJSON)"), Some(&(docs.len() as u64)), "{log}");
+    let mut c = modules.conn();
+    for (db, k, _) in &docs {
+        assert!(absent(&mut c, *db, k), "{} was written", String::from_utf8_lossy(k));
+    }
+
+    let plain = RedisServer::start_kind(ServerKind::Redis7, &[]);
+    let (code, log) = migrate(&plain, "json-set");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("JSON.SET") && log.contains("unknown command"), "the error names the command and the target's answer: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -330,9 +330,14 @@ impl Session {
             JsonSetting::Auto if server.has_module("ReJSON") => JsonPolicy::JsonSet,
             JsonSetting::Auto => JsonPolicy::Skip,
         };
+        let why = match (cfg.json, server.has_module("ReJSON")) {
+            (JsonSetting::Fixed(_), _) => " (--json)",
+            (JsonSetting::Auto, true) => "",
+            (JsonSetting::Auto, false) => " (no RedisJSON)",
+        };
         log::info!(
-            "target: JSON documents will be {}",
-            if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" }
+            "target: JSON documents will be {}{why}",
+            if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped" }
         );
         let cluster = first_target.is_cluster();
 
