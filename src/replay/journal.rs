@@ -5,7 +5,7 @@
 //! `_MCFLAGS` stripped, `SADDEX`/`HSETEX` to `SADD`/`HSET`, `RESTORE` payloads decoded and
 //! rebuilt with ordinary commands) and counted otherwise.
 
-use super::{restore, Cmd, JsonPolicy, MemberTtlPolicy, RecordClass, ReplayError, Replayer};
+use super::{restore, Cmd, MemberTtlPolicy, RecordClass, ReplayError, Replayer};
 use crate::protocol::{Argv, JournalRecord, RecordKind};
 
 /// Dragonfly commands Redis does not have, with the reason logged when one is skipped.
@@ -51,15 +51,15 @@ pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cm
     } else if is("SADDEX") || is("HSETEX") {
         member_ttl_command(r, rec, out)?;
     } else if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"JSON.") {
-        if r.policy.json == JsonPolicy::JsonSet {
+        if let Some((_, record)) = r.policy.json.skip_reasons() {
+            r.stats.note(true, record, db, key);
+        } else {
             // Values (and paths, which hold no wide integer) follow the key.
             if argv.iter().skip(2).any(crate::json::has_wide_integer) {
                 r.stats.note(false, super::JSON_WIDE_INTEGER, db, key);
             }
             let argv = first_json_members(std::mem::take(&mut rec.argv));
             out.push(Cmd { db, argv });
-        } else {
-            r.stats.note(true, "JSON command (target has no RedisJSON)", db, key);
         }
     } else if let Some((_, reason)) = DRAGONFLY_ONLY.iter().find(|(n, _)| is(n)) {
         r.stats.note(true, reason, db, key);
