@@ -328,7 +328,7 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     c.json = match choice("policy.json", &["auto", "json-set", "skip"])?.as_deref() {
         None | Some("auto") => JsonSetting::Auto,
         Some("json-set") => JsonSetting::Fixed(JsonPolicy::JsonSet),
-        _ => JsonSetting::Fixed(JsonPolicy::Skip),
+        _ => JsonSetting::Fixed(JsonPolicy::SkipAsked),
     };
     c.member_ttl = match choice("policy.member_ttl", &["drop-ttl", "skip"])?.as_deref() {
         Some("skip") => MemberTtlPolicy::Skip,

@@ -111,9 +111,12 @@ enum Command {
     /// Values are never loaded whole: strings are compared by GETRANGE windows, lists by
     /// LRANGE windows, streams by XRANGE ... COUNT; hashes, sets and sorted sets are walked on
     /// the source (HSCAN/SSCAN/ZSCAN) and each page is looked up on the target (HMGET,
-    /// SMISMEMBER, ZMSCORE: Redis 6.2 or later), after their sizes were found equal. Memory
-    /// stays at a few MB whatever the size of the keys. Types other than string, list, hash,
-    /// set, zset and stream are compared by type and TTL only (counted in the summary).
+    /// SMISMEMBER, ZMSCORE: Redis 6.2 or later), after their sizes were found equal. JSON
+    /// documents (RedisJSON on the target) are read whole with JSON.GET and compared as trees,
+    /// numbers that are not integers within a relative 1e-12 (RedisJSON rounds some doubles);
+    /// documents over 64 MiB are compared by type and TTL only. Memory stays at a few MB plus
+    /// the JSON documents being compared. Other types (Bloom, Cuckoo, count-min sketch, top-k)
+    /// are compared by type and TTL only (counted in the summary).
     ///
     /// A live source keeps changing: keys that vanish or change type while being compared are
     /// counted apart, not as differences; writes not yet replicated do show up. For a verdict,
@@ -263,8 +266,8 @@ struct RunArgs {
     /// [file: tuning.inflight_pipelines]
     #[arg(long, value_name = "N")]
     inflight: Option<String>,
-    /// JSON documents: auto (JSON.SET if the target has RedisJSON, else skip) | json-set | skip.
-    /// [file: policy.json]
+    /// JSON documents: auto (JSON.SET if the target has RedisJSON, on every master of a
+    /// cluster; else skip) | json-set | skip. See docs/json-and-modules.md.  [file: policy.json]
     #[arg(long, value_name = "POLICY")]
     json: Option<String>,
     /// Hash fields / set members with TTLs: drop-ttl (write them without TTL; members already

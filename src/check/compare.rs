@@ -3,7 +3,7 @@
 //!
 //! A batch of source keys goes through pipelined rounds, each sent to both sides at once:
 //! `TYPE` + `PTTL`, then the sizes (and the source's `MEMORY USAGE`), then the values window by
-//! window ([`chunks`]), where every
+//! window ([`chunks`]; JSON documents whole, see `json_documents`), where every
 //! round carries a window of every value still being compared, within a byte budget. A batch
 //! of small keys costs three or four round trips; a big value costs one more per window, and
 //! never more memory than a window.
@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::json;
 use crate::protocol::cursor::show;
 use crate::target::resp::Reply;
 
@@ -24,6 +25,13 @@ use super::CheckError;
 
 /// Reply bytes one value round may ask for per side (estimated from the windows).
 const ROUND_BYTES: u64 = 8 << 20;
+
+/// The type name RedisJSON (and Dragonfly) give JSON documents.
+const JSON_TYPE: &str = "ReJSON-RL";
+
+/// JSON documents taking more memory than this on either side are compared by type and TTL
+/// only: a document is read whole, and two of them (text and tree) are held at once.
+pub const JSON_WHOLE_MAX: u64 = 64 << 20;
 
 /// The two sides, what to compare with, and where the findings go.
 pub struct Checker<'a> {
@@ -74,6 +82,7 @@ impl<'a> Checker<'a> {
         let cmds: Vec<Args> = keys.iter().flat_map(|k| [cmd(&[b"TYPE", k]), cmd(&[b"PTTL", k])]).collect();
         let (s, t) = self.both(sdb, &cmds, tdb, &cmds)?;
         let mut sized: Vec<(&[u8], Kind)> = Vec::new();
+        let mut json: Vec<&[u8]> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let at = |side: &str, r: &Reply, what: &str| CheckError::Failed(format!("{side}: {what} of key {} in db {}: {r:?}", show(key), if side == "source" { sdb } else { tdb }));
             let stype = type_name(&s[2 * i]).ok_or_else(|| at("source", &s[2 * i], "TYPE"))?;
@@ -104,6 +113,7 @@ impl<'a> Checker<'a> {
             }
             match Kind::from_type(&stype) {
                 Some(kind) => sized.push((key, kind)),
+                None if stype == JSON_TYPE => json.push(key),
                 None => self.report.source_db(sdb).not_compared += 1,
             }
         }
@@ -133,7 +143,66 @@ impl<'a> Checker<'a> {
             }
         }
         self.values(sdb, tdb, jobs)?;
+        self.json_documents(sdb, tdb, &json)?;
         self.progress();
+        Ok(())
+    }
+
+    /// JSON documents (RedisJSON's type on both sides) are read whole, `JSON.GET key`, and
+    /// compared as trees ([`crate::json::difference`]: the servers print one document
+    /// differently, and doubles within a relative tolerance). A document cannot be read in
+    /// windows, so `MEMORY USAGE` on both sides comes first: documents above
+    /// [`JSON_WHOLE_MAX`] on either side (or on a server that does not answer it) are compared
+    /// by type and TTL only, and the others are read in rounds within [`ROUND_BYTES`].
+    fn json_documents(&mut self, sdb: u32, tdb: u32, keys: &[&[u8]]) -> Result<(), CheckError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let cmds: Vec<Args> = keys.iter().map(|k| cmd(&[b"MEMORY", b"USAGE", k])).collect();
+        let (s, t) = self.both(sdb, &cmds, tdb, &cmds)?;
+        let mut todo: Vec<(&[u8], u64)> = Vec::new();
+        for ((key, sm), tm) in keys.iter().zip(s).zip(t) {
+            match (sm, tm) {
+                (Reply::Int(a), Reply::Int(b)) if a.max(b).max(0) as u64 <= JSON_WHOLE_MAX => todo.push((key, a.max(b).max(0) as u64)),
+                (Reply::Bulk(None), _) | (_, Reply::Bulk(None)) => self.report.source_db(sdb).vanished += 1,
+                _ => self.report.source_db(sdb).not_compared += 1,
+            }
+        }
+        let mut rest = todo.as_slice();
+        while !rest.is_empty() {
+            let mut n = 1;
+            let mut bytes = rest[0].1;
+            while n < rest.len() && bytes + rest[n].1 <= ROUND_BYTES {
+                bytes += rest[n].1;
+                n += 1;
+            }
+            let (round, later) = rest.split_at(n);
+            rest = later;
+            let cmds: Vec<Args> = round.iter().map(|(k, _)| cmd(&[b"JSON.GET", k])).collect();
+            let (s, t) = self.both(sdb, &cmds, tdb, &cmds)?;
+            for (((key, _), sr), tr) in round.iter().zip(s).zip(t) {
+                match (sr, tr) {
+                    (Reply::Bulk(Some(a)), Reply::Bulk(Some(b))) => {
+                        let diff = match (json::parse(&a), json::parse(&b)) {
+                            (Ok(a), Ok(b)) => json::difference(&a, &b),
+                            (Err(e), _) => Some(format!("the source's document does not parse: {e}")),
+                            (_, Err(e)) => Some(format!("the target's document does not parse: {e}")),
+                        };
+                        if let Some(d) = diff {
+                            self.report.record(Category::Value, sdb, key, format!("document differs at {d}"));
+                        }
+                    }
+                    (Reply::Bulk(None), _) | (_, Reply::Bulk(None)) => self.report.source_db(sdb).vanished += 1,
+                    (Reply::Error(e), _) | (_, Reply::Error(e)) if e.starts_with("WRONGTYPE") => self.report.source_db(sdb).vanished += 1,
+                    (a, b) => {
+                        return Err(CheckError::Failed(format!(
+                            "JSON.GET {} in db {sdb}: source answered {a:?}, target {b:?}",
+                            show(key)
+                        )))
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

@@ -92,7 +92,8 @@ pub fn shape(name: &str) -> Option<Shape> {
     Some(match name {
         "SET" | "INCR" | "INCRBY" | "DECR" | "DECRBY" | "APPEND" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT"
         | "PERSIST" | "HSET" | "HDEL" | "HINCRBY" | "LPUSH" | "RPUSH" | "LPOP" | "RPOP" | "SADD" | "SREM" | "ZADD"
-        | "ZREM" | "ZINCRBY" | "XADD" | "XDEL" | "XGROUP" | "XACK" | "HSETEX" | "SADDEX" | "STICK" => Shape::Single,
+        | "ZREM" | "ZINCRBY" | "XADD" | "XDEL" | "XGROUP" | "XACK" | "HSETEX" | "SADDEX" | "STICK" | "JSON.SET" | "JSON.DEL"
+        | "JSON.FORGET" => Shape::Single,
         "DEL" | "UNLINK" => Shape::Keys,
         "MSET" => Shape::Pairs,
         "FLUSHDB" | "FLUSHALL" => Shape::Global,
@@ -186,6 +187,20 @@ pub fn apply(ks: &mut Keyspace, now: u64, args: &[&[u8]]) -> Result<Option<Argv>
             Ok(Some(owned(args)))
         }
         "HSETEX" => hsetex(ks, now, args),
+        "JSON.SET" => json_set(ks, args),
+        "JSON.DEL" | "JSON.FORGET" => {
+            if args.len() > 3 || args.get(2).is_some_and(|p| !is_json_root(p)) {
+                return Err(JSON_ROOT_ONLY.into());
+            }
+            match ks.get(key).map(|e| &e.value) {
+                None => Ok(None),
+                Some(Value::Json(_)) => {
+                    ks.remove(key);
+                    Ok(Some(owned(args)))
+                }
+                Some(_) => Err(WRONGTYPE.into()),
+            }
+        }
         "HDEL" => {
             arity(args, 3, None)?;
             let removed = match ks.get_mut(key).map(|e| &mut e.value) {
@@ -348,6 +363,43 @@ fn entry_or<'a>(ks: &'a mut Keyspace, key: &[u8], make: impl FnOnce() -> Value) 
         ks.insert(key.to_vec(), Entry::new(make()));
     }
     Ok(ks.get_mut(key).expect("inserted above"))
+}
+
+const JSON_ROOT_ONLY: &str = "ERR the emulator supports JSON.SET / JSON.DEL at the root path ($ or .) only";
+
+fn is_json_root(p: &[u8]) -> bool {
+    p == b"$" || p == b"."
+}
+
+/// `JSON.SET key $ doc [NX|XX]` at the root only, journaled verbatim as Dragonfly does. The
+/// emulator stores the text it is given, unparsed: callers pass it as Dragonfly would print
+/// it (compact, object members in sorted order, see `Value::Json`), since that text is what
+/// the snapshot carries.
+fn json_set(ks: &mut Keyspace, args: &[&[u8]]) -> Result<Option<Argv>, String> {
+    arity(args, 4, None)?;
+    if !is_json_root(args[2]) {
+        return Err(JSON_ROOT_ONLY.into());
+    }
+    let (nx, xx) = match args.get(4..).unwrap_or_default() {
+        [] => (false, false),
+        [o] if o.eq_ignore_ascii_case(b"NX") => (true, false),
+        [o] if o.eq_ignore_ascii_case(b"XX") => (false, true),
+        _ => return Err(SYNTAX.into()),
+    };
+    let key = args[1];
+    match ks.get_mut(key) {
+        Some(_) if nx => Ok(None),
+        None if xx => Ok(None),
+        Some(Entry { value: Value::Json(doc), .. }) => {
+            *doc = args[3].to_vec();
+            Ok(Some(owned(args)))
+        }
+        Some(_) => Err(WRONGTYPE.into()),
+        None => {
+            ks.insert(key.to_vec(), Entry::new(Value::Json(args[3].to_vec())));
+            Ok(Some(owned(args)))
+        }
+    }
 }
 
 /// Containers never stay empty (Redis deletes the key with its last element).

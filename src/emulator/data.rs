@@ -67,7 +67,7 @@ pub enum Value {
     /// member -> score (never NaN).
     Zset(BTreeMap<Vec<u8>, f64>),
     Stream(Stream),
-    /// A JSON document, compact text.
+    /// A JSON document: the compact text Dragonfly would print (see `datasets::json_documents`).
     Json(Vec<u8>),
     /// field -> (value, TTL as absolute Unix seconds).
     HashTtl(BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>),

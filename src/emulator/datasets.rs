@@ -55,7 +55,8 @@ fn string(v: impl Into<Vec<u8>>) -> Entry {
 /// key; lists small, of integers, with a 20 KB element (PLAIN node) and of ~10 MB (tagged
 /// chunks); intsets of 16- and 64-bit members, small and big sets; small and big hashes;
 /// zsets with infinities, fractional and precise scores, small and big; streams with deleted
-/// entries, differing fields, consumer groups, PELs and consumers, and a big one; JSON; field
+/// entries, differing fields, consumer groups, PELs and consumers, and a big one; JSON
+/// documents ([`json_documents`], and one of 1 MB); field
 /// and member TTLs; and the Dragonfly-only opaque types of the emulated release.
 pub fn type_coverage(emu: &Emulator) {
     every_type(emu);
@@ -69,6 +70,52 @@ pub fn type_coverage(emu: &Emulator) {
         })
         .collect();
     emu.load(0, b"list:10mb", Entry::new(Value::List(big)));
+    emu.load(0, b"json:1mb", Entry::new(Value::Json(json_1mb())));
+}
+
+/// JSON documents as Dragonfly prints them (its `SaveJsonObject` writes `to_string()` of the
+/// jsoncons document as one RDB string, never split across chunks): compact; object members in
+/// sorted order (Dragonfly's documents use jsoncons' `sorted_policy`); doubles in shortest
+/// round-trip form with `.0` when integral; `"`, `\` and `\b \f \n \r \t` escaped short,
+/// other control characters as `\u00XX` (upper-case hex), `/` and non-ASCII UTF-8 as they are.
+/// Top-level scalars too (`42` goes out integer-encoded, as any short numeric string does).
+pub fn json_documents(emu: &Emulator) {
+    let ld = |db: u32, k: &str, e: Entry| emu.load(db, k.as_bytes(), e);
+    let doc = |t: &str| Entry::new(Value::Json(s(t)));
+    ld(0, "json:1", doc(r#"{"a":1,"b":[1,2,{"c":"x"}],"d":null,"e":1.5}"#));
+    ld(0, "json:nested", doc(r#"{"a":[[1,[2,[3,[]]]],{"b":{"c":{"d":[null,{}]}}}],"z":[]}"#));
+    ld(
+        0,
+        "json:numbers",
+        doc(r#"{"f":[1.5,-0.25,90.33333333333333,3.141592653589793,100.0,0.1],"i":[0,-1,9223372036854775807,-9223372036854775808],"z":0.0}"#),
+    );
+    ld(
+        0,
+        "json:text",
+        doc(r#"{"empty":"","escapes":"q\" b\\ s/ n\n t\t r\r b\b f\f c\u0001\u001F","unicode":"héllo wörld 日本語 😀"}"#),
+    );
+    ld(0, "json:array", doc(r#"[1,"two",null,true,false,{"k":"v"}]"#));
+    ld(0, "json:string", doc(r#""just a string""#));
+    ld(0, "json:number", doc("42"));
+    ld(0, "json:ttl", Entry::with_expiry(Value::Json(s(r#"{"t":1}"#)), now_ms() + 3_600_000));
+    ld(1, "db1:json", doc(r#"{"db":1}"#));
+}
+
+/// A document of a little over 1 MiB: an array of small objects with doubles and non-ASCII
+/// text. Dragonfly sends it as one RDB string (one entry, never tagged).
+pub fn json_1mb() -> Vec<u8> {
+    let mut out = String::from(r#"{"items":["#);
+    let mut i = 0u32;
+    while out.len() < (1 << 20) {
+        if i > 0 {
+            out.push(',');
+        }
+        // `{:?}` is Rust's shortest round-trip form with `.0` kept, as jsoncons prints them.
+        out.push_str(&format!(r#"{{"id":{i},"name":"item-{i:06}-ü","tags":["a","b/c"],"v":{:?}}}"#, f64::from(i) / 8.0));
+        i += 1;
+    }
+    out.push_str("]}");
+    out.into_bytes()
 }
 
 /// [`type_coverage`] without its two big values (5 MB string, 10 MB list): every type and
@@ -174,7 +221,7 @@ pub fn every_type(emu: &Emulator) {
 
     ld(0, "stream:small", Entry::new(Value::Stream(small_stream(now))));
     ld(0, "stream:big", Entry::new(Value::Stream(big_stream(&mut r, 2000))));
-    ld(0, "json:1", Entry::new(Value::Json(s(r#"{"a":1,"b":[1,2,{"c":"x"}],"d":null,"e":1.5}"#))));
+    json_documents(emu);
     let secs = now / 1000;
     ld(
         0,

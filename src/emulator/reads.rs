@@ -3,7 +3,8 @@
 //! the emulator over the wire).
 //!
 //! `SCAN`, `DBSIZE`, `EXISTS`, `TYPE`, `PTTL`, `GET`, `STRLEN`, `GETRANGE`, `LLEN`, `LRANGE`,
-//! `HLEN`, `HSCAN`, `SCARD`, `SSCAN`, `ZCARD`, `ZSCAN`, `XLEN`, `XRANGE`, `MEMORY USAGE` (an
+//! `HLEN`, `HSCAN`, `SCARD`, `SSCAN`, `ZCARD`, `ZSCAN`, `XLEN`, `XRANGE`, `JSON.GET key` (the
+//! whole document, no path), `MEMORY USAGE` (an
 //! estimate: the bytes of the value plus 16 per element) and the keyspace section of `INFO`,
 //! with Redis's reply shapes and index rules. Reads never change the data:
 //! an expired key (or hash field / set member) is simply absent, as it is to a client of the
@@ -49,6 +50,7 @@ pub(super) fn is_read(name: &str) -> bool {
             | "XLEN"
             | "XRANGE"
             | "MEMORY"
+            | "JSON.GET"
     )
 }
 
@@ -223,6 +225,9 @@ fn typed(name: &str, args: &[&[u8]], v: Option<&Value>, now_ms: u64) -> Result<V
     match (name, v) {
         ("GET", None) => Ok(b"$-1\r\n".to_vec()),
         ("GET", Some(Value::String(s))) => Ok(resp::bulk(s)),
+        // The whole document (no path), as Dragonfly prints it; the emulator keeps that text.
+        ("JSON.GET", None) => Ok(b"$-1\r\n".to_vec()),
+        ("JSON.GET", Some(Value::Json(doc))) => Ok(resp::bulk(doc)),
         ("STRLEN", Some(Value::String(s))) => Ok(resp::int(s.len() as i64)),
         ("GETRANGE", v) => {
             let (start, end) = (int_arg(args[2])?, int_arg(args[3])?);

@@ -82,10 +82,12 @@ pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
         JsonSetting::Auto if server.has_module("ReJSON") => JsonPolicy::JsonSet,
         JsonSetting::Auto => JsonPolicy::Skip,
     };
-    log::info!(
-        "target: JSON documents will be {}",
-        if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" }
-    );
+    let why = match (cfg.json, server.has_module("ReJSON")) {
+        (JsonSetting::Fixed(_), _) => " (--json)",
+        (JsonSetting::Auto, true) => "",
+        (JsonSetting::Auto, false) => " (no RedisJSON)",
+    };
+    log::info!("target: JSON documents will be {}{why}", if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped" });
     let cluster = first.is_cluster();
     Ok(PreparedTarget { first, json, cluster })
 }

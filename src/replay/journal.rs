@@ -5,7 +5,7 @@
 //! `_MCFLAGS` stripped, `SADDEX`/`HSETEX` to `SADD`/`HSET`, `RESTORE` payloads decoded and
 //! rebuilt with ordinary commands) and counted otherwise.
 
-use super::{restore, Cmd, JsonPolicy, MemberTtlPolicy, RecordClass, ReplayError, Replayer};
+use super::{restore, Cmd, MemberTtlPolicy, RecordClass, ReplayError, Replayer};
 use crate::protocol::{Argv, JournalRecord, RecordKind};
 
 /// Dragonfly commands Redis does not have, with the reason logged when one is skipped.
@@ -51,10 +51,15 @@ pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cm
     } else if is("SADDEX") || is("HSETEX") {
         member_ttl_command(r, rec, out)?;
     } else if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"JSON.") {
-        if r.policy.json == JsonPolicy::JsonSet {
-            out.push(Cmd { db, argv: std::mem::take(&mut rec.argv) });
+        if let Some((_, record)) = r.policy.json.skip_reasons() {
+            r.stats.note(true, record, db, key);
         } else {
-            r.stats.note(true, "JSON command (target has no RedisJSON)", db, key);
+            // Values (and paths, which hold no wide integer) follow the key.
+            if argv.iter().skip(2).any(crate::json::has_wide_integer) {
+                r.stats.note(false, super::JSON_WIDE_INTEGER, db, key);
+            }
+            let argv = first_json_members(std::mem::take(&mut rec.argv));
+            out.push(Cmd { db, argv });
         }
     } else if let Some((_, reason)) = DRAGONFLY_ONLY.iter().find(|(n, _)| is(n)) {
         r.stats.note(true, reason, db, key);
@@ -66,6 +71,46 @@ pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cm
         out.push(Cmd { db, argv: std::mem::take(&mut rec.argv) });
     }
     Ok(RecordClass::Normal)
+}
+
+/// The arguments of a `JSON.*` record that are JSON values (which the target parses):
+/// `JSON.SET` / `JSON.MERGE key path value`, `JSON.MSET key path value ...`,
+/// `JSON.ARRAPPEND key path value...`, `JSON.ARRINSERT key path index value...`.
+fn json_value_args(name: &[u8], argc: usize) -> Vec<usize> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("JSON.SET") || is("JSON.MERGE") {
+        (3..argc.min(4)).collect()
+    } else if is("JSON.MSET") {
+        (3..argc).step_by(3).collect()
+    } else if is("JSON.ARRAPPEND") {
+        (3..argc).collect()
+    } else if is("JSON.ARRINSERT") {
+        (4..argc).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// A `JSON.*` record whose values repeat a member name in an object, with only the first of
+/// each kept ([`crate::json::first_members_only`]): Dragonfly applied the command keeping the
+/// first, RedisJSON would keep the last. Any other record is returned as it is (no copy).
+fn first_json_members(argv: Argv) -> Argv {
+    let name = argv.get(0).unwrap_or_default();
+    let fixed: Vec<(usize, Vec<u8>)> = json_value_args(name, argv.len())
+        .into_iter()
+        .filter_map(|i| crate::json::first_members_only(argv.get(i)?).map(|t| (i, t)))
+        .collect();
+    if fixed.is_empty() {
+        return argv;
+    }
+    let mut out = Argv::with_capacity(argv.byte_len(), argv.len());
+    for (i, a) in argv.iter().enumerate() {
+        match fixed.iter().find(|f| f.0 == i) {
+            Some((_, t)) => out.push(t),
+            None => out.push(a),
+        }
+    }
+    out
 }
 
 /// `SET key value [options]` without Dragonfly's `STICK` and `_MCFLAGS <n>`.

@@ -47,13 +47,32 @@ impl Cmd {
     }
 }
 
+/// The altered-key reason for JSON written to RedisJSON with an integer beyond 64 bits, which
+/// RedisJSON stores as a double (see [`crate::json::has_wide_integer`]). The document is
+/// written: every other value in it is exact, and the count says how many keys lost digits.
+pub const JSON_WIDE_INTEGER: &str = "JSON integer beyond 64 bits (RedisJSON stores it as a double)";
+
 /// What to do with JSON documents (type 30 and JSON.* commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonPolicy {
     /// `JSON.SET key $ <doc>`: the target has RedisJSON.
     JsonSet,
-    /// Skip the key (counted, logged once, and the target's old value under it removed).
+    /// Skip the key (counted, logged once, and the target's old value under it removed): the
+    /// target has no RedisJSON.
     Skip,
+    /// As [`Skip`](Self::Skip), because `--json skip` asked for it (whatever the target has).
+    SkipAsked,
+}
+
+impl JsonPolicy {
+    /// The skip reasons of a document and of a `JSON.*` record; `None` when JSON is written.
+    pub fn skip_reasons(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            JsonPolicy::JsonSet => None,
+            JsonPolicy::Skip => Some(("JSON document (target has no RedisJSON)", "JSON command (target has no RedisJSON)")),
+            JsonPolicy::SkipAsked => Some(("JSON document (policy: skip)", "JSON command (policy: skip)")),
+        }
+    }
 }
 
 /// What to do with hashes/sets whose fields or members carry TTLs (types 31/32, HSETEX,

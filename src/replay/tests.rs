@@ -102,6 +102,44 @@ fn dragonfly_only_values_follow_the_policy_and_are_counted() {
     r.value(&piece(&head(t::JSON, "j", None), Piece::Json(b"{}".to_vec()), true, true), &mut out);
     r.value(&piece(&h, Piece::SetMembersTtl(vec![(b"m".to_vec(), None)]), true, true), &mut out);
     assert_eq!(strs(&out), ["3:DEL j", "3:JSON.SET j $ {}", "3:DEL st"]);
+    assert!(r.stats().altered.is_empty());
+}
+
+#[test]
+fn json_records_with_repeated_member_names_keep_the_first_as_dragonfly_does() {
+    let mut r = rp(Policy { json: JsonPolicy::JsonSet, member_ttl: MemberTtlPolicy::DropTtl });
+    let mut out = vec![];
+    for rec in [
+        record(&["JSON.SET", "j", "$", r#"{"a":1,"a":2}"#, "NX"]),
+        record(&["JSON.MSET", "j", "$.x", r#"{"b":1,"b":2}"#, "{k}2", "$", "[1]"]),
+        record(&["JSON.ARRINSERT", "j", "$.l", "0", r#"{"c":1,"c":2}"#, "3"]),
+        record(&["JSON.SET", "j", "$.y", r#"{"d":1}"#]),
+    ] {
+        r.record(&rec, &mut out).unwrap();
+    }
+    assert_eq!(
+        strs(&out),
+        [
+            r#"1:JSON.SET j $ {"a":1} NX"#,
+            r#"1:JSON.MSET j $.x {"b":1} {k}2 $ [1]"#,
+            r#"1:JSON.ARRINSERT j $.l 0 {"c":1} 3"#,
+            r#"1:JSON.SET j $.y {"d":1}"#,
+        ]
+    );
+    assert!(r.stats().altered.is_empty() && r.stats().skipped.is_empty());
+}
+
+#[test]
+fn json_integers_beyond_64_bits_are_written_and_counted_as_altered() {
+    let mut r = rp(Policy { json: JsonPolicy::JsonSet, member_ttl: MemberTtlPolicy::DropTtl });
+    let mut out = vec![];
+    let doc = br#"{"n":123456789012345678901234567890}"#.to_vec();
+    r.value(&piece(&head(t::JSON, "j", None), Piece::Json(doc), true, true), &mut out);
+    for rec in [record(&["JSON.SET", "j", "$.m", "-9223372036854775809"]), record(&["JSON.SET", "j", "$.k", "18446744073709551615"])] {
+        r.record(&rec, &mut out).unwrap();
+    }
+    assert_eq!(strs(&out).len(), 4, "written: {:?}", strs(&out));
+    assert_eq!(r.stats().altered.get(crate::replay::JSON_WIDE_INTEGER), Some(&2));
 }
 
 #[test]

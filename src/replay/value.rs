@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{Cmd, Decision, JsonPolicy, MemberTtlPolicy, Replayer};
+use super::{Cmd, Decision, MemberTtlPolicy, Replayer};
 use crate::protocol::{rdb_type as t, Argv, Piece, StreamGroup, StreamMeta, ValuePiece};
 
 const TMP_GROUP: &[u8] = b"df2redis-tmp";
@@ -126,7 +126,16 @@ fn decide(r: &mut Replayer, v: &ValuePiece) -> Decision {
         return Decision::Skip;
     }
     match h.rdb_type {
-        t::JSON if r.policy.json == JsonPolicy::Skip => skip(r, "JSON document (target has no RedisJSON)"),
+        t::JSON => match r.policy.json.skip_reasons() {
+            Some((document, _)) => skip(r, document),
+            None => {
+                // A document is one piece: its whole text is here.
+                if matches!(&v.piece, Piece::Json(doc) if crate::json::has_wide_integer(doc)) {
+                    r.stats.note(false, super::JSON_WIDE_INTEGER, h.db, &h.key);
+                }
+                Decision::Write
+            }
+        },
         t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => match r.policy.member_ttl {
             MemberTtlPolicy::Skip => skip(r, "hash field or set member TTLs (policy: skip)"),
             MemberTtlPolicy::DropTtl => {

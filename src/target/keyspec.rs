@@ -314,6 +314,9 @@ fn single_key(argv: &Argv) -> Option<&[u8]> {
 ///   cannot be split atomically (its all-or-nothing check spans slots), but Dragonfly
 ///   journals `MSETNX` as `MSET` per shard anyway (protocol doc 7.5), so what reaches us is
 ///   already the outcome: it is replayed as `MSET`;
+/// * `JSON.MSET` across slots: one `JSON.MSET` per slot with that slot's key/path/value
+///   triples. Dragonfly journals it per shard with only the triples it applied, so it too is
+///   already the outcome;
 /// * anything else across slots (`RENAME`, `RENAMENX`, `SMOVE`, `LMOVE`, `SINTERSTORE`,
 ///   `PFMERGE`, `BITOP`, `COPY`, `SORT ... STORE`, `EVAL` ...): [`Split::CrossSlot`]. So is
 ///   an `MSET` with a dangling argument, which must reach the target whole to fail there.
@@ -362,6 +365,15 @@ pub fn split(cmd: &Cmd) -> Split {
             }
             // MSETNX is replayed as MSET: see the function's documentation.
             Split::PerSlot(per_slot_of(2, b"MSET"))
+        }
+        "JSON.MSET" => {
+            if argv.len() % 3 != 1 {
+                return Split::CrossSlot(format!(
+                    "JSON.MSET with {} arguments, not key/path/value triples, across slots",
+                    argv.len() - 1
+                ));
+            }
+            Split::PerSlot(per_slot_of(3, b"JSON.MSET"))
         }
         _ => {
             let shown: Vec<String> = idx
@@ -702,6 +714,14 @@ mod tests {
         assert_eq!(split(&cmd("MSETNX {a}1 x {a}2 y")), Split::One(Some(key_slot(b"{a}1"))));
         // A dangling argument is never dropped.
         assert!(matches!(split(&cmd("MSET foo 1 bar")), Split::CrossSlot(r) if r.contains("odd")));
+    }
+
+    #[test]
+    fn json_mset_splits_triples() {
+        let got = split(&cmd("JSON.MSET foo $ 1 bar $.a 2 {foo}x $ 3"));
+        assert_eq!(got, Split::PerSlot(cmds(&["JSON.MSET foo $ 1 {foo}x $ 3", "JSON.MSET bar $.a 2"])));
+        assert_eq!(split(&cmd("JSON.MSET {a}1 $ 1 {a}2 $ 2")), Split::One(Some(key_slot(b"{a}1"))));
+        assert!(matches!(split(&cmd("JSON.MSET foo $ 1 bar $")), Split::CrossSlot(r) if r.contains("triples")));
     }
 
     #[test]
