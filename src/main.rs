@@ -36,7 +36,9 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 /// STICK and memcache flags (dropped).
 ///
 /// Exit codes: 0 success; 1 runtime failure (the message names the flow, key or node and the
-/// cause); 2 usage or configuration error (the message names the flag or config key).
+/// cause), at once when the source or the target cannot be reached before any session started;
+/// 2 usage or configuration error (the message names the flag or config key), a source that
+/// is not a Dragonfly master included.
 ///
 /// Logging: RUST_LOG=debug (or info, warn, error; default info). Every setting can also be
 /// given in an INI file (--config); see config.ini.example for the keys and defaults.
@@ -60,13 +62,15 @@ enum Command {
     /// When the source or the target goes away, the session ends the same clean way and a new
     /// one starts after a backoff, resuming from the checkpoints in the target (PARTIAL) when
     /// the master can, else with a full resync (--on-resync); bounded by --max-retries and
-    /// --retry-deadline, after which it exits 1 listing every attempt.
-    Replicate(RunArgs),
+    /// --retry-deadline, after which it exits 1 listing every attempt. A source or target that
+    /// cannot be reached before any session started exits 1 at once (--wait-for-source to keep
+    /// retrying the source).
+    Replicate(ReplicateArgs),
     /// Copy the master once: the snapshot plus every journal record before JOURNAL_OFFSET,
     /// then print a summary and exit 0.
     ///
     /// Writes made on the master after the cut are not copied; use `replicate` for a copy that
-    /// stays current.
+    /// stays current. A source or target that cannot be reached at the start exits 1 at once.
     Migrate(RunArgs),
     /// Compare the target with the source key by key; exit 0 only when they hold the same data.
     ///
@@ -205,6 +209,18 @@ impl Endpoints {
         self.target_tls.into_raw(&mut raw);
         Ok(raw)
     }
+}
+
+#[derive(Args)]
+struct ReplicateArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// When the source cannot be reached before any session started (connection refused, no
+    /// route, a failed handshake), keep retrying it as a source that went away (--max-retries,
+    /// --retry-deadline) instead of exiting 1 at once: for a service that may start before its
+    /// master. The target is not waited for.  [file: retry.wait_for_source = on]
+    #[arg(long)]
+    wait_for_source: bool,
 }
 
 #[derive(Args)]
@@ -458,8 +474,9 @@ impl CheckArgs {
 }
 
 impl RunArgs {
-    fn into_config(self) -> Result<Config, config::ConfigError> {
+    fn into_config(self, wait_for_source: bool) -> Result<Config, config::ConfigError> {
         let flags = vec![
+            ("retry.wait_for_source", wait_for_source.then(|| "on".to_string())),
             ("threads.pin_flows", self.pin_flows),
             ("threads.pin_writers", self.pin_writers),
             ("threads.writers", self.writers),
@@ -520,8 +537,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { flow_file, token, partial_from } => run_inspect(flow_file, token, partial_from),
-        Command::Replicate(args) => run(args, Mode::Replicate),
-        Command::Migrate(args) => run(args, Mode::Migrate),
+        Command::Replicate(args) => run(args.run, args.wait_for_source, Mode::Replicate),
+        Command::Migrate(args) => run(args, false, Mode::Migrate),
         Command::Cleanup { target, target_user, target_password, target_tls } => {
             let mut raw = Raw::new();
             raw.insert("target.url".into(), target);
@@ -584,14 +601,19 @@ fn run_check(args: CheckArgs) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs, mode: Mode) -> ExitCode {
-    let cfg = match args.into_config() {
+fn run(args: RunArgs, wait_for_source: bool, mode: Mode) -> ExitCode {
+    let mut cfg = match args.into_config(wait_for_source) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if mode == Mode::Migrate && cfg.wait_for_source {
+        // Only the file can set it here (the flag is replicate's); a file shared by both commands is fine.
+        log::warn!("retry.wait_for_source is for replicate: migrate exits at once when the source cannot be reached");
+        cfg.wait_for_source = false;
+    }
     if cfg.filter.is_active() {
         log::info!("replicating only what passes the filter: {}", cfg.filter.describe());
     }
@@ -628,7 +650,10 @@ fn run(args: RunArgs, mode: Mode) -> ExitCode {
             ExitCode::from(2)
         }
         Outcome::Failed(e, s, _) => {
-            print_summary(&s, mode, cfg.filter.is_active());
+            // No flow was ever opened (the source or target could not be reached): nothing to sum up.
+            if !s.flows.is_empty() {
+                print_summary(&s, mode, cfg.filter.is_active());
+            }
             eprintln!("error: {e}");
             ExitCode::from(1)
         }

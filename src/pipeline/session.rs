@@ -16,7 +16,7 @@ use super::flow::{FlowReader, FlowStart, Mode, Signals, ToWriter};
 use super::gate::GlobalGate;
 use super::report::{MasterSize, SessionView};
 use super::semaphore::Semaphore;
-use super::shared::{Fault, Shared};
+use super::shared::{Fault, Shared, Side};
 use super::writer::Writer;
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, JsonSetting, OnResync};
@@ -53,6 +53,8 @@ pub struct Summary {
     pub touched_target: bool,
     /// Stable sync began (the journal was flowing).
     pub reached_stable: bool,
+    /// The session never started: this end could not be reached (its first connection failed).
+    pub unreachable: Option<Side>,
     /// Sessions this run needed (more than one after reconnects), and why each earlier one
     /// ended.
     pub sessions: u32,
@@ -79,6 +81,10 @@ pub fn run(cfg: &Config, mode: Mode, prior: Option<&str>) -> Outcome {
     let mut sess = match Session::start(cfg, mode, prior) {
         Ok(s) => s,
         Err(StartError::Usage(e)) => return Outcome::Usage(e),
+        Err(StartError::Unreachable(side, e)) => {
+            let summary = Summary { elapsed: started.elapsed(), sessions: 1, unreachable: Some(side), ..Default::default() };
+            return Outcome::Failed(e, summary, Fault::Transient);
+        }
         Err(StartError::Failed(e, fault)) => {
             return Outcome::Failed(e, Summary { elapsed: started.elapsed(), sessions: 1, ..Default::default() }, fault)
         }
@@ -185,6 +191,17 @@ fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartErro
 enum StartError {
     Usage(String),
     Failed(String, Fault),
+    /// A transient failure to connect to this end, before the session had both ends.
+    Unreachable(Side, String),
+}
+
+/// A connection to `side` failed: transient failures become [`StartError::Unreachable`], the
+/// others (a refused password, a server that is not a Dragonfly master) stay as they are.
+fn unreachable(side: Side, e: impl Into<StartError>) -> StartError {
+    match e.into() {
+        StartError::Failed(msg, Fault::Transient) => StartError::Unreachable(side, msg),
+        other => other,
+    }
 }
 
 /// Most start failures are the source or target not being there (yet): transient.
@@ -196,6 +213,9 @@ impl From<String> for StartError {
 
 impl From<SourceError> for StartError {
     fn from(e: SourceError) -> Self {
+        if e.is_not_dragonfly() {
+            return StartError::Usage(e.0);
+        }
         let fault = if e.is_rejected_credentials() { Fault::Fatal } else { Fault::Transient };
         StartError::Failed(e.0, fault)
     }
@@ -313,7 +333,7 @@ impl Session {
             }
             match (found, last) {
                 (Some(p), _) => p,
-                (None, Some(e)) => return Err(e.into()),
+                (None, Some(e)) => return Err(unreachable(Side::Target, e)),
                 (None, None) => return Err(StartError::Usage("no target address given (--target)".into())),
             }
         };
@@ -322,7 +342,8 @@ impl Session {
             other => return Err(format!("target {}: PING answered {other:?}", probe.addr()).into()),
         }
         drop(probe);
-        let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
+        let mut first_target =
+            Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls()).map_err(|e| unreachable(Side::Target, e))?;
         let server = first_target.server_info()?;
         log::info!("target {}: {server}", cfg.target.seeds.join(","));
         let json = match cfg.json {
@@ -336,7 +357,8 @@ impl Session {
         );
         let cluster = first_target.is_cluster();
 
-        let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;
+        let (mut master, info) =
+            Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls()).map_err(|e| unreachable(Side::Source, e))?;
         if cluster {
             // Redis Cluster has only db 0: data elsewhere must be mapped explicitly, never merged
             // in silence.
@@ -721,6 +743,7 @@ impl Session {
             redirects: (moved, asked),
             touched_target: self.touched_target,
             reached_stable: self.reached_stable,
+            unreachable: None,
             sessions: 1,
             reconnects: Vec::new(),
         }
