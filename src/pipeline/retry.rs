@@ -37,8 +37,9 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     let mut row: Vec<String> = Vec::new();
     let mut row_started = Instant::now();
     let mut backoff = cfg.retry_backoff;
-    // Some session of this run reached both ends (its master handshake completed).
-    let mut started_once = false;
+    // The ends some session of this run reached (the target is connected first): an end
+    // never reached is not retried, unless `waits_for` it.
+    let (mut reached_source, mut reached_target) = (false, false);
     loop {
         let outcome = session::run(cfg, mode, prior.as_deref());
         // Also after a start that failed half-way: the session's counters join the totals.
@@ -49,13 +50,14 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
             Outcome::Failed(e, s, f) => return Outcome::Failed(e, finish(total, s, started), f),
             usage @ Outcome::Usage(_) => return usage,
         };
-        match summary.unreachable {
-            Some(side) if !started_once && !waits_for(cfg, mode, side) => {
+        reached_target |= summary.unreachable != Some(Side::Target);
+        reached_source |= summary.unreachable.is_none();
+        if let Some(side) = summary.unreachable {
+            let reached = if side == Side::Source { reached_source } else { reached_target };
+            if !reached && !waits_for(cfg, mode, side) {
                 let e = first_contact(side, &error, mode);
                 return Outcome::Failed(e, finish(total, summary, started), Fault::Fatal);
             }
-            Some(_) => {}
-            None => started_once = true,
         }
         if summary.reached_stable {
             row.clear();
