@@ -129,10 +129,12 @@ fn wait_for_source_retries_until_the_master_is_up() {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(l) if l.contains("a new session starts in") => break l,
             Ok(_) => {}
-            Err(e) => panic!("no retry announced within {PROMPTLY:?} ({e})"),
+            Err(e) => {
+                let _ = child.kill(); // by PID
+                panic!("no retry announced within {PROMPTLY:?} ({e})");
+            }
         }
     };
-    assert!(retrying.contains(&format!("main connection to 127.0.0.1:{port}: Connection refused")), "{retrying}");
 
     let emu = Emulator::start_on(Config { shards: 2, ..Config::default() }, port).unwrap();
     // Written through the journal: whether they arrive in the snapshot or after it.
@@ -144,6 +146,7 @@ fn wait_for_source_retries_until_the_master_is_up() {
     assert!(st.success());
     let status = child.wait().unwrap();
     let log = reader.join().unwrap();
+    assert!(retrying.contains(&format!("main connection to 127.0.0.1:{port}: Connection refused")), "{retrying}");
     assert!(acked, "the master was never caught up with: {log}");
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("full sync started on 2 flows"), "{log}");
