@@ -109,6 +109,9 @@ pub struct Config {
     pub max_retries: u32,
     pub retry_deadline: std::time::Duration,
     pub retry_backoff: std::time::Duration,
+    /// `replicate`: a source that cannot be reached before any session started is retried
+    /// like a source that went away, instead of ending the run at once.
+    pub wait_for_source: bool,
     /// Serve `/metrics` and `/status` over HTTP on this `host:port`.
     pub metrics_addr: Option<String>,
     /// Which source keys and dbs are replicated (everything by default).
@@ -142,6 +145,7 @@ impl Default for Config {
             max_retries: 20,
             retry_deadline: std::time::Duration::from_secs(600),
             retry_backoff: std::time::Duration::from_millis(1000),
+            wait_for_source: false,
             metrics_addr: None,
             filter: Filter::default(),
             max_ops_per_s: None,
@@ -192,6 +196,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("retry.max_retries", "--max-retries", "new sessions in a row after the source or target went away; 0 = exit at once (20)"),
     ("retry.deadline_secs", "--retry-deadline", "give up reconnecting this many seconds after the first failure (600)"),
     ("retry.backoff_ms", "--retry-backoff-ms", "wait before the first reconnect, doubled each time up to 30 s (1000)"),
+    ("retry.wait_for_source", "--wait-for-source", "on | off: replicate keeps retrying a source it cannot reach at the start (off)"),
     ("filter.include", "--include", "replicate only keys matching one of these patterns (repeatable): prefix:P | glob:G | regex:R | G"),
     ("filter.exclude", "--exclude", "never replicate keys matching one of these patterns (repeatable), same syntax"),
     ("filter.dbs", "--dbs", "replicate only these source dbs, e.g. 0,2 (all); mapped afterwards by db_map"),
@@ -340,6 +345,7 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
     };
     c.checkpoint_file = get("checkpoint.file").map(std::path::PathBuf::from);
     c.checkpoints = choice("checkpoint.markers", &["on", "off"])?.as_deref() != Some("off");
+    c.wait_for_source = choice("retry.wait_for_source", &["on", "off"])?.as_deref() == Some("on");
     if let Some(a) = get("metrics.addr") {
         check_addr(a, "metrics.addr")?;
         c.metrics_addr = Some(a.to_string());
@@ -514,6 +520,11 @@ mod tests {
         assert!(e.0.contains("--source") && e.0.contains("source.addr"), "{e}");
         let e = build(&raw(&[("source.addr", "h:1"), ("target.url", "h:2"), ("policy.json", "maybe")])).unwrap_err();
         assert!(e.0.contains("--json") && e.0.contains("auto | json-set | skip"), "{e}");
+        assert!(!c.wait_for_source);
+        let c = build(&raw(&[("source.addr", "h:1"), ("target.url", "h:2"), ("retry.wait_for_source", "ON")])).unwrap();
+        assert!(c.wait_for_source);
+        let e = build(&raw(&[("source.addr", "h:1"), ("target.url", "h:2"), ("retry.wait_for_source", "yes")])).unwrap_err();
+        assert!(e.0.contains("--wait-for-source (file key retry.wait_for_source)") && e.0.contains("on | off"), "{e}");
         let e = parse_ini("[source]\naddrr = x\n", Path::new("c.ini")).unwrap_err();
         assert!(e.0.contains("c.ini:2") && e.0.contains("source.addrr"), "{e}");
     }

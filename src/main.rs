@@ -36,7 +36,9 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 /// STICK and memcache flags (dropped).
 ///
 /// Exit codes: 0 success; 1 runtime failure (the message names the flow, key or node and the
-/// cause); 2 usage or configuration error (the message names the flag or config key).
+/// cause), at once when the source or the target cannot be reached before any session started;
+/// 2 usage or configuration error (the message names the flag or config key), a source that
+/// is not a Dragonfly master included.
 ///
 /// Logging: RUST_LOG=debug (or info, warn, error; default info). Every setting can also be
 /// given in an INI file (--config); see config.ini.example for the keys and defaults.
@@ -60,13 +62,15 @@ enum Command {
     /// When the source or the target goes away, the session ends the same clean way and a new
     /// one starts after a backoff, resuming from the checkpoints in the target (PARTIAL) when
     /// the master can, else with a full resync (--on-resync); bounded by --max-retries and
-    /// --retry-deadline, after which it exits 1 listing every attempt.
-    Replicate(RunArgs),
+    /// --retry-deadline, after which it exits 1 listing every attempt. A source or target that
+    /// cannot be reached before any session started exits 1 at once (--wait-for-source to keep
+    /// retrying the source).
+    Replicate(ReplicateArgs),
     /// Copy the master once: the snapshot plus every journal record before JOURNAL_OFFSET,
     /// then print a summary and exit 0.
     ///
     /// Writes made on the master after the cut are not copied; use `replicate` for a copy that
-    /// stays current.
+    /// stays current. A source or target that cannot be reached at the start exits 1 at once.
     Migrate(RunArgs),
     /// Load snapshot files into the target: a Dragonfly snapshot (`SAVE DF`), or an RDB file
     /// (Dragonfly's `SAVE RDB`, or Redis's and Valkey's own), then print a summary and exit 0.
@@ -236,6 +240,18 @@ impl Endpoints {
         self.target_tls.into_raw(&mut raw);
         Ok(raw)
     }
+}
+
+#[derive(Args)]
+struct ReplicateArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// When the source cannot be reached before any session started (connection refused, no
+    /// route, a failed handshake), keep retrying it as a source that went away (--max-retries,
+    /// --retry-deadline) instead of exiting 1 at once: for a service that may start before its
+    /// master. The target is not waited for.  [file: retry.wait_for_source = on]
+    #[arg(long)]
+    wait_for_source: bool,
 }
 
 #[derive(Args)]
@@ -564,8 +580,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { flow_file, token, partial_from, file } => run_inspect(flow_file, token, partial_from, file),
-        Command::Replicate(args) => run(args, Mode::Replicate),
-        Command::Migrate(args) => run(args, Mode::Migrate),
+        Command::Replicate(args) => {
+            run_with(args.run, Mode::Replicate, vec![("retry.wait_for_source", args.wait_for_source.then(|| "on".to_string()))])
+        }
+        Command::Migrate(args) => run_with(args, Mode::Migrate, Vec::new()),
         Command::Restore(RestoreArgs { from, run: args }) => {
             run_with(args, Mode::Restore, vec![("source.from", from.map(|p| p.display().to_string()))])
         }
@@ -631,12 +649,8 @@ fn run_check(args: CheckArgs) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs, mode: Mode) -> ExitCode {
-    run_with(args, mode, Vec::new())
-}
-
 fn run_with(args: RunArgs, mode: Mode, more: Vec<(&str, Option<String>)>) -> ExitCode {
-    let cfg = match args.into_config_with(more) {
+    let mut cfg = match args.into_config_with(more) {
         Ok(c) if mode == Mode::Restore && c.from.is_none() => {
             eprintln!("error: restore needs --from PATH (file key source.from): a snapshot's -summary.dfs file or folder, or an .rdb file");
             return ExitCode::from(2);
@@ -651,6 +665,11 @@ fn run_with(args: RunArgs, mode: Mode, more: Vec<(&str, Option<String>)>) -> Exi
             return ExitCode::from(2);
         }
     };
+    if mode == Mode::Migrate && cfg.wait_for_source {
+        // Only the file can set it here (the flag is replicate's); a file shared by both commands is fine.
+        log::warn!("retry.wait_for_source is for replicate: migrate exits at once when the source cannot be reached");
+        cfg.wait_for_source = false;
+    }
     if cfg.filter.is_active() {
         log::info!("replicating only what passes the filter: {}", cfg.filter.describe());
     }
@@ -687,7 +706,10 @@ fn run_with(args: RunArgs, mode: Mode, more: Vec<(&str, Option<String>)>) -> Exi
             ExitCode::from(2)
         }
         Outcome::Failed(e, s, _) => {
-            print_summary(&s, mode, cfg.filter.is_active());
+            // No flow was ever opened (the source or target could not be reached): nothing to sum up.
+            if !s.flows.is_empty() {
+                print_summary(&s, mode, cfg.filter.is_active());
+            }
             eprintln!("error: {e}");
             ExitCode::from(1)
         }

@@ -218,11 +218,12 @@ fn shutdown_during_a_busy_journal_closes_every_connection_with_a_fin() {
 
 #[test]
 fn when_the_retries_run_out_the_error_lists_every_attempt() {
-    // Nothing listens on the source port.
+    // Nothing listens on the source port; --wait-for-source retries it (else: exit 1 at once).
     let srv = RedisServer::start(&[]);
     let source = format!("127.0.0.1:{}", free_port());
     let target = format!("redis://{}", srv.addr());
-    let args = ["replicate", "--source", &source, "--target", &target, "--max-retries", "2", "--retry-backoff-ms", "10"];
+    let wait = "--wait-for-source";
+    let args = ["replicate", wait, "--source", &source, "--target", &target, "--max-retries", "2", "--retry-backoff-ms", "10"];
     let out = df2redis(&args).wait_with_output().unwrap();
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -232,7 +233,7 @@ fn when_the_retries_run_out_the_error_lists_every_attempt() {
     }
     assert!(log.matches(&source).count() >= 3, "every attempt names the source: {log}");
 
-    let args = ["replicate", "--source", &source, "--target", &target, "--retry-deadline", "1", "--retry-backoff-ms", "300"];
+    let args = ["replicate", wait, "--source", &source, "--target", &target, "--retry-deadline", "1", "--retry-backoff-ms", "300"];
     let out = df2redis(&args).wait_with_output().unwrap();
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");

@@ -82,6 +82,10 @@ struct Args {
     /// Write a live mix of commands at this many operations per second.
     #[arg(long)]
     journal_rate: Option<f64>,
+    /// Stop the --journal-rate writes after SECS seconds and print `journal stopped after N
+    /// writes` on stdout; the emulator keeps serving (so a copy can be checked against it).
+    #[arg(long, value_name = "SECS", requires = "journal_rate")]
+    journal_secs: Option<f64>,
     /// The command mix of --journal-rate.
     #[arg(long, value_enum, default_value_t = MixArg::Default)]
     journal_mix: MixArg,
@@ -126,6 +130,14 @@ enum MixArg {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
+    let journal_for = match args.journal_secs.map(Duration::try_from_secs_f64) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("dfly-emulator: --journal-secs: {e}");
+            std::process::exit(2);
+        }
+    };
     let cfg = Config {
         shards: args.shards,
         dialect: match args.dialect {
@@ -190,7 +202,7 @@ fn main() {
         let (emu, running) = (emu.clone(), running.clone());
         std::thread::Builder::new()
             .name("emu-journal".into())
-            .spawn(move || generate(&emu, rate, &running))
+            .spawn(move || generate(&emu, rate, journal_for, &running))
             .expect("start the journal generator")
     });
 
@@ -210,12 +222,17 @@ fn main() {
 }
 
 /// The live write mix: one operation every `1/rate` seconds, paced against a start time so
-/// the rate holds on average even when a write takes long.
-fn generate(emu: &Emulator, rate: f64, running: &AtomicBool) {
+/// the rate holds on average even when a write takes long; for `limit` if given.
+fn generate(emu: &Emulator, rate: f64, limit: Option<Duration>, running: &AtomicBool) {
     let start = Instant::now();
     let mut rng = datasets::Rng::new(99);
     let mut n: u64 = 0;
     while running.load(Ordering::SeqCst) {
+        if limit.is_some_and(|l| start.elapsed() >= l) {
+            println!("journal stopped after {n} writes");
+            let _ = std::io::stdout().flush();
+            return;
+        }
         let due = start + Duration::from_secs_f64(n as f64 / rate);
         let now = Instant::now();
         if due > now {

@@ -3,7 +3,7 @@
 //! open the writers' connections. What a start error means for the run (usage, retry, fatal)
 //! is decided here too.
 
-use super::shared::Fault;
+use super::shared::{Fault, Side};
 use crate::config::{Config, JsonSetting};
 use crate::replay::JsonPolicy;
 use crate::source::SourceError;
@@ -12,6 +12,17 @@ use crate::target::{resp::Reply, Standalone, Target, TargetError};
 pub enum StartError {
     Usage(String),
     Failed(String, Fault),
+    /// A transient failure to connect to this end, before the session had both ends.
+    Unreachable(Side, String),
+}
+
+/// A connection to `side` failed: transient failures become [`StartError::Unreachable`], the
+/// others (a refused password, a server that is not a Dragonfly master) stay as they are.
+pub fn unreachable(side: Side, e: impl Into<StartError>) -> StartError {
+    match e.into() {
+        StartError::Failed(msg, Fault::Transient) => StartError::Unreachable(side, msg),
+        other => other,
+    }
 }
 
 /// Most start failures are the source or target not being there (yet): transient.
@@ -23,6 +34,9 @@ impl From<String> for StartError {
 
 impl From<SourceError> for StartError {
     fn from(e: SourceError) -> Self {
+        if e.is_not_dragonfly() {
+            return StartError::Usage(e.0);
+        }
         let fault = if e.is_rejected_credentials() { Fault::Fatal } else { Fault::Transient };
         StartError::Failed(e.0, fault)
     }
@@ -65,7 +79,7 @@ pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
         }
         match (found, last) {
             (Some(p), _) => p,
-            (None, Some(e)) => return Err(e.into()),
+            (None, Some(e)) => return Err(unreachable(Side::Target, e)),
             (None, None) => return Err(StartError::Usage("no target address given (--target)".into())),
         }
     };
@@ -74,7 +88,8 @@ pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
         other => return Err(format!("target {}: PING answered {other:?}", probe.addr()).into()),
     }
     drop(probe);
-    let mut first = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
+    let mut first =
+        Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls()).map_err(|e| unreachable(Side::Target, e))?;
     let server = first.server_info()?;
     log::info!("target {}: {server}", cfg.target.seeds.join(","));
     let json = match cfg.json {

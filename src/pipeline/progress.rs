@@ -3,7 +3,8 @@
 //! each flow in records and milliseconds.
 //!
 //! On a terminal it is a live block at the bottom of stderr, redrawn twice a second (see
-//! [`crate::console`]); otherwise one log line every `--progress-secs`. The figures come from
+//! [`crate::console`]); otherwise one log line every `--progress-secs`, except in an idle
+//! stable sync (see [`Quiet`]). The figures come from
 //! the same [`Report`](crate::metrics::Report) as `/status` and `/metrics`, so the three never
 //! disagree. Rates shown are over the last interval; the ETA uses the average rate of the
 //! whole full sync, which moves less.
@@ -15,6 +16,8 @@ use crate::metrics::{self, FlowSnapshot, FullSyncProgress, SessionSnapshot};
 
 /// Refresh period of the live block on a terminal.
 const LIVE_TICK: Duration = Duration::from_millis(500);
+/// While an idle stable sync leaves the progress line unchanged, it is logged this often.
+const HEARTBEAT: Duration = Duration::from_secs(60);
 
 pub fn run(shared: &Shared, every: Duration) {
     let console = crate::console::global();
@@ -22,6 +25,7 @@ pub fn run(shared: &Shared, every: Duration) {
     let tick = if live { LIVE_TICK.min(every) } else { every };
     // The first line's rates are since the thread started (from nothing).
     let mut prev = (Instant::now(), SessionSnapshot::default());
+    let mut quiet = Quiet::default();
     loop {
         if shared.stop.receiver().recv_timeout(tick).is_err() && shared.stop.is_stopped() {
             console.clear();
@@ -36,10 +40,41 @@ pub fn run(shared: &Shared, every: Duration) {
         let lines = if stable { stable_lines(&s, before) } else { full_sync_lines(&s, before, &fs) };
         if live {
             console.show(lines);
-        } else {
-            log::info!("{}", one_line(&lines));
+        } else if let Some(line) = quiet.line(now, one_line(&lines), stable) {
+            log::info!("{line}");
         }
         prev = (now, s);
+    }
+}
+
+/// Which progress lines reach the log (no terminal). A replica of an idle master stays in
+/// stable sync for days with nothing to say: the same line every few seconds would bury the
+/// log lines that matter. So in stable sync a line is logged when it differs from the last one
+/// logged (records applied, a lag that moves), and an unchanged one at most every
+/// [`HEARTBEAT`], as a sign of life that says for how long nothing changed. Full-sync lines
+/// all go out: their cadence is the point there.
+#[derive(Default)]
+struct Quiet {
+    /// The last line logged, when it was logged, and since when it has been unchanged.
+    last: Option<(String, Instant, Instant)>,
+}
+
+impl Quiet {
+    /// The line to log at `now` for `line`, if any.
+    fn line(&mut self, now: Instant, line: String, stable: bool) -> Option<String> {
+        match &mut self.last {
+            Some((last, logged_at, since)) if stable && *last == line => {
+                if now.saturating_duration_since(*logged_at) < HEARTBEAT {
+                    return None;
+                }
+                *logged_at = now;
+                Some(format!("{line} (idle: unchanged for {})", duration(now.saturating_duration_since(*since))))
+            }
+            _ => {
+                self.last = Some((line.clone(), now, now));
+                Some(line)
+            }
+        }
     }
 }
 
@@ -161,5 +196,41 @@ mod tests {
         assert!(l.starts_with("stable sync: 20 records (0 records/s, 12 commands/s); flow 0 lag 5 records 7 ms"), "{l}");
         assert_eq!(duration(Duration::from_secs(725)), "12 min 5 s");
         assert_eq!(duration(Duration::from_secs(12_000)), "3 h 20 min");
+    }
+
+    /// An idle stable sync, driven with made-up instants: the line once, then one heartbeat a
+    /// minute; a change is logged at once; full-sync lines always.
+    #[test]
+    fn an_idle_stable_sync_logs_on_change_and_a_heartbeat_a_minute() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let idle = "stable sync: 20 records (0 records/s, 0 commands/s); flow 0 lag 0 records 0 ms (applied LSN 45)";
+        let mut q = Quiet::default();
+        let mut logged = Vec::new();
+        // Every 5 s for 10 minutes, nothing flowing.
+        for s in (0..=600).step_by(5) {
+            if let Some(l) = q.line(at(s), idle.to_string(), true) {
+                logged.push((s, l));
+            }
+        }
+        let times: Vec<u64> = logged.iter().map(|(s, _)| *s).collect();
+        assert_eq!(times, (0..=600).step_by(60).collect::<Vec<u64>>(), "{logged:?}");
+        assert_eq!(logged[0].1, idle);
+        assert_eq!(logged[1].1, format!("{idle} (idle: unchanged for 60 s)"));
+        assert_eq!(logged[10].1, format!("{idle} (idle: unchanged for 10 min 0 s)"));
+
+        // Records again: logged at once, and the idle time starts anew.
+        let busy = "stable sync: 25 records (1 records/s, 1 commands/s); flow 0 lag 0 records 0 ms (applied LSN 50)";
+        assert_eq!(q.line(at(605), busy.to_string(), true).as_deref(), Some(busy));
+        let idle2 = idle.replace("20 records", "25 records").replace("45", "50");
+        assert_eq!(q.line(at(610), idle2.clone(), true), Some(idle2.clone()));
+        assert_eq!(q.line(at(615), idle2.clone(), true), None);
+        assert_eq!(q.line(at(669), idle2.clone(), true), None);
+        assert_eq!(q.line(at(670), idle2.clone(), true), Some(format!("{idle2} (idle: unchanged for 60 s)")));
+
+        // A full sync that makes no progress still logs every tick.
+        let fs = "full sync: 0 keys, 0.0 MB (0 keys/s, 0.0 MB/s); 0/1 flows complete; flow 0: 0 keys, 0.0 MB, 0 keys/s, 0.0 MB/s";
+        let mut q = Quiet::default();
+        assert!((0..5).all(|i| q.line(at(i * 5), fs.to_string(), false).is_some()));
     }
 }

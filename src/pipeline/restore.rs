@@ -85,7 +85,7 @@ pub fn run(cfg: &Config) -> Outcome {
         Ok(p) => p,
         Err(StartError::Usage(e)) => return Outcome::Usage(e),
         // Nothing was written yet; a restore is not retried (run it again).
-        Err(StartError::Failed(e, _)) => return failed(e, Fault::Fatal),
+        Err(StartError::Failed(e, _) | StartError::Unreachable(_, e)) => return failed(e, Fault::Fatal),
     };
     crate::metrics::global().set_phase(Phase::FullSync);
     let stop = pipe.shared.stop.receiver().clone();

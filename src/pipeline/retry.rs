@@ -11,12 +11,17 @@
 //! (backlog overrun, new master id) or the checkpoints cannot be used (an unfinished full sync,
 //! a cluster whose slots moved), the new session is a full resync and the target is handled by
 //! `--on-resync`.
+//!
+//! Before any session has started, there is nothing to recover: a source or target that
+//! cannot be reached then is a wrong address or a server that is down, and waiting 10 minutes
+//! to say so helps nobody. The run ends at once (exit 1, the address and the cause), except
+//! for a source under `replicate --wait-for-source`.
 
 use std::time::{Duration, Instant};
 
 use super::flow::Mode;
 use super::session::{self, Outcome, Summary};
-use super::shared::Fault;
+use super::shared::{Fault, Side};
 use crate::config::Config;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -32,6 +37,9 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     let mut row: Vec<String> = Vec::new();
     let mut row_started = Instant::now();
     let mut backoff = cfg.retry_backoff;
+    // The ends some session of this run reached (the target is connected first): an end
+    // never reached is not retried, unless `waits_for` it.
+    let (mut reached_source, mut reached_target) = (false, false);
     loop {
         let outcome = session::run(cfg, mode, prior.as_deref());
         // Also after a start that failed half-way: the session's counters join the totals.
@@ -42,6 +50,15 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
             Outcome::Failed(e, s, f) => return Outcome::Failed(e, finish(total, s, started), f),
             usage @ Outcome::Usage(_) => return usage,
         };
+        reached_target |= summary.unreachable != Some(Side::Target);
+        reached_source |= summary.unreachable.is_none();
+        if let Some(side) = summary.unreachable {
+            let reached = if side == Side::Source { reached_source } else { reached_target };
+            if !reached && !waits_for(cfg, mode, side) {
+                let e = first_contact(side, &error, mode);
+                return Outcome::Failed(e, finish(total, summary, started), Fault::Fatal);
+            }
+        }
         if summary.reached_stable {
             row.clear();
             row_started = Instant::now();
@@ -82,6 +99,33 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
         backoff = (backoff * 2).min(MAX_BACKOFF);
         crate::metrics::global().set_phase(crate::metrics::Phase::Connecting);
     }
+}
+
+/// Whether an end that cannot be reached before any session started is retried all the same.
+///
+/// Only the source, only for `replicate`, only when asked: a replication service may well
+/// start before its master (boot order, a master being deployed or upgraded), and following
+/// the master wherever it is is its job. A `migrate` is a one-off copy someone is watching.
+/// The target is never waited for: it is the end the operator sets up for df2redis, so
+/// unreachable at the start it is a wrong URL, a firewall or a server not started, which the
+/// operator should hear about at once rather than after --retry-deadline (a service manager
+/// restarts df2redis anyway: see scripts/df2redis.service).
+fn waits_for(cfg: &Config, mode: Mode, side: Side) -> bool {
+    side == Side::Source && mode == Mode::Replicate && cfg.wait_for_source
+}
+
+/// The error of a run that ends because an end could not be reached at the start.
+fn first_contact(side: Side, error: &str, mode: Mode) -> String {
+    let (what, flag) = match side {
+        Side::Source => ("the source", "--source"),
+        Side::Target => ("the target", "--target"),
+    };
+    let hint = if side == Side::Source && mode == Mode::Replicate {
+        "; replicate --wait-for-source keeps retrying until the master answers"
+    } else {
+        ""
+    };
+    format!("cannot reach {what}: {error}. No session has started, so this is not retried (check {flag}{hint})")
 }
 
 /// Sleep for the backoff, or less if a signal arrives (returned).

@@ -11,8 +11,8 @@ use crossbeam_channel::select;
 
 use super::flow::{FlowStart, Mode};
 use super::report::MasterSize;
-use super::prepare::{self, PreparedTarget, StartError};
-use super::shared::Fault;
+use super::prepare::{self, unreachable, PreparedTarget, StartError};
+use super::shared::{Fault, Side};
 use super::wiring::{self, Input, Plan, Wired};
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, OnResync};
@@ -49,6 +49,8 @@ pub struct Summary {
     pub touched_target: bool,
     /// Stable sync began (the journal was flowing).
     pub reached_stable: bool,
+    /// The session never started: this end could not be reached (its first connection failed).
+    pub unreachable: Option<Side>,
     /// Sessions this run needed (more than one after reconnects), and why each earlier one
     /// ended.
     pub sessions: u32,
@@ -75,6 +77,10 @@ pub fn run(cfg: &Config, mode: Mode, prior: Option<&str>) -> Outcome {
     let mut sess = match Session::start(cfg, mode, prior) {
         Ok(s) => s,
         Err(StartError::Usage(e)) => return Outcome::Usage(e),
+        Err(StartError::Unreachable(side, e)) => {
+            let summary = Summary { elapsed: started.elapsed(), sessions: 1, unreachable: Some(side), ..Default::default() };
+            return Outcome::Failed(e, summary, Fault::Transient);
+        }
         Err(StartError::Failed(e, fault)) => {
             return Outcome::Failed(e, Summary { elapsed: started.elapsed(), sessions: 1, ..Default::default() }, fault)
         }
@@ -244,7 +250,8 @@ impl Session {
         // The target first: no point in starting a snapshot nobody can write.
         let PreparedTarget { first: mut first_target, json, cluster, .. } = prepare::connect_target(cfg)?;
 
-        let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;
+        let (mut master, info) =
+            Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls()).map_err(|e| unreachable(Side::Source, e))?;
         if cluster {
             // Redis Cluster has only db 0: data elsewhere must be mapped explicitly, never merged
             // in silence.

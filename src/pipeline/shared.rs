@@ -72,6 +72,14 @@ pub enum Fault {
     Fatal,
 }
 
+/// One end of the replication, for the failures of a session that never started: which end
+/// could not be reached (see `retry.rs` for what follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
 /// An error with its [`Fault`]; a bare message is fatal unless said otherwise.
 #[derive(Debug)]
 pub struct Failure {

@@ -97,12 +97,12 @@ impl Master {
         auth(&mut out, &mut inp, credentials, "main connection", addr)?;
         let mut m = Master { addr: addr.to_string(), out, inp };
         m.expect_ok(&["PING"], "PONG")?;
-        let release = match m.call(&["INFO", "SERVER"])? {
-            Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text)
-                .lines()
-                .find_map(|l| l.strip_prefix("dragonfly_version:").map(|v| v.trim().to_string())),
-            _ => None,
+        let server = match m.call(&["INFO", "SERVER"])? {
+            Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).into_owned(),
+            _ => String::new(),
         };
+        let field = |name: &str| server.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+        let release = field("dragonfly_version:");
         m.expect_ok(&["REPLCONF", "listening-port", "0"], "OK")?;
         m.expect_ok(&["REPLCONF", "capa", "eof", "capa", "psync2"], "OK")?;
         let info = match m.call(&["REPLCONF", "capa", "dragonfly"])? {
@@ -130,9 +130,17 @@ impl Master {
                 }
             }
             Reply::Status(s) if s == "OK" => {
+                // Redis and Valkey accept an unknown capa with +OK; INFO SERVER says which it is.
+                let what = match (field("valkey_version:"), field("redis_version:")) {
+                    (Some(v), _) => format!("a Valkey server: INFO SERVER reports valkey_version:{v}"),
+                    (None, Some(v)) => format!("a Redis server: INFO SERVER reports redis_version:{v} and no dragonfly_version"),
+                    (None, None) => "a Redis server?".to_string(),
+                };
                 return Err(SourceError(format!(
-                    "{addr} answered `REPLCONF capa dragonfly` with +OK: it is not a Dragonfly master (a Redis server?)"
-                )))
+                    "source {addr} {}: it answered `REPLCONF capa dragonfly` with +OK ({what}); df2redis replicates \
+                     from a Dragonfly master only (check --source)",
+                    super::socket::NOT_DRAGONFLY
+                )));
             }
             Reply::Error(e) => return Err(SourceError(format!("main connection to {addr}: REPLCONF capa dragonfly: {e}"))),
             other => return Err(SourceError(format!("main connection to {addr}: unexpected capa dragonfly reply {other:?}"))),

@@ -25,12 +25,20 @@ impl std::error::Error for SourceError {}
 
 /// The words every rejected-AUTH error of the source carries (handshake.rs writes them).
 pub(crate) const AUTH_REJECTED: &str = "AUTH rejected";
+/// The words of the error for a server that is not a Dragonfly master (handshake.rs).
+pub(crate) const NOT_DRAGONFLY: &str = "is not a Dragonfly master";
 
 impl SourceError {
     /// The master refused the credentials, or TLS authentication failed (a certificate
     /// refused either way): retrying cannot help.
     pub fn is_rejected_credentials(&self) -> bool {
         self.0.contains(AUTH_REJECTED) || self.0.contains(crate::tls::AUTH_FAILED)
+    }
+
+    /// The server answered the handshake as something other than a Dragonfly master (a Redis
+    /// or Valkey server): the --source address is wrong, which no retry can fix.
+    pub fn is_not_dragonfly(&self) -> bool {
+        self.0.contains(NOT_DRAGONFLY)
     }
 }
 

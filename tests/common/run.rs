@@ -24,3 +24,20 @@ pub fn terminate(child: Child) -> Output {
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
+
+/// Wait for `child` to exit, at most `limit`; its exit status and output. Past the limit it is
+/// killed by PID and the test fails, naming `what` was awaited.
+pub fn wait_bounded(mut child: Child, limit: std::time::Duration, what: &str) -> Output {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("df2redis did not exit within {limit:?} ({what}):\n{}", text(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
