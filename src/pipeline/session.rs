@@ -325,6 +325,13 @@ impl Session {
         let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
         let server = first_target.server_info()?;
         log::info!("target {}: {server}", cfg.target.seeds.join(","));
+        if !server.has_stream_meta() {
+            log::warn!(
+                "target speaks Redis {}: streams are written without their entries-added counter and max-deleted-id, \
+                 consumer groups without entries-read (counted as altered)",
+                server.redis_compat
+            );
+        }
         let json = match cfg.json {
             JsonSetting::Fixed(p) => p,
             JsonSetting::Auto if server.has_module("ReJSON") => JsonPolicy::JsonSet,
@@ -519,7 +526,8 @@ impl Session {
                 replayer: Replayer::new(policy, Clock::System)
                     .with_db_map(cfg.db_map.clone())
                     .with_filter(filter.clone())
-                    .with_fresh_target(fresh),
+                    .with_fresh_target(fresh)
+                    .with_target_version(server.redis_compat),
                 shared: shared.clone(),
                 to_writer: tx,
                 recycled,
