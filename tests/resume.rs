@@ -7,22 +7,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::emulator_model::expected;
-use common::live::{journal_writer, mixed_journal_writer, wait_acked_beyond, wait_every_flow_acked};
+use common::live::{journal_writer, kill9, last_run, mixed_journal_writer, start_and_wait_spread, wait_acked_beyond};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, read_all, RedisServer};
 use common::run::{df2redis, terminate, text};
 use df2redis::emulator::{datasets, Config, Dialect, Emulator};
-
-fn kill9(child: std::process::Child) -> String {
-    let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
-    assert!(st.success());
-    text(&child.wait_with_output().unwrap())
-}
 
 #[test]
 fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
@@ -265,36 +259,6 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
         assert!(left.is_empty(), "node {i} still has {left:?}");
     }
     assert_eq!(node_markers, 12);
-}
-
-/// Start `replicate`, then wait (bounded) until every flow's marker exists (an ACK follows
-/// it) and then a spread of 1 to 3000 further records are acknowledged, the count drawn from
-/// `seed` (xorshift): a deterministic spread of moments for the kill. Returns the run, the
-/// count, and whether it was reached.
-fn start_and_wait_spread(emu: &Emulator, args: &[&str], seed: &mut u64) -> (std::process::Child, u64, bool) {
-    let child = df2redis(args);
-    let base = emu.acked().iter().sum::<u64>();
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    let more = 1 + *seed % 3000;
-    let reached =
-        wait_every_flow_acked(emu, Duration::from_secs(60)) && wait_acked_beyond(emu, base, more, Duration::from_secs(60));
-    (child, more, reached)
-}
-
-/// The last run of a kill series: the journal writer stops, everything is acknowledged, then
-/// SIGTERM; the run must exit 0. Returns how many records the writer wrote, and the log.
-fn last_run(emu: &Emulator, args: &[&str], stop: &AtomicBool, writer: std::thread::JoinHandle<u64>) -> (u64, String) {
-    let child = df2redis(args);
-    stop.store(true, Ordering::SeqCst);
-    let written = writer.join().unwrap();
-    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
-    let out = terminate(child);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
-    (written, log)
 }
 
 /// Node `i`'s markers: (key, next_lsn), sorted.

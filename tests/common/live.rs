@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use df2redis::emulator::Emulator;
 
+use super::run::{df2redis, terminate, text};
+
 /// Keep writing INCR, LPUSH, APPEND and XADD until `stop`; returns how many were written.
 pub fn journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     spawn_writer(emu, stop, |_, n| {
@@ -105,3 +107,41 @@ pub fn wait_every_flow_acked(emu: &Emulator, within: Duration) -> bool {
     }
     false
 }
+
+/// SIGKILL by PID; the run's output.
+pub fn kill9(child: std::process::Child) -> String {
+    let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    text(&child.wait_with_output().unwrap())
+}
+
+/// Start `replicate`, then wait (bounded) until every flow's marker exists (an ACK follows
+/// it) and then a spread of 1 to 3000 further records are acknowledged, the count drawn from
+/// `seed` (xorshift): a deterministic spread of moments for the kill. Returns the run, the
+/// count, and whether it was reached.
+pub fn start_and_wait_spread(emu: &Emulator, args: &[&str], seed: &mut u64) -> (std::process::Child, u64, bool) {
+    let child = df2redis(args);
+    let base = emu.acked().iter().sum::<u64>();
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let more = 1 + *seed % 3000;
+    let reached =
+        wait_every_flow_acked(emu, Duration::from_secs(60)) && wait_acked_beyond(emu, base, more, Duration::from_secs(60));
+    (child, more, reached)
+}
+
+/// The last run of a kill series: the journal writer stops, everything is acknowledged, then
+/// SIGTERM; the run must exit 0. Returns how many records the writer wrote, and the log.
+pub fn last_run(emu: &Emulator, args: &[&str], stop: &AtomicBool, writer: std::thread::JoinHandle<u64>) -> (u64, String) {
+    let child = df2redis(args);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
+    let out = terminate(child);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    (written, log)
+}
+
