@@ -325,6 +325,9 @@ impl Session {
         let mut first_target = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
         let server = first_target.server_info()?;
         log::info!("target {}: {server}", cfg.target.seeds.join(","));
+        if let Some(why) = server.unsupported() {
+            return Err(StartError::Usage(why));
+        }
         if !server.has_stream_meta() {
             log::warn!(
                 "target speaks Redis {}: streams are written without their entries-added counter and max-deleted-id, \

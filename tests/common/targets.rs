@@ -133,6 +133,13 @@ pub fn stream_meta_now(emu: &Emulator) -> (u64, u64) {
 /// without their entries-added / max-deleted-id and `groups` groups without entries-read;
 /// for the others nothing of the kind.
 pub fn assert_altered(kind: ServerKind, log: &str, streams: u64, groups: u64) {
+    // The run names what it found (INFO server): the product and its version.
+    let announced = match kind {
+        ServerKind::Valkey8 => ": Valkey 8.1.",
+        ServerKind::Redis62 => ": Redis 6.2.",
+        _ => ": Redis 7.",
+    };
+    assert!(log.lines().any(|l| l.contains("target 127.0.0.1:") && l.contains(announced)), "expected {announced:?}:\n{log}");
     let a = altered(log);
     if kind == ServerKind::Redis62 {
         assert!(streams > 0 && groups > 0, "the scenario must hold streams and groups with entries-read");
