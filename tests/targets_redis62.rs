@@ -113,3 +113,10 @@ fn captures_replayed_into_redis_6_2_match_the_master_but_for_counted_stream_meta
     // emulator scenarios cover groups with a known entries-read.
     assert!(counted_somewhere.0 > 0, "the captures hold streams: {counted_somewhere:?}");
 }
+
+/// Connections an earlier writer left with unapplied pipelines are found in this server's
+/// `CLIENT LIST` and closed before a session reads its checkpoints.
+#[test]
+fn a_new_session_first_closes_what_an_earlier_writer_left_queued() {
+    stale_writer_is_closed(Redis62);
+}

@@ -63,3 +63,10 @@ fn captures_replayed_into_valkey_match_the_master() {
         assert!(stats.altered.keys().all(|r| !r.contains("before Redis 7.0")), "{name}: {:?}", stats.altered);
     }
 }
+
+/// Connections an earlier writer left with unapplied pipelines are found in this server's
+/// `CLIENT LIST` and closed before a session reads its checkpoints.
+#[test]
+fn a_new_session_first_closes_what_an_earlier_writer_left_queued() {
+    stale_writer_is_closed(Valkey8);
+}

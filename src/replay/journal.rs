@@ -99,13 +99,15 @@ pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cm
     if is("FLUSHALL") || is("FLUSHDB") {
         return Ok(RecordClass::Global { txid: rec.txid });
     }
-    if !r.stream_meta() {
+    if r.target_before_7() {
         if let Some(why) = needs_redis7(argv) {
+            // Named by its first key where it has one (LMPOP's argument 1 is a count).
+            let first = crate::target::keyspec::keys_of(argv).indices().first().and_then(|&i| argv.get(i));
+            let on = first.map_or(String::new(), |k| format!(" for key {}", crate::protocol::cursor::show(k)));
             return Err(ReplayError(format!(
-                "journal record {} for key {} in db {db} cannot be written: {why}, and the target speaks Redis {} \
+                "journal record {}{on} in db {db} cannot be written: {why}, and the target speaks Redis {} \
                  (replicate into Redis 7.0 or later, or Valkey)",
                 argv.name_upper(),
-                crate::protocol::cursor::show(key),
                 r.target
             )));
         }

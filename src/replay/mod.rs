@@ -238,9 +238,10 @@ impl Replayer {
         self
     }
 
-    /// Whether the target takes Redis 7.0's stream metadata arguments.
-    fn stream_meta(&self) -> bool {
-        self.target >= MODERN_TARGET
+    /// Whether the target is older than Redis 7.0: no stream metadata arguments, and none of
+    /// 7.0's commands.
+    fn target_before_7(&self) -> bool {
+        self.target < MODERN_TARGET
     }
 
     /// Write source db N to target db `map[N]` (dbs not in the map keep their number).

@@ -260,6 +260,7 @@ fn a_redis_6_2_target_gets_streams_without_7_0_metadata_counted_as_altered() {
     for rec in [&["LMPOP", "1", "l", "LEFT"][..], &["PEXPIREAT", "k", "1900000000000", "GT"]] {
         let e = r.record(&record(rec), &mut out).unwrap_err();
         assert!(e.0.contains("target speaks Redis 6.2.14") && e.0.contains("Redis 7.0"), "{e}");
+        assert!(e.0.contains(&format!("{} for key \"{}\" in db 1", rec[0], if rec[0] == "LMPOP" { "l" } else { "k" })), "{e}");
     }
     // A 7.0 target gets them as they are.
     let mut r7 = rp(Policy::default());

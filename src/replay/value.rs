@@ -171,7 +171,7 @@ fn stream_meta(r: &mut Replayer, out: &mut Vec<Cmd>, db: u32, key: &[u8], m: &St
         out.push(Cmd::new(db, &[b"XGROUP", b"CREATE", key, TMP_GROUP, b"0", b"MKSTREAM"]));
         out.push(Cmd::new(db, &[b"XGROUP", b"DESTROY", key, TMP_GROUP]));
     }
-    if !r.stream_meta() {
+    if r.target_before_7() {
         // Redis 6.2 has `XSETID key id` only, and keeps neither counter.
         r.stats.note(false, super::STREAM_META_NOT_KEPT, db, key);
         out.push(Cmd::new(db, &[b"XSETID", key, m.last_id.to_string().as_bytes()]));
@@ -196,7 +196,7 @@ fn stream_group(r: &mut Replayer, out: &mut Vec<Cmd>, db: u32, key: &[u8], g: &S
     let mut create = Argv::from_slices(&[b"XGROUP".as_slice(), b"CREATE", key, &g.name, last.as_bytes()]);
     // Dragonfly keeps "unknown" as a huge value; Redis only takes a real count (or none).
     if let Some(n) = g.entries_read.filter(|&n| n <= i64::MAX as u64) {
-        if r.stream_meta() {
+        if !r.target_before_7() {
             create.push(b"ENTRIESREAD");
             create.push(n.to_string().as_bytes());
         } else {

@@ -115,19 +115,23 @@ pub fn kill9(child: std::process::Child) -> String {
     text(&child.wait_with_output().unwrap())
 }
 
-/// Start `replicate`, then wait (bounded) until every flow's marker exists (an ACK follows
-/// it) and then a spread of 1 to 3000 further records are acknowledged, the count drawn from
-/// `seed` (xorshift): a deterministic spread of moments for the kill. Returns the run, the
-/// count, and whether it was reached.
+/// Start `replicate`, then wait (bounded) until its session exists, every flow's marker
+/// exists (an ACK follows it) and then a spread of 1 to 3000 further records are
+/// acknowledged, the count drawn from `seed` (xorshift): a deterministic spread of moments for
+/// the kill. Returns the run, the count, and whether it was reached.
 pub fn start_and_wait_spread(emu: &Emulator, args: &[&str], seed: &mut u64) -> (std::process::Child, u64, bool) {
+    let sessions = emu.sessions_created();
     let child = df2redis(args);
-    let base = emu.acked().iter().sum::<u64>();
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
     *seed ^= *seed << 17;
     let more = 1 + *seed % 3000;
-    let reached =
-        wait_every_flow_acked(emu, Duration::from_secs(60)) && wait_acked_beyond(emu, base, more, Duration::from_secs(60));
+    // Counted from the new run's own ACKs: those a killed run had sent can still be read by
+    // the emulator after the kill, and with a small spread they alone would end the wait
+    // before the new run even connected.
+    let reached = poll(Duration::from_secs(60), || emu.sessions_created() > sessions)
+        && wait_every_flow_acked(emu, Duration::from_secs(60))
+        && wait_acked_beyond(emu, emu.acked().iter().sum::<u64>(), more, Duration::from_secs(60));
     (child, more, reached)
 }
 
@@ -145,3 +149,14 @@ pub fn last_run(emu: &Emulator, args: &[&str], stop: &AtomicBool, writer: std::t
     (written, log)
 }
 
+/// Poll (bounded) until `pred` holds.
+pub fn poll(within: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}

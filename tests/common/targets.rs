@@ -13,7 +13,9 @@ use df2redis::emulator::{datasets, Config, Emulator, Value};
 use serde_json::Value as Json;
 
 use super::emulator_model::expected;
-use super::live::{journal_writer, kill9, last_run, mixed_journal_writer, start_and_wait_spread, wait_acked_beyond, wait_every_flow_acked};
+use super::live::{
+    journal_writer, kill9, last_run, mixed_journal_writer, poll, start_and_wait_spread, wait_acked_beyond, wait_every_flow_acked,
+};
 use super::redis_cluster::RedisCluster;
 use super::redis_server::{compare, now_ms, read_all, RedisServer, ServerKind, TempDir};
 use super::run::{df2redis, terminate, text};
@@ -336,4 +338,39 @@ pub fn target_crash_resumes_from_its_checkpoints(kind: ServerKind, cluster: bool
     assert!(!log.contains("full resync"), "{log}");
     let n = t.assert_holds(&emu, "after the target's crash", &log);
     assert!(n >= 1000, "{n}");
+}
+
+/// A writer that crashed or whose session ended can leave pipelines on the target that the
+/// server received and has not run yet (here held by CLIENT PAUSE); run after a new session
+/// read the markers, they would apply records twice. A new session closes such connections
+/// (named `df2redis-writer`, found in `CLIENT LIST`, whose format differs between versions)
+/// first: what they held is dropped.
+pub fn stale_writer_is_closed(kind: ServerKind) {
+    use std::io::{Read, Write};
+
+    let srv = RedisServer::start_kind(kind, &[]);
+    let mut old = std::net::TcpStream::connect(srv.addr()).unwrap();
+    old.write_all(b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$15\r\ndf2redis-writer\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    old.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let mut c = srv.conn();
+    redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("WRITE").query::<()>(&mut c).unwrap();
+    old.write_all(&b"*2\r\n$4\r\nINCR\r\n$3\r\nctr\r\n".repeat(100)).unwrap();
+    // The first INCR waits for the pause to end (flag b: blocked), the rest behind it.
+    assert!(poll(Duration::from_secs(10), || {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        list.lines().any(|l| l.contains("name=df2redis-writer") && l.contains(" flags=b"))
+    }));
+    let mut t = df2redis::target::Target::connect(&[srv.addr()], None, None).unwrap();
+    assert_eq!(t.close_stale_writers().unwrap(), Some(1));
+    redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut c).unwrap();
+    // The old connection is closed: it answers nothing more (a live one would answer the
+    // INCRs within the timeout).
+    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut replies = Vec::new();
+    let _ = old.read_to_end(&mut replies);
+    assert!(replies.is_empty(), "the earlier writer's INCRs ran: {}", String::from_utf8_lossy(&replies));
+    let v: Option<i64> = redis::cmd("GET").arg("ctr").query(&mut c).unwrap();
+    assert_eq!(v, None, "the earlier writer's queued INCRs ran");
 }
