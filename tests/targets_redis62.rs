@@ -81,10 +81,11 @@ fn not_held_by_6_2(fx: &Fixture) -> (u64, u64) {
                 let opt = |from: usize, name: &str| a.iter().skip(from).position(|x| x == name).map(|p| p + from);
                 match a.first().map(String::as_str) {
                     Some("XSETID") if opt(3, "ENTRIESADDED").or(opt(3, "MAXDELETEDID")).is_some() => streams += 1,
-                    Some("XGROUP") if matches!(a.get(1).map(String::as_str), Some("CREATE" | "SETID")) => {
-                        if opt(5, "ENTRIESREAD").is_some_and(|p| a.get(p + 1).map(String::as_str) != Some("-1")) {
-                            groups += 1;
-                        }
+                    Some("XGROUP")
+                        if matches!(a.get(1).map(String::as_str), Some("CREATE" | "SETID"))
+                            && opt(5, "ENTRIESREAD").is_some_and(|p| a.get(p + 1).map(String::as_str) != Some("-1")) =>
+                    {
+                        groups += 1
                     }
                     Some("RESTORE") => {
                         // A stream in a DUMP payload (types 15, 19, 21) would be counted by the
