@@ -58,6 +58,26 @@ fn a_redis_6_2_cluster_master_crashing_during_the_journal_loses_nothing() {
     target_crash_resumes_from_its_checkpoints(Redis62, true);
 }
 
+/// A cluster in the middle of an upgrade, one Redis 6.2 master and two Redis 7 ones: the run
+/// writes for the least capable master (it names Redis 6.2), so no node refuses a command,
+/// and counts what 6.2 cannot hold, for every stream wherever its slot lives.
+#[test]
+fn a_cluster_mid_upgrade_from_6_2_gets_what_every_master_takes() {
+    use common::redis_server::ServerKind::Redis7;
+    let emu = df2redis::emulator::Emulator::start(df2redis::emulator::Config { shards: 4, ..Default::default() }).unwrap();
+    df2redis::emulator::datasets::every_type(&emu);
+    let (streams, groups) = stream_meta_now(&emu);
+    let t = Target::mixed_cluster(&[Redis7, Redis62, Redis7]);
+    let (source, url) = (emu.addr().to_string(), t.url());
+    let mut args = vec!["migrate", "--source", &source, "--target", &url];
+    args.extend(t.db_map());
+    let out = common::run::df2redis(&args).wait_with_output().unwrap();
+    let log = common::run::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_altered(Redis62, &log, streams, groups);
+    t.assert_holds_as(&emu, "migrate into a mixed cluster", &log, true);
+}
+
 /// What a capture carries that 6.2 cannot hold, counted from its items independently of the
 /// replayer: (streams written with their metadata, groups with a known entries-read), from
 /// snapshot entries not expired as of the capture and from journal records in their 7.0 forms.

@@ -143,7 +143,12 @@ impl RedisCluster {
 
     /// [`start_with`](Self::start_with) with nodes of `kind`.
     pub fn start_kind_with(kind: ServerKind, more: impl Fn() -> Vec<String>) -> RedisCluster {
-        let nodes: Vec<ClusterNode> = (0..3).map(|_| ClusterNode::start(kind, &more)).collect();
+        Self::start_kinds(&[kind; 3], more)
+    }
+
+    /// One master of each kind in `kinds` (a cluster in the middle of an upgrade).
+    pub fn start_kinds(kinds: &[ServerKind], more: impl Fn() -> Vec<String>) -> RedisCluster {
+        let nodes: Vec<ClusterNode> = kinds.iter().map(|&kind| ClusterNode::start(kind, &more)).collect();
         let cluster = RedisCluster { nodes, migrations: Mutex::new(HashMap::new()) };
         let out = Command::new("redis-cli")
             .arg("--cluster")
