@@ -7,22 +7,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::emulator_model::expected;
-use common::live::{journal_writer, mixed_journal_writer, wait_acked_beyond, wait_every_flow_acked};
+use common::live::{journal_writer, kill9, last_run, mixed_journal_writer, poll, start_and_wait_spread, wait_acked_beyond};
 use common::redis_cluster::RedisCluster;
-use common::redis_server::{compare, read_all, RedisServer};
+use common::redis_server::{compare, read_all, RedisServer, ServerKind};
 use common::run::{df2redis, terminate, text};
 use df2redis::emulator::{datasets, Config, Dialect, Emulator};
-
-fn kill9(child: std::process::Child) -> String {
-    let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
-    assert!(st.success());
-    text(&child.wait_with_output().unwrap())
-}
 
 #[test]
 fn kill_9_at_random_moments_resumes_exactly_once_into_standalone() {
@@ -52,17 +46,6 @@ fn markers(c: &mut redis::Connection, flows: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Poll (bounded) until `pred` holds.
-fn poll(within: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    while std::time::Instant::now() < deadline {
-        if pred() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
-}
 
 /// `rounds` runs of `replicate` killed with SIGKILL after a spread of acknowledged records,
 /// then a last run stopped cleanly; every restart must resume (its log naming `dialect_note`
@@ -267,36 +250,6 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
     assert_eq!(node_markers, 12);
 }
 
-/// Start `replicate`, then wait (bounded) until every flow's marker exists (an ACK follows
-/// it) and then a spread of 1 to 3000 further records are acknowledged, the count drawn from
-/// `seed` (xorshift): a deterministic spread of moments for the kill. Returns the run, the
-/// count, and whether it was reached.
-fn start_and_wait_spread(emu: &Emulator, args: &[&str], seed: &mut u64) -> (std::process::Child, u64, bool) {
-    let child = df2redis(args);
-    let base = emu.acked().iter().sum::<u64>();
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    let more = 1 + *seed % 3000;
-    let reached =
-        wait_every_flow_acked(emu, Duration::from_secs(60)) && wait_acked_beyond(emu, base, more, Duration::from_secs(60));
-    (child, more, reached)
-}
-
-/// The last run of a kill series: the journal writer stops, everything is acknowledged, then
-/// SIGTERM; the run must exit 0. Returns how many records the writer wrote, and the log.
-fn last_run(emu: &Emulator, args: &[&str], stop: &AtomicBool, writer: std::thread::JoinHandle<u64>) -> (u64, String) {
-    let child = df2redis(args);
-    stop.store(true, Ordering::SeqCst);
-    let written = writer.join().unwrap();
-    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
-    let out = terminate(child);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
-    (written, log)
-}
-
 /// Node `i`'s markers: (key, next_lsn), sorted.
 fn cluster_markers(cluster: &RedisCluster, i: usize) -> Vec<(Vec<u8>, u64)> {
     let mut c = cluster.conn(i);
@@ -445,30 +398,5 @@ fn a_flushdb_in_the_resumed_records_runs_once_and_is_never_checkpointed_before_i
 /// (named `df2redis-writer`) first: what they held is dropped.
 #[test]
 fn a_new_session_first_closes_what_an_earlier_writer_left_queued() {
-    use std::io::{Read, Write};
-    let srv = RedisServer::start(&[]);
-    let mut old = std::net::TcpStream::connect(srv.addr()).unwrap();
-    old.write_all(b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$15\r\ndf2redis-writer\r\n").unwrap();
-    let mut ok = [0u8; 5];
-    old.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"+OK\r\n");
-    let mut c = srv.conn();
-    redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("WRITE").query::<()>(&mut c).unwrap();
-    old.write_all(&b"*2\r\n$4\r\nINCR\r\n$3\r\nctr\r\n".repeat(100)).unwrap();
-    // The first INCR waits for the pause to end (flag b: blocked), the rest behind it.
-    assert!(poll(Duration::from_secs(10), || {
-        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
-        list.lines().any(|l| l.contains("name=df2redis-writer") && l.contains(" flags=b"))
-    }));
-    let mut t = df2redis::target::Target::connect(&[srv.addr()], None, None).unwrap();
-    assert_eq!(t.close_stale_writers().unwrap(), Some(1));
-    redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut c).unwrap();
-    // The old connection is closed: it answers nothing more (a live one would answer the
-    // INCRs within the timeout).
-    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut replies = Vec::new();
-    let _ = old.read_to_end(&mut replies);
-    assert!(replies.is_empty(), "the earlier writer's INCRs ran: {}", String::from_utf8_lossy(&replies));
-    let v: Option<i64> = redis::cmd("GET").arg("ctr").query(&mut c).unwrap();
-    assert_eq!(v, None, "the earlier writer's queued INCRs ran");
+    common::targets::stale_writer_is_closed(ServerKind::Redis7);
 }

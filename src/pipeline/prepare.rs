@@ -7,6 +7,7 @@ use super::shared::{Fault, Side};
 use crate::config::{Config, JsonSetting};
 use crate::replay::JsonPolicy;
 use crate::source::SourceError;
+use crate::target::server::Version;
 use crate::target::{resp::Reply, Standalone, Target, TargetError};
 
 pub enum StartError {
@@ -57,6 +58,9 @@ pub struct PreparedTarget {
     pub first: Target,
     pub json: JsonPolicy,
     pub cluster: bool,
+    /// The Redis version the target speaks (its least capable master's): commands are written
+    /// for it.
+    pub version: Version,
 }
 
 /// Reach the target (the first seed that answers PING), then connect as a writer would and
@@ -92,6 +96,16 @@ pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
         Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls()).map_err(|e| unreachable(Side::Target, e))?;
     let server = first.server_info()?;
     log::info!("target {}: {server}", cfg.target.seeds.join(","));
+    if let Some(why) = server.unsupported() {
+        return Err(StartError::Usage(why));
+    }
+    if !server.has_stream_meta() {
+        log::warn!(
+            "target speaks Redis {}: streams are written without their entries-added counter and max-deleted-id, \
+             consumer groups without entries-read (counted as altered)",
+            server.redis_compat
+        );
+    }
     let json = match cfg.json {
         JsonSetting::Fixed(p) => p,
         JsonSetting::Auto if server.has_module("ReJSON") => JsonPolicy::JsonSet,
@@ -104,7 +118,7 @@ pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
     };
     log::info!("target: JSON documents will be {}{why}", if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped" });
     let cluster = first.is_cluster();
-    Ok(PreparedTarget { first, json, cluster })
+    Ok(PreparedTarget { first, json, cluster, version: server.redis_compat })
 }
 
 /// The writers' connections, `first` among them, each named as a writer. All are opened

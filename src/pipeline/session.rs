@@ -248,7 +248,7 @@ impl Session {
 
     fn start(cfg: &Config, mode: Mode, prior: Option<&str>) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
-        let PreparedTarget { first: mut first_target, json, cluster, .. } = prepare::connect_target(cfg)?;
+        let PreparedTarget { first: mut first_target, json, cluster, version } = prepare::connect_target(cfg)?;
 
         let (mut master, info) =
             Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls()).map_err(|e| unreachable(Side::Source, e))?;
@@ -379,6 +379,7 @@ impl Session {
             skip,
             barrier: Some(barrier.clone()),
             size: master_size,
+            target_version: version,
         })?;
         Ok(Session {
             mode,

@@ -27,6 +27,7 @@ use super::writer::Writer;
 use crate::checkpoint::cluster::SlotSkip;
 use crate::config::Config;
 use crate::replay::{Clock, Policy, ReplayStats, Replayer};
+use crate::target::server::Version;
 use crate::target::Target;
 
 /// One byte stream for a reader thread.
@@ -64,6 +65,8 @@ pub struct Plan<'a> {
     pub barrier: Option<Arc<Barrier>>,
     /// The source's size, for the progress estimate.
     pub size: MasterSize,
+    /// The Redis version the target speaks: the replayers write what it can take.
+    pub target_version: Version,
 }
 
 /// The running threads and how to hear from them.
@@ -99,7 +102,7 @@ pub fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static
 
 /// Start every thread of `plan`. Stream `i` goes to writer `i % writers`.
 pub fn wire(plan: Plan) -> Result<Wired, String> {
-    let Plan { cfg, mode, inputs, writers: conns_w, policy, fresh, cluster, markers, skip, barrier, size } = plan;
+    let Plan { cfg, mode, inputs, writers: conns_w, policy, fresh, cluster, markers, skip, barrier, size, target_version } = plan;
     let n = inputs.len();
     let nw = conns_w.len();
     let shared = Arc::new(Shared::new(n).with_limit(super::limit::Limiter::new(cfg.max_ops_per_s, cfg.max_bytes_per_s)));
@@ -147,7 +150,8 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
             replayer: Replayer::new(policy, Clock::System)
                 .with_db_map(cfg.db_map.clone())
                 .with_filter(filter.clone())
-                .with_fresh_target(fresh),
+                .with_fresh_target(fresh)
+                .with_target_version(target_version),
             shared: shared.clone(),
             to_writer: tx,
             recycled,

@@ -27,6 +27,64 @@ const DRAGONFLY_TYPE_PREFIXES: &[(&str, &str)] = &[
     ("FT.", "search index command (not replicated)"),
 ];
 
+/// Write commands (or forms) Redis 7.0 introduced that Dragonfly journals verbatim when its
+/// clients send them. A target before 7.0 would refuse them; the session stops with this
+/// reason instead of a bare "unknown command" from the target.
+fn needs_redis7(argv: &Argv) -> Option<&'static str> {
+    let name = argv.get(0).unwrap_or_default();
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if ["LMPOP", "BLMPOP", "ZMPOP", "BZMPOP", "FCALL", "FUNCTION"].iter().any(|n| is(n)) {
+        return Some("the command is Redis 7.0's");
+    }
+    // EXPIRE ... NX|XX|GT|LT (Dragonfly journals PEXPIREAT key ms, without them).
+    if ["EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"].iter().any(|n| is(n)) && argv.len() > 3 {
+        return Some("expiry options NX/XX/GT/LT are Redis 7.0's");
+    }
+    None
+}
+
+/// `XSETID key id ENTRIESADDED n MAXDELETEDID id`, `XGROUP CREATE|SETID key group id ...
+/// ENTRIESREAD n` for a target before Redis 7.0: the 7.0 arguments left out (counted as
+/// altered when they carried something); `None` for every other command.
+fn without_stream_meta(r: &mut Replayer, db: u32, argv: &Argv) -> Option<Argv> {
+    let name = argv.get(0).unwrap_or_default();
+    let key = argv.get(1).unwrap_or_default();
+    // Options begin after `XSETID key id` and after `XGROUP CREATE|SETID key group id`.
+    let (options_at, reason) = if name.eq_ignore_ascii_case(b"XSETID") {
+        (3, super::STREAM_META_NOT_KEPT)
+    } else if name.eq_ignore_ascii_case(b"XGROUP")
+        && argv.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"CREATE") || s.eq_ignore_ascii_case(b"SETID"))
+    {
+        (5, super::ENTRIES_READ_NOT_KEPT)
+    } else {
+        return None;
+    };
+    let dropped = |a: &[u8]| {
+        a.eq_ignore_ascii_case(b"ENTRIESADDED") || a.eq_ignore_ascii_case(b"MAXDELETEDID") || a.eq_ignore_ascii_case(b"ENTRIESREAD")
+    };
+    if !argv.iter().skip(options_at).any(dropped) {
+        return None;
+    }
+    let mut out = Argv::with_capacity(argv.byte_len(), argv.len());
+    let mut lost = false;
+    let mut i = 0;
+    while let Some(a) = argv.get(i) {
+        if i >= options_at && dropped(a) {
+            // ENTRIESREAD -1 says "unknown": nothing is lost by leaving it out.
+            lost |= !(a.eq_ignore_ascii_case(b"ENTRIESREAD") && argv.get(i + 1) == Some(b"-1".as_slice()));
+            i += 2;
+            continue;
+        }
+        out.push(a);
+        i += 1;
+    }
+    if lost {
+        let key = if reason == super::ENTRIES_READ_NOT_KEPT { argv.get(2).unwrap_or_default() } else { key };
+        r.stats.note(false, reason, db, key);
+    }
+    Some(out)
+}
+
 /// `rec.argv` is taken (moved into the command) when the record passes through unchanged, the
 /// common case: no copy per record. It is left in place for global commands.
 pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
@@ -40,6 +98,23 @@ pub(super) fn record(r: &mut Replayer, rec: &mut JournalRecord, out: &mut Vec<Cm
     let db = rec.db;
     if is("FLUSHALL") || is("FLUSHDB") {
         return Ok(RecordClass::Global { txid: rec.txid });
+    }
+    if r.target_before_7() {
+        if let Some(why) = needs_redis7(argv) {
+            // Named by its first key where it has one (LMPOP's argument 1 is a count).
+            let first = crate::target::keyspec::keys_of(argv).indices().first().and_then(|&i| argv.get(i));
+            let on = first.map_or(String::new(), |k| format!(" for key {}", crate::protocol::cursor::show(k)));
+            return Err(ReplayError(format!(
+                "journal record {}{on} in db {db} cannot be written: {why}, and the target speaks Redis {} \
+                 (replicate into Redis 7.0 or later, or Valkey)",
+                argv.name_upper(),
+                r.target
+            )));
+        }
+        if let Some(argv) = without_stream_meta(r, db, argv) {
+            out.push(Cmd { db, argv });
+            return Ok(RecordClass::Normal);
+        }
     }
     if is("SET") {
         let argv = strip_set_extras(std::mem::take(&mut rec.argv));

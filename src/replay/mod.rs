@@ -18,6 +18,7 @@ pub use filter::{Filter, OnFlush};
 
 use crate::protocol::cursor::show;
 use crate::protocol::{Argv, JournalRecord, Limits, RecordKind, ValuePiece};
+use crate::target::server::Version;
 
 /// One command for the target, in the db it must run in.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +115,15 @@ impl Clock {
     }
 }
 
+/// The Redis version whose commands the target speaks (`redis_version`; Valkey keeps 7.2.4):
+/// what is written depends on it. A replayer not told assumes 7.0, the oldest version whose
+/// commands carry everything a Dragonfly stream holds.
+pub const MODERN_TARGET: Version = Version(7, 0, 0);
+
+/// Reasons counted as *altered* when the target is older than Redis 7.0.
+pub(crate) const STREAM_META_NOT_KEPT: &str = "stream entries-added counter and max-deleted-id not kept (target before Redis 7.0)";
+pub(crate) const ENTRIES_READ_NOT_KEPT: &str = "stream consumer group entries-read not kept (target before Redis 7.0)";
+
 /// How many keys are named in the log per reason before the log goes quiet (counts go on).
 const LOG_KEYS_PER_REASON: usize = 1000;
 
@@ -204,6 +214,8 @@ pub struct Replayer {
     /// The target held no keys when the session started: a snapshot entry is then the first
     /// write of its key, and needs no `DEL` before it.
     fresh_target: bool,
+    /// The target's Redis-compatible version ([`with_target_version`](Self::with_target_version)).
+    target: Version,
     /// Decisions for entries whose first piece was seen and whose last was not.
     /// Keyed by the address of the entry's shared head (`Arc::as_ptr`), which is unique while
     /// the entry is open: the pieces of one key share one `Arc<EntryHead>`.
@@ -221,6 +233,7 @@ impl Replayer {
             db_map: BTreeMap::new(),
             filter: None,
             fresh_target: false,
+            target: MODERN_TARGET,
             open: HashMap::new(),
         }
     }
@@ -232,6 +245,22 @@ impl Replayer {
     pub fn with_fresh_target(mut self, fresh: bool) -> Self {
         self.fresh_target = fresh;
         self
+    }
+
+    /// Write commands for a target that speaks Redis `version`'s commands (its `redis_version`,
+    /// the least of a cluster's masters). Before 7.0 a stream's entries-added counter and
+    /// max-deleted-id and a group's entries-read have no command (nor place) in the target:
+    /// they are left out and counted as altered; journal commands only 7.0 has are refused
+    /// with an error naming the version.
+    pub fn with_target_version(mut self, version: Version) -> Self {
+        self.target = version;
+        self
+    }
+
+    /// Whether the target is older than Redis 7.0: no stream metadata arguments, and none of
+    /// 7.0's commands.
+    fn target_before_7(&self) -> bool {
+        self.target < MODERN_TARGET
     }
 
     /// Write source db N to target db `map[N]` (dbs not in the map keep their number).

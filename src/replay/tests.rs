@@ -237,3 +237,74 @@ fn a_flushdb_shares_its_target_db_only_with_selected_source_dbs() {
     assert_eq!(r.record(&other, &mut vec![]).unwrap(), RecordClass::Normal);
     assert_eq!(r.stats().filtered_records, 1);
 }
+
+#[test]
+fn a_redis_6_2_target_gets_streams_without_7_0_metadata_counted_as_altered() {
+    use crate::protocol::{StreamConsumer, StreamGroup};
+    let mut r = rp(Policy::default()).with_target_version(crate::target::server::Version(6, 2, 14));
+    let mut out = vec![];
+    let h = head(t::STREAM_LISTPACKS_3, "s", None);
+    let meta = StreamMeta { length: 0, last_id: StreamId { ms: 5, seq: 1 }, entries_added: 3, max_deleted_id: StreamId { ms: 5, seq: 1 }, ..Default::default() };
+    r.value(&piece(&h, Piece::StreamMeta(meta), true, false), &mut out);
+    let g = StreamGroup {
+        name: b"g".to_vec(),
+        last_id: StreamId { ms: 5, seq: 1 },
+        entries_read: Some(2),
+        consumers: vec![StreamConsumer { name: b"c".to_vec(), seen_time_ms: 0, active_time_ms: None }],
+        pending: vec![],
+    };
+    r.value(&piece(&h, Piece::StreamGroup(g), false, true), &mut out);
+    assert_eq!(
+        strs(&out),
+        [
+            "3:DEL s",
+            "3:XGROUP CREATE s df2redis-tmp 0 MKSTREAM",
+            "3:XGROUP DESTROY s df2redis-tmp",
+            "3:XSETID s 5-1",
+            "3:XGROUP CREATE s g 5-1",
+            "3:XGROUP CREATECONSUMER s g c",
+        ]
+    );
+    assert_eq!(r.stats().altered.get(STREAM_META_NOT_KEPT), Some(&1));
+    assert_eq!(r.stats().altered.get(ENTRIES_READ_NOT_KEPT), Some(&1));
+
+    // Journal records: the 7.0 arguments are left out; ENTRIESREAD -1 (unknown) loses nothing.
+    out.clear();
+    for rec in [
+        &["XSETID", "s", "9-0", "ENTRIESADDED", "12", "MAXDELETEDID", "3-0"][..],
+        &["XGROUP", "SETID", "s", "g", "9-0", "ENTRIESREAD", "4"],
+        &["XGROUP", "SETID", "s", "g", "9-0", "ENTRIESREAD", "-1"],
+        &["XGROUP", "CREATE", "s", "h", "$", "MKSTREAM", "ENTRIESREAD", "0"],
+        &["XSETID", "s", "10-0"],
+        &["XGROUP", "CREATE", "s", "ENTRIESREAD", "0"],
+    ] {
+        assert_eq!(r.record(&record(rec), &mut out), Ok(RecordClass::Normal));
+    }
+    assert_eq!(
+        strs(&out),
+        [
+            "1:XSETID s 9-0",
+            "1:XGROUP SETID s g 9-0",
+            "1:XGROUP SETID s g 9-0",
+            "1:XGROUP CREATE s h $ MKSTREAM",
+            "1:XSETID s 10-0",
+            "1:XGROUP CREATE s ENTRIESREAD 0",
+        ]
+    );
+    assert_eq!(r.stats().altered.get(STREAM_META_NOT_KEPT), Some(&2));
+    assert_eq!(r.stats().altered.get(ENTRIES_READ_NOT_KEPT), Some(&3));
+
+    // What 6.2 has no form for stops the run with a reason, never silently.
+    for rec in [&["LMPOP", "1", "l", "LEFT"][..], &["PEXPIREAT", "k", "1900000000000", "GT"]] {
+        let e = r.record(&record(rec), &mut out).unwrap_err();
+        assert!(e.0.contains("target speaks Redis 6.2.14") && e.0.contains("Redis 7.0"), "{e}");
+        assert!(e.0.contains(&format!("{} for key \"{}\" in db 1", rec[0], if rec[0] == "LMPOP" { "l" } else { "k" })), "{e}");
+    }
+    // A 7.0 target gets them as they are.
+    let mut r7 = rp(Policy::default());
+    out.clear();
+    r7.record(&record(&["XSETID", "s", "9-0", "ENTRIESADDED", "12", "MAXDELETEDID", "3-0"]), &mut out).unwrap();
+    r7.record(&record(&["PEXPIREAT", "k", "1900000000000", "GT"]), &mut out).unwrap();
+    assert_eq!(strs(&out), ["1:XSETID s 9-0 ENTRIESADDED 12 MAXDELETEDID 3-0", "1:PEXPIREAT k 1900000000000 GT"]);
+    assert!(r7.stats().altered.is_empty());
+}

@@ -101,7 +101,7 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
                 out.push(Cmd { db, argv: a });
             }
         }
-        Piece::StreamMeta(m) => stream_meta(out, db, key, m),
+        Piece::StreamMeta(m) => stream_meta(r, out, db, key, m),
         Piece::StreamGroup(g) => stream_group(r, out, db, key, g),
         Piece::Json(doc) => out.push(cmd(&[b"JSON.SET", key, b"$", doc])),
         Piece::Opaque(_) => {}
@@ -174,11 +174,17 @@ pub fn format_score(s: f64) -> String {
     format!("{s}")
 }
 
-fn stream_meta(out: &mut Vec<Cmd>, db: u32, key: &[u8], m: &StreamMeta) {
+fn stream_meta(r: &mut Replayer, out: &mut Vec<Cmd>, db: u32, key: &[u8], m: &StreamMeta) {
     if m.length == 0 {
         // No XADD created the key: make an empty stream, as the source has one.
         out.push(Cmd::new(db, &[b"XGROUP", b"CREATE", key, TMP_GROUP, b"0", b"MKSTREAM"]));
         out.push(Cmd::new(db, &[b"XGROUP", b"DESTROY", key, TMP_GROUP]));
+    }
+    if r.target_before_7() {
+        // Redis 6.2 has `XSETID key id` only, and keeps neither counter.
+        r.stats.note(false, super::STREAM_META_NOT_KEPT, db, key);
+        out.push(Cmd::new(db, &[b"XSETID", key, m.last_id.to_string().as_bytes()]));
+        return;
     }
     out.push(Cmd::new(
         db,
@@ -199,8 +205,12 @@ fn stream_group(r: &mut Replayer, out: &mut Vec<Cmd>, db: u32, key: &[u8], g: &S
     let mut create = Argv::from_slices(&[b"XGROUP".as_slice(), b"CREATE", key, &g.name, last.as_bytes()]);
     // Dragonfly keeps "unknown" as a huge value; Redis only takes a real count (or none).
     if let Some(n) = g.entries_read.filter(|&n| n <= i64::MAX as u64) {
-        create.push(b"ENTRIESREAD");
-        create.push(n.to_string().as_bytes());
+        if !r.target_before_7() {
+            create.push(b"ENTRIESREAD");
+            create.push(n.to_string().as_bytes());
+        } else {
+            r.stats.note(false, super::ENTRIES_READ_NOT_KEPT, db, key);
+        }
     }
     out.push(Cmd { db, argv: create });
     for c in &g.consumers {

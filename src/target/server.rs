@@ -73,6 +73,15 @@ impl ServerInfo {
         self.redis_compat >= Version(7, 0, 0)
     }
 
+    /// Why df2redis cannot write into this server, if it cannot: before Redis 6.2 there is no
+    /// `SET ... PXAT` (every TTL is written as an absolute time) and no `XGROUP
+    /// CREATECONSUMER` (stream consumers).
+    pub fn unsupported(&self) -> Option<String> {
+        (self.redis_compat < Version(6, 2, 0)).then(|| {
+            format!("the target speaks Redis {}; df2redis needs Redis 6.2 or later (or Valkey)", self.redis_compat)
+        })
+    }
+
     /// The least capable of several servers (a cluster's masters): the lowest compatibility
     /// version, and only the modules every one has.
     pub fn least(all: &[ServerInfo]) -> Option<ServerInfo> {
@@ -142,7 +151,9 @@ mod tests {
         let v = ServerInfo::parse("redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n", &Reply::Error("ERR".into())).unwrap();
         assert_eq!((v.product, v.version, v.redis_compat), (Product::Valkey, Version(8, 1, 8), Version(7, 2, 4)));
         let old = ServerInfo::parse("redis_version:6.2.14\r\n", &Reply::Array(None)).unwrap();
-        assert!(!old.has_stream_meta());
+        assert!(!old.has_stream_meta() && old.unsupported().is_none());
+        let older = ServerInfo::parse("redis_version:6.0.16\r\n", &Reply::Array(None)).unwrap();
+        assert!(older.unsupported().unwrap().contains("Redis 6.0.16"));
         let mods = Reply::Array(Some(vec![
             Reply::Array(Some(vec![bulk("name"), bulk("bf"), bulk("ver"), Reply::Int(20802)])),
             Reply::Array(Some(vec![bulk("name"), bulk("ReJSON"), bulk("ver"), Reply::Int(20803)])),

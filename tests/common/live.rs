@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use df2redis::emulator::Emulator;
 
+use super::run::{df2redis, terminate, text};
+
 /// Keep writing INCR, LPUSH, APPEND and XADD until `stop`; returns how many were written.
 pub fn journal_writer(emu: Arc<Emulator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     spawn_writer(emu, stop, |_, n| {
@@ -102,6 +104,59 @@ pub fn wait_every_flow_acked(emu: &Emulator, within: Duration) -> bool {
             return true;
         }
         std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// SIGKILL by PID; the run's output.
+pub fn kill9(child: std::process::Child) -> String {
+    let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    text(&child.wait_with_output().unwrap())
+}
+
+/// Start `replicate`, then wait (bounded) until its session exists, every flow's marker
+/// exists (an ACK follows it) and then a spread of 1 to 3000 further records are
+/// acknowledged, the count drawn from `seed` (xorshift): a deterministic spread of moments for
+/// the kill. Returns the run, the count, and whether it was reached.
+pub fn start_and_wait_spread(emu: &Emulator, args: &[&str], seed: &mut u64) -> (std::process::Child, u64, bool) {
+    let sessions = emu.sessions_created();
+    let child = df2redis(args);
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let more = 1 + *seed % 3000;
+    // Counted from the new run's own ACKs: those a killed run had sent can still be read by
+    // the emulator after the kill, and with a small spread they alone would end the wait
+    // before the new run even connected.
+    let reached = poll(Duration::from_secs(60), || emu.sessions_created() > sessions)
+        && wait_every_flow_acked(emu, Duration::from_secs(60))
+        && wait_acked_beyond(emu, emu.acked().iter().sum::<u64>(), more, Duration::from_secs(60));
+    (child, more, reached)
+}
+
+/// The last run of a kill series: the journal writer stops, everything is acknowledged, then
+/// SIGTERM; the run must exit 0. Returns how many records the writer wrote, and the log.
+pub fn last_run(emu: &Emulator, args: &[&str], stop: &AtomicBool, writer: std::thread::JoinHandle<u64>) -> (u64, String) {
+    let child = df2redis(args);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(emu.wait_acked_all(Duration::from_secs(60)), "not every LSN acknowledged: {:?} vs {:?}", emu.acked(), emu.lsns());
+    let out = terminate(child);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    (written, log)
+}
+
+/// Poll (bounded) until `pred` holds.
+pub fn poll(within: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     false
 }

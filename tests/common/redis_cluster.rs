@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value as RV;
 
-use super::redis_server::{free_port, read_key, scan_keys, spawn_ready, Mode, TempDir};
+use super::redis_server::{free_port, read_key, scan_keys, spawn_ready_kind, Mode, ServerKind, TempDir};
 use super::Dataset;
 
 /// How long the cluster may take to form or to agree on a change.
@@ -19,12 +19,14 @@ const POLL: Duration = Duration::from_millis(20);
 /// Keys per MIGRATE when a slot is moved.
 const MIGRATE_BATCH: usize = 100;
 
-/// One `redis-server --cluster-enabled yes`, stopped (by its PID) and its directory removed on
-/// drop.
+/// One `redis-server --cluster-enabled yes` (or valkey-server), stopped (by its PID) and its
+/// directory removed on drop.
 pub struct ClusterNode {
     pub port: u16,
-    /// The cluster bus port (`--cluster-port`, chosen free rather than port + 10000, which
-    /// overflows for ephemeral ports above 55535).
+    pub kind: ServerKind,
+    /// The cluster bus port: `--cluster-port`, chosen free rather than port + 10000, which
+    /// overflows for ephemeral ports above 55535. Redis 6.2 has no such option: its bus is
+    /// always port + 10000, so its port is chosen below 55535 with that bus port free.
     pub bus_port: u16,
     /// The node ID (`CLUSTER MYID`).
     pub id: String,
@@ -38,29 +40,34 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Start one empty cluster-enabled node with `more` arguments (made anew for each attempt,
     /// so they may hold free ports); returns once it logs that it accepts connections.
-    fn start(more: &dyn Fn() -> Vec<String>) -> ClusterNode {
-        for _attempt in 0..5 {
-            let port = free_port();
-            let bus_port = free_port();
+    fn start(kind: ServerKind, more: &dyn Fn() -> Vec<String>) -> ClusterNode {
+        for _attempt in 0..10 {
+            let (port, bus_port) = if kind == ServerKind::Redis62 { fixed_bus_ports() } else { (free_port(), free_port()) };
             if bus_port == port {
                 continue;
             }
             let dir = TempDir::new("redis-cluster");
-            let bp = bus_port.to_string();
-            let mut extra: Vec<String> = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bp, "--cluster-node-timeout", "5000"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut extra: Vec<String> =
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            if kind != ServerKind::Redis62 {
+                extra.extend(["--cluster-port".to_string(), bus_port.to_string()]);
+            }
             extra.extend(more());
             let args = extra.clone();
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            if let Some(child) = spawn_ready(port, &dir.0, &extra) {
-                let mut node = ClusterNode { port, bus_port, id: String::new(), args, child, _dir: dir };
-                node.id = q(&mut node.conn(), &[b"CLUSTER", b"MYID"]);
+            if let Some(child) = spawn_ready_kind(kind, port, &dir.0, &extra) {
+                let mut node = ClusterNode { port, kind, bus_port, id: String::new(), args, child, _dir: dir };
+                let mut c = node.conn();
+                // A node of the wrong server would make the test pass against something else.
+                kind.assert_is(&mut c);
+                node.id = q(&mut c, &[b"CLUSTER", b"MYID"]);
                 return node;
             }
         }
-        panic!("a cluster-enabled redis-server did not start on free ports after 5 attempts");
+        panic!("a cluster-enabled {kind:?} did not start on free ports after 10 attempts");
     }
 
     pub fn addr(&self) -> String {
@@ -83,7 +90,7 @@ impl ClusterNode {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         // The port was just ours; a few tries cover a slow release of the socket.
         for _attempt in 0..20 {
-            if let Some(child) = spawn_ready(self.port, &self._dir.0, &args) {
+            if let Some(child) = spawn_ready_kind(self.kind, self.port, &self._dir.0, &args) {
                 self.child = child;
                 return;
             }
@@ -126,7 +133,22 @@ impl RedisCluster {
     /// [`start`](Self::start) with more arguments for every node (e.g. a TLS listener: the
     /// harness keeps using the plain ports).
     pub fn start_with(more: impl Fn() -> Vec<String>) -> RedisCluster {
-        let nodes: Vec<ClusterNode> = (0..3).map(|_| ClusterNode::start(&more)).collect();
+        Self::start_kind_with(ServerKind::Redis7, more)
+    }
+
+    /// [`start`](Self::start) with nodes of `kind` (each checked to be that kind).
+    pub fn start_kind(kind: ServerKind) -> RedisCluster {
+        Self::start_kind_with(kind, Vec::new)
+    }
+
+    /// [`start_with`](Self::start_with) with nodes of `kind`.
+    pub fn start_kind_with(kind: ServerKind, more: impl Fn() -> Vec<String>) -> RedisCluster {
+        Self::start_kinds(&[kind; 3], more)
+    }
+
+    /// One master of each kind in `kinds` (a cluster in the middle of an upgrade).
+    pub fn start_kinds(kinds: &[ServerKind], more: impl Fn() -> Vec<String>) -> RedisCluster {
+        let nodes: Vec<ClusterNode> = kinds.iter().map(|&kind| ClusterNode::start(kind, &more)).collect();
         let cluster = RedisCluster { nodes, migrations: Mutex::new(HashMap::new()) };
         let out = Command::new("redis-cli")
             .arg("--cluster")
@@ -313,6 +335,29 @@ impl RedisCluster {
             std::thread::sleep(POLL);
         }
     }
+}
+
+/// A free port below 55535 whose port + 10000 is free too (Redis 6.2's fixed cluster bus port).
+/// Both are probed by binding; another process may take them before the node does, and the
+/// caller then tries again.
+fn fixed_bus_ports() -> (u16, u16) {
+    for _ in 0..1000 {
+        let Ok(l) = std::net::TcpListener::bind("127.0.0.1:0") else { continue };
+        let port = l.local_addr().unwrap().port();
+        if port >= 55535 {
+            // Ephemeral ports run to 60999: ask for one in the low range instead.
+            let low = 20000 + (port % 30000);
+            if std::net::TcpListener::bind(("127.0.0.1", low)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", low + 10000)).is_ok() {
+                return (low, low + 10000);
+            }
+            continue;
+        }
+        drop(l);
+        if std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return (port, port + 10000);
+        }
+    }
+    panic!("no free port pair (p, p + 10000) below 55535");
 }
 
 /// Run a command, panicking with the command on error.

@@ -347,9 +347,28 @@ pub fn read_key(c: &mut redis::Connection, k: &[u8], mode: Mode) -> Option<Key> 
         "stream" => Val::Stream(read_stream(c, k, mode)),
         other => Val::Other(other.to_string()),
     };
-    let exp: i64 = qm(c, &[b"PEXPIRETIME", k], mode);
+    let exp = expire_time(c, k, mode);
     Some(Key { ty, expire_at_ms: if exp < 0 { -1 } else { exp }, val })
 }
+
+/// A key's absolute expiry in Unix ms (negative: none): `PEXPIRETIME`, or on a server before
+/// Redis 7.0, which lacks it, the server's `TIME` plus `PTTL` read in one script (exact to the
+/// millisecond, with no client round trip in between).
+fn expire_time(c: &mut redis::Connection, k: &[u8], mode: Mode) -> i64 {
+    const SCRIPT: &[u8] = b"local p = redis.call('PTTL', KEYS[1]) if p < 0 then return p end \
+        local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + p";
+    match try_qm::<i64>(c, &[b"PEXPIRETIME", k], mode) {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("unknown command") => qm(c, &[b"EVAL", SCRIPT, b"1", k], mode),
+        Err(e) => panic!("PEXPIRETIME {:?}: {e}", String::from_utf8_lossy(k)),
+    }
+}
+
+/// What a stream field reads as on a server that does not hold it: Redis before 7.0 has no
+/// entries-added counter, max-deleted-id or group entries-read (df2redis counts them as
+/// altered); [`super::diff_val`] does not compare them then.
+pub const NOT_HELD: u64 = u64::MAX;
+pub const NOT_HELD_ID: &str = "not held";
 
 fn read_stream(c: &mut redis::Connection, k: &[u8], mode: Mode) -> Stream {
     let entries: Vec<(String, Vec<Vec<u8>>)> = qm(c, &[b"XRANGE", k, b"-", b"+"], mode);
@@ -364,9 +383,10 @@ fn read_stream(c: &mut redis::Connection, k: &[u8], mode: Mode) -> Stream {
         groups.push(Group {
             name,
             last_delivered_id: text(&g["last-delivered-id"]),
-            entries_read: match &g["entries-read"] {
-                RV::Int(i) if *i >= 0 => Some(*i as u64),
-                _ => None,
+            entries_read: match g.get("entries-read") {
+                Some(RV::Int(i)) if *i >= 0 => Some(*i as u64),
+                Some(_) => None,
+                None => Some(NOT_HELD),
             },
             pending: pending.into_iter().map(|(id, c, _idle, n)| (id, c, n)).collect(),
             consumers: consumers.iter().map(|c| bytes(&map(c)["name"])).collect(),
@@ -376,8 +396,8 @@ fn read_stream(c: &mut redis::Connection, k: &[u8], mode: Mode) -> Stream {
     Stream {
         entries,
         last_id: text(&info["last-generated-id"]),
-        entries_added: text(&info["entries-added"]).parse().unwrap(),
-        max_deleted_id: text(&info["max-deleted-entry-id"]),
+        entries_added: info.get("entries-added").map_or(NOT_HELD, |v| text(v).parse().unwrap()),
+        max_deleted_id: info.get("max-deleted-entry-id").map_or(NOT_HELD_ID.to_string(), text),
         groups,
     }
 }
