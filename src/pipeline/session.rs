@@ -43,6 +43,8 @@ pub struct Summary {
     pub flows: Vec<FlowSummary>,
     pub stats: ReplayStats,
     pub rejected: u64,
+    /// Keys whose RESTORE the target refused, written as commands instead, by reason.
+    pub restore_fallbacks: std::collections::BTreeMap<String, u64>,
     pub elapsed: Duration,
     pub json: Option<JsonPolicy>,
     pub stopped_by: Option<&'static str>,
@@ -152,6 +154,32 @@ struct Session {
     /// was accepted.
     touched_target: bool,
     reached_stable: bool,
+}
+
+/// Which snapshot values go to the target as `RESTORE` payloads (`--restore`): the collection
+/// types whose encoding the target's RDB version loads. Strings stay `SET`, which Redis takes
+/// faster than the same strings as RESTOREs.
+fn whole_values(restore: bool, server: &crate::target::server::ServerInfo) -> crate::protocol::whole::Whole {
+    use crate::protocol::{rdb_type::name, whole};
+    let name_all = |v: &[u8]| v.iter().map(|&ty| name(ty)).collect::<Vec<_>>().join(", ");
+    if !restore {
+        log::info!("full sync: every value is written as commands (--restore off)");
+        return whole::Whole::NONE;
+    }
+    let (yes, no): (Vec<u8>, Vec<u8>) = crate::replay::dump::COLLECTION_TYPES.iter().partition(|&&ty| server.loads_type(ty));
+    let w = whole::Whole::new(yes.iter().copied(), whole::DEFAULT_MAX_BYTES);
+    if yes.is_empty() {
+        log::info!("full sync: every value is written as commands (the target's RESTORE takes none of Dragonfly's encodings)");
+    } else {
+        log::info!(
+            "full sync: {} values up to {} KiB are written as RESTORE payloads (target RDB version {}){}",
+            name_all(&yes),
+            w.max_bytes / 1024,
+            server.rdb_version(),
+            if no.is_empty() { String::new() } else { format!("; {} as commands (unknown to that RDB version)", name_all(&no)) }
+        );
+    }
+    w
 }
 
 fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
@@ -335,6 +363,7 @@ impl Session {
             if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped (no RedisJSON)" }
         );
         let cluster = first_target.is_cluster();
+        let whole = whole_values(cfg.restore, &server);
 
         let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;
         if cluster {
@@ -516,6 +545,7 @@ impl Session {
                 leftover: conn.leftover,
                 token: conn.reply.token,
                 mode,
+                limits: crate::protocol::Limits { whole, ..Default::default() },
                 replayer: Replayer::new(policy, Clock::System)
                     .with_db_map(cfg.db_map.clone())
                     .with_filter(filter.clone())
@@ -714,6 +744,7 @@ impl Session {
                 .collect(),
             stats,
             rejected: self.shared.rejected.load(Relaxed),
+            restore_fallbacks: self.shared.restore_fallbacks.lock().clone(),
             elapsed: started.elapsed(),
             json: Some(self.json),
             stopped_by,

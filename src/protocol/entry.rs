@@ -14,6 +14,7 @@ use super::items::{
     StreamGroup, StreamId, StreamMeta, ValuePiece, MEMBER_EXPIRY_BASE,
 };
 use super::listpack::{intset, listpack, LpElem};
+use super::whole::{self, Whole};
 
 pub const OP_EXPIRETIME_MS: u8 = 0xFC;
 pub const OP_DF_MASK: u8 = 0xDC;
@@ -31,6 +32,9 @@ pub struct Limits {
     pub string_piece: usize,
     /// Largest compressed blob accepted (the master emits at most about 1 MiB).
     pub max_blob: usize,
+    /// Value types emitted whole, as their encoded bytes ([`Piece::Encoded`]), when small
+    /// enough; none by default.
+    pub whole: Whole,
 }
 
 impl Default for Limits {
@@ -40,6 +44,7 @@ impl Default for Limits {
             batch_bytes: 256 * 1024,
             string_piece: 1024 * 1024,
             max_blob: 64 * 1024 * 1024,
+            whole: Whole::NONE,
         }
     }
 }
@@ -50,6 +55,8 @@ enum St {
     /// Before the type byte: EXPIRETIME_MS / DF_MASK prefixes may come.
     Prefix,
     Key,
+    /// A value that may be taken whole ([`Limits::whole`]).
+    Whole,
     /// The value of a type that is one RSTR (string, intset, listpacks, JSON).
     Single,
     /// A long plain string being streamed: bytes left.
@@ -227,6 +234,20 @@ impl EntryParser {
                 let key = cur.rstr_vec()?;
                 self.start_value(key)?;
             }
+            St::Whole => {
+                let start = cur.pos();
+                if whole::scan(self.ty, cur, self.limits.whole.max_bytes)? {
+                    let value = cur.since(start);
+                    let mut encoded = Vec::with_capacity(1 + value.len());
+                    encoded.push(self.ty);
+                    encoded.extend_from_slice(value);
+                    self.emit(cur, out, Piece::Encoded(encoded), true);
+                } else {
+                    // Too big or empty: the element path reads it from its start.
+                    cur.rewind();
+                    self.state = self.element_state();
+                }
+            }
             St::Single => self.single(cur, out)?,
             St::StringRest(left) => {
                 if cur.is_empty() {
@@ -305,7 +326,21 @@ impl EntryParser {
             sticky: self.mask & DF_MASK_STICKY != 0,
             mc_flags: self.mc_flags,
         }));
-        self.state = match self.ty {
+        self.state = if self.limits.whole.takes(self.ty) { St::Whole } else { self.element_state() };
+        if let St::Taken = self.state {
+            return Err(Stop::Err(super::error::DecodeError::new(
+                super::error::Space::Payload,
+                0,
+                unsupported_type(self.ty),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where the element path starts reading a value of this entry's type (`Taken` for a
+    /// type it does not know).
+    fn element_state(&mut self) -> St {
+        match self.ty {
             t::STRING | t::SET_INTSET | t::HASH_LISTPACK | t::ZSET_LISTPACK | t::JSON => St::Single,
             t::SET | t::HASH | t::ZSET_2 | t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => St::Count,
             t::LIST_QUICKLIST_2 => St::Count,
@@ -314,15 +349,8 @@ impl EntryParser {
                 St::Stream(StreamSt::Nodes(None))
             }
             t::SBF | t::SBF2 | t::CMS | t::TOPK | t::CUCKOO => St::Df(DfSt::Header),
-            other => {
-                return Err(Stop::Err(super::error::DecodeError::new(
-                    super::error::Space::Payload,
-                    0,
-                    unsupported_type(other),
-                )))
-            }
-        };
-        Ok(())
+            _ => St::Taken,
+        }
     }
 
     /// Values stored as one RSTR.
@@ -771,7 +799,7 @@ fn member_ttl(v: i64) -> Option<i64> {
     (v >= 0).then(|| v.saturating_add(MEMBER_EXPIRY_BASE))
 }
 
-fn lp_score(e: &LpElem) -> Result<f64, String> {
+pub(super) fn lp_score(e: &LpElem) -> Result<f64, String> {
     match *e {
         LpElem::Int(i) => Ok(i as f64),
         LpElem::Str(s) => std::str::from_utf8(s)

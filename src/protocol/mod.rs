@@ -13,6 +13,7 @@ pub mod items;
 pub mod journal;
 pub mod listpack;
 pub mod lzf;
+pub mod whole;
 
 pub use entry::{EntryParser, Limits};
 pub use error::{DecodeError, Space};

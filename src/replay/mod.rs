@@ -5,6 +5,7 @@
 //! a test. What Redis cannot hold is handled by an explicit [`Policy`], counted by reason in
 //! [`ReplayStats`] and logged once per key, never dropped in silence.
 
+pub mod dump;
 pub mod filter;
 mod journal;
 mod restore;

@@ -44,7 +44,7 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
         a
     };
     // A string's SET replaces the old value by itself; everything else starts from nothing.
-    if v.first && replace && !matches!(v.piece, Piece::String(_)) {
+    if v.first && replace && !matches!(v.piece, Piece::String(_) | Piece::Encoded(_)) {
         out.push(cmd(&[b"DEL", key]));
     }
     let mut ttl_done = false;
@@ -105,6 +105,11 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
         Piece::StreamGroup(g) => stream_group(r, out, db, key, g),
         Piece::Json(doc) => out.push(cmd(&[b"JSON.SET", key, b"$", doc])),
         Piece::Opaque(_) => {}
+        Piece::Encoded(e) => {
+            // RESTORE ... REPLACE ABSTTL replaces the key and sets its expiry in one command.
+            out.push(super::dump::restore(db, key, h.expire_at_ms, e));
+            ttl_done = true;
+        }
     }
     if v.last && !ttl_done {
         if let Some(ms) = h.expire_at_ms {
