@@ -163,21 +163,26 @@ fn whole_values(restore: bool, server: &crate::target::server::ServerInfo) -> cr
     use crate::protocol::{rdb_type::name, whole};
     let name_all = |v: &[u8]| v.iter().map(|&ty| name(ty)).collect::<Vec<_>>().join(", ");
     if !restore {
-        log::info!("full sync: every value is written as commands (--restore off)");
+        log::info!("snapshot values: every one is written as commands (--restore off)");
         return whole::Whole::NONE;
     }
     let (yes, no): (Vec<u8>, Vec<u8>) = crate::replay::dump::COLLECTION_TYPES.iter().partition(|&&ty| server.loads_type(ty));
     let w = whole::Whole::new(yes.iter().copied(), whole::DEFAULT_MAX_BYTES);
     if yes.is_empty() {
-        log::info!("full sync: every value is written as commands (the target's RESTORE takes none of Dragonfly's encodings)");
+        log::info!("snapshot values: every one is written as commands (the target's RESTORE takes none of Dragonfly's encodings)");
     } else {
         log::info!(
-            "full sync: {} values up to {} KiB are written as RESTORE payloads (target RDB version {}){}",
+            "snapshot values: {} values up to {} KiB are written as RESTORE payloads (target RDB version {}){}",
             name_all(&yes),
             w.max_bytes / 1024,
             server.rdb_version(),
             if no.is_empty() { String::new() } else { format!("; {} as commands (unknown to that RDB version)", name_all(&no)) }
         );
+        let older: Vec<u8> =
+            yes.iter().copied().filter(|&ty| crate::replay::dump::rdb_version_for(ty) > server.rdb_version()).collect();
+        if !older.is_empty() {
+            log::info!("snapshot values: {} re-encoded to their plain forms for RDB version {}", name_all(&older), server.rdb_version());
+        }
     }
     w
 }
@@ -364,6 +369,7 @@ impl Session {
         );
         let cluster = first_target.is_cluster();
         let whole = whole_values(cfg.restore, &server);
+        let rdb = server.rdb_version();
 
         let (mut master, info) = Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls())?;
         if cluster {
@@ -549,7 +555,8 @@ impl Session {
                 replayer: Replayer::new(policy, Clock::System)
                     .with_db_map(cfg.db_map.clone())
                     .with_filter(filter.clone())
-                    .with_fresh_target(fresh),
+                    .with_fresh_target(fresh)
+                    .with_target_rdb(rdb),
                 shared: shared.clone(),
                 to_writer: tx,
                 recycled,

@@ -343,7 +343,7 @@ impl EntryParser {
         match self.ty {
             t::STRING | t::SET_INTSET | t::HASH_LISTPACK | t::ZSET_LISTPACK | t::JSON => St::Single,
             t::SET | t::HASH | t::ZSET_2 | t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => St::Count,
-            t::LIST_QUICKLIST_2 => St::Count,
+            t::LIST_QUICKLIST_2 | t::LIST => St::Count,
             t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => {
                 self.stream_kind = self.ty;
                 St::Stream(StreamSt::Nodes(None))
@@ -413,7 +413,7 @@ impl EntryParser {
     /// One element of a counted collection (types 2, 4, 5, 31, 32), into the batch.
     fn element(&mut self, cur: &mut Cursor) -> PResult<()> {
         match self.ty {
-            t::SET => {
+            t::SET | t::LIST => {
                 let m = cur.rstr_vec()?;
                 self.push_elem(m);
             }
@@ -468,7 +468,7 @@ impl EntryParser {
         self.batch_bytes += e.len();
         let ty = self.ty;
         match self.batch.get_or_insert_with(|| {
-            if ty == t::LIST_QUICKLIST_2 {
+            if ty == t::LIST_QUICKLIST_2 || ty == t::LIST {
                 Piece::ListElems(Vec::new())
             } else {
                 Piece::SetMembers(Vec::new())
@@ -533,7 +533,7 @@ impl EntryParser {
     fn empty_piece(&self) -> Piece {
         match self.ty {
             t::STRING => Piece::String(Vec::new()),
-            t::LIST_QUICKLIST_2 => Piece::ListElems(Vec::new()),
+            t::LIST_QUICKLIST_2 | t::LIST => Piece::ListElems(Vec::new()),
             t::SET | t::SET_INTSET => Piece::SetMembers(Vec::new()),
             t::SET_WITH_EXPIRY => Piece::SetMembersTtl(Vec::new()),
             t::HASH | t::HASH_LISTPACK => Piece::HashFields(Vec::new()),
@@ -799,7 +799,8 @@ fn member_ttl(v: i64) -> Option<i64> {
     (v >= 0).then(|| v.saturating_add(MEMBER_EXPIRY_BASE))
 }
 
-pub(super) fn lp_score(e: &LpElem) -> Result<f64, String> {
+/// A sorted-set score stored in a listpack (an integer, or its text).
+pub fn lp_score(e: &LpElem) -> Result<f64, String> {
     match *e {
         LpElem::Int(i) => Ok(i as f64),
         LpElem::Str(s) => std::str::from_utf8(s)

@@ -11,6 +11,8 @@ use std::sync::Arc;
 /// layouts a generic parser may meet.
 pub mod rdb_type {
     pub const STRING: u8 = 0;
+    /// A list as its elements (RDB 0-6; only in payloads df2redis re-encodes for old targets).
+    pub const LIST: u8 = 1;
     pub const SET: u8 = 2;
     pub const HASH: u8 = 4;
     pub const ZSET_2: u8 = 5;
@@ -34,6 +36,7 @@ pub mod rdb_type {
     pub fn name(t: u8) -> &'static str {
         match t {
             STRING => "string",
+            LIST => "list(plain)",
             SET => "set",
             HASH => "hash",
             ZSET_2 => "zset",

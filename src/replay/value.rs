@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::{Cmd, Decision, JsonPolicy, MemberTtlPolicy, Replayer};
+use crate::protocol::cursor::show;
 use crate::protocol::{rdb_type as t, Argv, Piece, StreamGroup, StreamMeta, ValuePiece};
 
 const TMP_GROUP: &[u8] = b"df2redis-tmp";
@@ -107,7 +108,16 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
         Piece::Opaque(_) => {}
         Piece::Encoded(e) => {
             // RESTORE ... REPLACE ABSTTL replaces the key and sets its expiry in one command.
-            out.push(super::dump::restore(db, key, h.expire_at_ms, e));
+            match super::dump::for_target(e, r.target_rdb) {
+                Ok(payload) => out.push(super::dump::restore(db, key, h.expire_at_ms, &payload)),
+                // The parser checked the value, so this is not expected; the element path
+                // still writes it exactly.
+                Err(why) => {
+                    log::warn!("key {} in db {db}: re-encoding for the target failed ({why}); written as commands", show(key));
+                    let cmd = super::dump::restore(db, key, h.expire_at_ms, e);
+                    out.extend(super::dump::fallback(&cmd).unwrap_or_default());
+                }
+            }
             ttl_done = true;
         }
     }

@@ -91,9 +91,12 @@ impl ServerInfo {
     }
 
     /// Whether the server loads a DUMP payload of RDB value type `ty`, as df2redis builds it
-    /// ([`crate::replay::dump`]): the type exists in the server's RDB version.
+    /// ([`crate::replay::dump`]): the type exists in the server's RDB version, or df2redis
+    /// re-encodes it to an older form that does.
     pub fn loads_type(&self, ty: u8) -> bool {
-        self.has_restore_absttl() && crate::replay::dump::rdb_version_for(ty) <= self.rdb_version()
+        use crate::replay::dump::{older_form, rdb_version_for};
+        let rdb = self.rdb_version();
+        self.has_restore_absttl() && (rdb_version_for(ty) <= rdb || older_form(ty).is_some_and(|o| rdb_version_for(o) <= rdb))
     }
 
     /// The least capable of several servers (a cluster's masters): the lowest compatibility
@@ -178,7 +181,8 @@ mod tests {
         assert!(ServerInfo::parse("nothing here", &Reply::Array(None)).is_err());
         use crate::protocol::rdb_type as t;
         assert_eq!((old.rdb_version(), r.rdb_version(), v.rdb_version()), (9, 10, 11));
-        assert!(old.loads_type(t::SET_INTSET) && old.loads_type(t::HASH) && !old.loads_type(t::HASH_LISTPACK));
+        assert!(old.loads_type(t::SET_INTSET) && old.loads_type(t::HASH) && old.loads_type(t::HASH_LISTPACK));
+        assert!(!old.loads_type(t::STREAM_LISTPACKS_2));
         assert!(r.loads_type(t::LIST_QUICKLIST_2) && !r.loads_type(t::STREAM_LISTPACKS_3));
         assert!(v.loads_type(t::STREAM_LISTPACKS_3));
     }
