@@ -93,6 +93,9 @@ pub struct Config {
     pub json: JsonSetting,
     pub member_ttl: MemberTtlPolicy,
     pub on_reject: OnReject,
+    /// Full sync: send small snapshot values the target can load as `RESTORE` payloads built
+    /// from the master's own encodings (on, the default), or always as element commands.
+    pub restore: bool,
     /// Seconds between progress lines.
     pub progress_secs: u64,
     /// Source db -> target db. Unlisted dbs keep their number (standalone) and are an error on a
@@ -137,6 +140,7 @@ impl Default for Config {
             json: JsonSetting::Auto,
             member_ttl: MemberTtlPolicy::DropTtl,
             on_reject: OnReject::Stop,
+            restore: true,
             progress_secs: 5,
             db_map: BTreeMap::new(),
             checkpoint_file: None,
@@ -188,6 +192,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("policy.json", "--json", "JSON documents: auto | json-set | skip (auto)"),
     ("policy.member_ttl", "--member-ttl", "hash field / set member TTLs: drop-ttl | skip (drop-ttl)"),
     ("policy.on_reject", "--on-reject", "a command the target rejects: stop | skip (stop)"),
+    ("policy.restore", "--restore", "auto | off: full sync writes small values the target can load as RESTORE payloads (auto)"),
     ("log.progress_secs", "--progress-secs", "seconds between progress lines (5)"),
     ("metrics.addr", "--metrics-addr", "serve /metrics (Prometheus) and /status (JSON) on host:port (off)"),
     ("checkpoint.file", "--checkpoint", "file mirroring the applied LSNs (diagnostics; the resume point is in the target)"),
@@ -354,6 +359,7 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
         Some("skip") => OnReject::SkipAndCount,
         _ => OnReject::Stop,
     };
+    c.restore = choice("policy.restore", &["auto", "off"])?.as_deref() != Some("off");
     for (key, rules) in [("filter.include", &mut c.filter.include), ("filter.exclude", &mut c.filter.exclude)] {
         for p in get(key).into_iter().flat_map(|v| v.split('\n')).map(str::trim).filter(|p| !p.is_empty()) {
             rules.push(Rule::parse(p).map_err(|e| ConfigError(format!("{}: {e}", name(key))))?);

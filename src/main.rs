@@ -294,6 +294,13 @@ struct RunArgs {
     /// (count it and go on).  [file: policy.on_reject]
     #[arg(long, value_name = "POLICY")]
     on_reject: Option<String>,
+    /// auto (default): during the full sync, small hashes, sorted sets, lists and sets whose
+    /// encoding the target's version loads are written as one RESTORE each, built from the
+    /// bytes Dragonfly sent (a payload the target refuses is written as commands, counted in
+    /// the summary) | off: every value is written element by element (HSET, ZADD, RPUSH, SADD).
+    /// [file: policy.restore]
+    #[arg(long, value_name = "auto|off")]
+    restore: Option<String>,
     /// Seconds between progress lines (default 5) when stderr is not a terminal; a terminal
     /// gets a live display refreshed twice a second.  [file: log.progress_secs]
     #[arg(long, value_name = "SECS")]
@@ -530,6 +537,7 @@ impl RunArgs {
             ("policy.json", self.json),
             ("policy.member_ttl", self.member_ttl),
             ("policy.on_reject", self.on_reject),
+            ("policy.restore", self.restore),
             ("log.progress_secs", self.progress_secs),
             ("checkpoint.file", self.checkpoint),
             ("checkpoint.on_resync", self.on_resync),
@@ -774,6 +782,9 @@ fn print_summary(s: &Summary, mode: Mode, filtering: bool) {
     }
     if s.rejected > 0 {
         let _ = writeln!(out, "commands rejected by the target and skipped: {}", s.rejected);
+    }
+    for (reason, n) in &s.restore_fallbacks {
+        let _ = writeln!(out, "RESTORE refused, written as commands instead: {n} x {reason}");
     }
     if s.sessions > 1 {
         let _ = writeln!(out, "sessions: {} (the source or target went away {} times):", s.sessions, s.reconnects.len());

@@ -52,6 +52,13 @@ fn migrate_every_type_into_a_cluster() {
     }
     let n = check(&emu, &cluster);
     assert!(n >= 50, "only {n} keys compared");
+    // Small collections went to their slots' masters as RESTORE payloads.
+    if std::env::var("DF2REDIS_TEST_RESTORE").as_deref() != Ok("off") {
+        for i in 0..cluster.addrs().len() {
+            let info: String = redis::cmd("INFO").arg("commandstats").query(&mut cluster.conn(i)).unwrap();
+            assert!(info.contains("cmdstat_restore:calls="), "master {i} got no RESTORE:\n{info}");
+        }
+    }
 }
 
 /// Two keys on one emulator shard (so RENAME is journaled verbatim) in different slots.

@@ -23,6 +23,7 @@ fn replicate(master: &CaptureMaster, srv: &RedisServer, extra: &[&str]) -> Child
 
 #[test]
 fn replicate_reproduces_every_capture() {
+    let mut restores = 0;
     for fx in fixtures() {
         let n = fx.num_flows();
         let master = CaptureMaster::start(&fx, Faults::default());
@@ -98,7 +99,19 @@ fn replicate_reproduces_every_capture() {
         let (diffs, compared, _) = compare(&expected, &actual, &mut c, 2000, &late);
         assert!(diffs.is_empty(), "{}: {} differences:\n{}\n{log}", fx.name, diffs.len(), diffs.join("\n"));
         assert!(compared > 0);
-        eprintln!("{}: replicate reproduced {compared} keys ({} not judged: late TTLs)", fx.name, late.len());
+        // Real Dragonfly encodings go as RESTORE payloads (unless the run says --restore off)
+        // and the target loads every one.
+        assert!(!log.contains("RESTORE refused"), "{}: {log}", fx.name);
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+        let n: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_restore:calls="))
+            .map_or(0, |r| r.split(',').next().unwrap().parse().unwrap());
+        restores += n;
+        eprintln!("{}: replicate reproduced {compared} keys ({} not judged: late TTLs; {n} RESTOREs)", fx.name, late.len());
+    }
+    if std::env::var("DF2REDIS_TEST_RESTORE").as_deref() != Ok("off") {
+        assert!(restores > 0, "the captures' small collections travel as RESTORE payloads");
     }
 }
 

@@ -38,13 +38,18 @@ pub fn split_size(split: u8, body_len: usize) -> usize {
     }
 }
 
-/// Decoder limits for a mode byte (bit 1: tiny piece limits).
+/// Decoder limits for a mode byte (bit 1: tiny piece limits; bit 7: whole values of every
+/// type the RESTORE path takes, bounded at 256 bytes so that both paths are reached).
 pub fn limits(mode: u8) -> Limits {
-    if mode & 2 != 0 {
+    let mut l = if mode & 2 != 0 {
         Limits { batch_elems: 2, batch_bytes: 64, string_piece: 16, ..Limits::default() }
     } else {
         Limits::default()
+    };
+    if mode & 0x80 != 0 {
+        l.whole = df2redis::protocol::whole::Whole::new(0..64, 256);
     }
+    l
 }
 
 /// Decode `data` (header + stream) and replay what comes out. `force_partial` starts in the

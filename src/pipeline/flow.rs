@@ -102,7 +102,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn new(flow: usize, capacity: usize) -> Self {
+    pub(super) fn new(flow: usize, capacity: usize) -> Self {
         Batch {
             flow,
             cmds: Vec::with_capacity(capacity),
@@ -150,6 +150,8 @@ pub struct FlowReader {
     pub leftover: Vec<u8>,
     pub token: String,
     pub mode: Mode,
+    /// Decoder bounds, and which values are taken whole (RESTORE payloads).
+    pub limits: Limits,
     pub replayer: Replayer,
     pub shared: Arc<Shared>,
     pub to_writer: Sender<ToWriter>,
@@ -197,13 +199,13 @@ impl FlowReader {
         let i = self.index;
         let token = || Some(self.token.clone().into_bytes());
         let dec = match self.start {
-            FlowStart::Snapshot => FlowDecoder::new(Some(i as u32), token(), Limits::default()),
+            FlowStart::Snapshot => FlowDecoder::new(Some(i as u32), token(), self.limits),
             // PARTIAL, v1.35+: the stream is the journal from `lsn` on (protocol doc 8.2).
-            FlowStart::Journal(lsn) => FlowDecoder::partial(Some(i as u32), lsn, Limits::default()),
+            FlowStart::Journal(lsn) => FlowDecoder::partial(Some(i as u32), lsn, self.limits),
             // PARTIAL, v1.34: the records from `lsn` on come as journal blobs, each with its
             // LSN (protocol doc 8.3); they are checkpointed like stable records.
-            FlowStart::Backlog(lsn) => FlowDecoder::partial_v134(Some(i as u32), token(), lsn, Limits::default()),
-            FlowStart::File => FlowDecoder::file(Limits::default()),
+            FlowStart::Backlog(lsn) => FlowDecoder::partial_v134(Some(i as u32), token(), lsn, self.limits),
+            FlowStart::File => FlowDecoder::file(self.limits),
         };
         let resume = self.start.resume_lsn();
         let mut st = ReadState {

@@ -7,6 +7,7 @@
 //! ```
 
 mod ack;
+mod fallback;
 mod flow;
 mod gate;
 mod lag;

@@ -61,6 +61,9 @@ pub struct PreparedTarget {
     /// The Redis version the target speaks (its least capable master's): commands are written
     /// for it.
     pub version: Version,
+    /// Which snapshot values go as RESTORE payloads, and the RDB version they declare.
+    pub whole: crate::protocol::whole::Whole,
+    pub rdb: u16,
 }
 
 /// Reach the target (the first seed that answers PING), then connect as a writer would and
@@ -118,7 +121,8 @@ pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
     };
     log::info!("target: JSON documents will be {}{why}", if json == JsonPolicy::JsonSet { "written with JSON.SET" } else { "skipped" });
     let cluster = first.is_cluster();
-    Ok(PreparedTarget { first, json, cluster, version: server.redis_compat })
+    let whole = whole_values(cfg.restore, &server);
+    Ok(PreparedTarget { first, json, cluster, version: server.redis_compat, whole, rdb: server.rdb_version() })
 }
 
 /// The writers' connections, `first` among them, each named as a writer. All are opened
@@ -147,4 +151,35 @@ pub fn is_fresh(target: &mut Target) -> Result<bool, StartError> {
         }
     );
     Ok(fresh)
+}
+
+/// Which snapshot values go to the target as `RESTORE` payloads (`--restore`): the collection
+/// types whose encoding the target's RDB version loads. Strings stay `SET`, which Redis takes
+/// faster than the same strings as RESTOREs.
+pub fn whole_values(restore: bool, server: &crate::target::server::ServerInfo) -> crate::protocol::whole::Whole {
+    use crate::protocol::{rdb_type::name, whole};
+    let name_all = |v: &[u8]| v.iter().map(|&ty| name(ty)).collect::<Vec<_>>().join(", ");
+    if !restore {
+        log::info!("snapshot values: every one is written as commands (--restore off)");
+        return whole::Whole::NONE;
+    }
+    let (yes, no): (Vec<u8>, Vec<u8>) = crate::replay::dump::COLLECTION_TYPES.iter().partition(|&&ty| server.loads_type(ty));
+    let w = whole::Whole::new(yes.iter().copied(), whole::DEFAULT_MAX_BYTES);
+    if yes.is_empty() {
+        log::info!("snapshot values: every one is written as commands (the target's RESTORE takes none of Dragonfly's encodings)");
+    } else {
+        log::info!(
+            "snapshot values: {} values up to {} KiB are written as RESTORE payloads (target RDB version {}){}",
+            name_all(&yes),
+            w.max_bytes / 1024,
+            server.rdb_version(),
+            if no.is_empty() { String::new() } else { format!("; {} as commands (unknown to that RDB version)", name_all(&no)) }
+        );
+        let older: Vec<u8> =
+            yes.iter().copied().filter(|&ty| crate::replay::dump::rdb_version_for(ty) > server.rdb_version()).collect();
+        if !older.is_empty() {
+            log::info!("snapshot values: {} re-encoded to their plain forms for RDB version {}", name_all(&older), server.rdb_version());
+        }
+    }
+    w
 }

@@ -62,7 +62,7 @@ pub fn run(cfg: &Config) -> Outcome {
     }
     let n = inputs.len();
     let started_pipe = (|| -> Result<(wiring::Wired, crate::replay::JsonPolicy), StartError> {
-        let PreparedTarget { mut first, json, cluster, version } = prepare::connect_target(cfg)?;
+        let PreparedTarget { mut first, json, cluster, version, whole, rdb } = prepare::connect_target(cfg)?;
         let fresh = prepare::is_fresh(&mut first)?;
         let writers = prepare::writer_conns(cfg, first, cfg.writers.unwrap_or(n).clamp(1, n))?;
         let pipe = wiring::wire(Plan {
@@ -79,6 +79,8 @@ pub fn run(cfg: &Config) -> Outcome {
             // Progress is the share of the files' bytes read.
             size: MasterSize { keys: None, used_memory: Some(total) },
             target_version: version,
+            limits: crate::protocol::Limits { whole, ..Default::default() },
+            target_rdb: rdb,
         })?;
         Ok((pipe, json))
     })();

@@ -173,6 +173,9 @@ fn add(total: Option<Summary>, s: Summary) -> Summary {
     }
     t.stats.merge(&s.stats);
     t.rejected += s.rejected;
+    for (k, v) in s.restore_fallbacks {
+        *t.restore_fallbacks.entry(k).or_default() += v;
+    }
     t.json = s.json.or(t.json);
     t.stopped_by = s.stopped_by;
     for (k, v) in s.node_writes {

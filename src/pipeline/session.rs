@@ -39,6 +39,8 @@ pub struct Summary {
     pub flows: Vec<FlowSummary>,
     pub stats: ReplayStats,
     pub rejected: u64,
+    /// Keys whose RESTORE the target refused, written as commands instead, by reason.
+    pub restore_fallbacks: std::collections::BTreeMap<String, u64>,
     pub elapsed: Duration,
     pub json: Option<JsonPolicy>,
     pub stopped_by: Option<&'static str>,
@@ -248,7 +250,7 @@ impl Session {
 
     fn start(cfg: &Config, mode: Mode, prior: Option<&str>) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
-        let PreparedTarget { first: mut first_target, json, cluster, version } = prepare::connect_target(cfg)?;
+        let PreparedTarget { first: mut first_target, json, cluster, version, whole, rdb } = prepare::connect_target(cfg)?;
 
         let (mut master, info) =
             Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls()).map_err(|e| unreachable(Side::Source, e))?;
@@ -380,6 +382,8 @@ impl Session {
             barrier: Some(barrier.clone()),
             size: master_size,
             target_version: version,
+            limits: crate::protocol::Limits { whole, ..Default::default() },
+            target_rdb: rdb,
         })?;
         Ok(Session {
             mode,

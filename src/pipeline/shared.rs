@@ -111,6 +111,8 @@ pub struct Shared {
     pub interrupted: AtomicBool,
     /// Commands the target rejected and the policy skipped.
     pub rejected: AtomicU64,
+    /// Keys whose RESTORE the target refused, written as commands instead, by reason.
+    pub restore_fallbacks: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Writes per cluster node, and redirects followed (MOVED, ASK), summed over writers.
     pub node_writes: Mutex<(std::collections::BTreeMap<String, u64>, u64, u64)>,
     /// `--max-ops-per-s` / `--max-bytes-per-s`, shared by the writers (none by default).
@@ -127,6 +129,7 @@ impl Shared {
             flows: (0..flows).map(|_| FlowState::default()).collect(),
             interrupted: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
+            restore_fallbacks: Mutex::new(Default::default()),
             node_writes: Mutex::new(Default::default()),
             limit: Default::default(),
         }
@@ -153,6 +156,19 @@ impl Shared {
         }
         self.stop.stop();
     }
+    /// Count keys written as commands after the target refused their RESTORE; the first key
+    /// of each reason is logged.
+    pub fn note_restore_fallbacks(&self, reasons: &[String]) {
+        let mut m = self.restore_fallbacks.lock();
+        for r in reasons {
+            let n = m.entry(r.clone()).or_default();
+            if *n == 0 {
+                log::warn!("the target refused a RESTORE ({r}); such keys are written as commands (counted in the summary)");
+            }
+            *n += 1;
+        }
+    }
+
     pub fn add_node_writes(&self, w: &std::collections::BTreeMap<String, u64>, (moved, asked): (u64, u64)) {
         let mut g = self.node_writes.lock();
         for (k, v) in w {

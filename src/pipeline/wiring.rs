@@ -67,6 +67,10 @@ pub struct Plan<'a> {
     pub size: MasterSize,
     /// The Redis version the target speaks: the replayers write what it can take.
     pub target_version: Version,
+    /// The decoders' limits (which values are taken whole, as RESTORE payloads).
+    pub limits: crate::protocol::Limits,
+    /// The RDB version the target's RESTORE payloads declare.
+    pub target_rdb: u16,
 }
 
 /// The running threads and how to hear from them.
@@ -102,7 +106,8 @@ pub fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static
 
 /// Start every thread of `plan`. Stream `i` goes to writer `i % writers`.
 pub fn wire(plan: Plan) -> Result<Wired, String> {
-    let Plan { cfg, mode, inputs, writers: conns_w, policy, fresh, cluster, markers, skip, barrier, size, target_version } = plan;
+    let Plan { cfg, mode, inputs, writers: conns_w, policy, fresh, cluster, markers, skip, barrier, size, target_version, limits, target_rdb } =
+        plan;
     let n = inputs.len();
     let nw = conns_w.len();
     let shared = Arc::new(Shared::new(n).with_limit(super::limit::Limiter::new(cfg.max_ops_per_s, cfg.max_bytes_per_s)));
@@ -147,11 +152,13 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
             leftover,
             token,
             mode,
+            limits,
             replayer: Replayer::new(policy, Clock::System)
                 .with_db_map(cfg.db_map.clone())
                 .with_filter(filter.clone())
                 .with_fresh_target(fresh)
-                .with_target_version(target_version),
+                .with_target_version(target_version)
+                .with_target_rdb(target_rdb),
             shared: shared.clone(),
             to_writer: tx,
             recycled,
@@ -250,6 +257,7 @@ impl Wired {
                 .collect(),
             stats,
             rejected: self.shared.rejected.load(Relaxed),
+            restore_fallbacks: self.shared.restore_fallbacks.lock().clone(),
             elapsed,
             node_writes,
             redirects: (moved, asked),

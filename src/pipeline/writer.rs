@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select};
 
+use super::fallback;
 use super::flow::{Batch, ToWriter};
 use super::gate::{GateError, GlobalGate};
 use super::limit;
@@ -195,7 +196,18 @@ impl Writer {
         let Some(b) = self.inflight.pop_front() else { return Ok(()) };
         let sent_at = self.sent_at.pop_front();
         let r = self.conn.recv(&b.cmds);
-        self.sem.release();
+        let refused = self.conn.take_refused_restores();
+        // Keys whose RESTORE was refused are written as commands, in a pipeline sent now
+        // (before any later batch of the flow) under this batch's permit.
+        let kept_permit = !refused.is_empty() && !matches!(r, Err(TargetError::Io { .. }));
+        if kept_permit {
+            if let Err(e) = self.fall_back(&b, &refused) {
+                self.sem.release();
+                return Err(e);
+            }
+        } else {
+            self.sem.release();
+        }
         self.record_round_trip(sent_at);
         match r {
             Ok(()) => {}
@@ -214,6 +226,23 @@ impl Writer {
         self.applied(b.flow, b.checkpoint.or(b.last_lsn.map(|l| l + 1)), b.records, b.force_ack);
         // Full means the reader has spares: dropped here then.
         let _ = self.recycle[b.flow].try_send(b);
+        Ok(())
+    }
+
+    /// Send the commands that replace `b`'s refused RESTOREs ([`fallback::plan`]) as a
+    /// pipeline of their own, in flight after those already sent.
+    fn fall_back(&mut self, b: &Batch, refused: &[(usize, String)]) -> Result<(), Failure> {
+        let later = self.inflight.iter().flat_map(|x| x.cmds.iter());
+        let plan = fallback::plan(&b.cmds, refused, later).map_err(|e| Failure::from(format!("flow {}: {e}", b.flow)))?;
+        self.shared.note_restore_fallbacks(&plan.reasons);
+        let mut fb = Batch::new(b.flow, 0);
+        fb.cmds = plan.cmds;
+        if self.conn.is_cluster() {
+            fb.slots = fb.cmds.iter().map(crate::target::keyspec::slot_hint).collect();
+        }
+        self.conn.send_batch(&fb.cmds, &fb.slots, None).map_err(|e| self.describe(e))?;
+        self.inflight.push_back(fb);
+        self.sent_at.push_back(Instant::now());
         Ok(())
     }
 

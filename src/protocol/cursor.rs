@@ -226,6 +226,20 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Step over an RDB string without expanding it (LZF stays compressed).
+    pub fn skip_rstr(&mut self) -> PResult<()> {
+        match self.rstr_header()? {
+            RstrHeader::Plain(n) => self.bytes(n).map(drop),
+            RstrHeader::Int(_) => Ok(()),
+            RstrHeader::Lzf { clen, .. } => self.bytes(clen).map(drop),
+        }
+    }
+
+    /// The bytes from an earlier position of this cursor up to the current one.
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        &self.buf[start..self.pos]
+    }
+
     /// An RDB string as an owned vector.
     pub fn rstr_vec(&mut self) -> PResult<Vec<u8>> {
         Ok(self.rstr()?.into_owned())

@@ -14,6 +14,7 @@ use super::items::{
     StreamGroup, StreamId, StreamMeta, ValuePiece, MEMBER_EXPIRY_BASE,
 };
 use super::listpack::{intset, listpack, LpElem};
+use super::whole::{self, Whole};
 use super::ziplist::ziplist;
 
 pub const OP_EXPIRETIME_MS: u8 = 0xFC;
@@ -32,6 +33,9 @@ pub struct Limits {
     pub string_piece: usize,
     /// Largest compressed blob accepted (the master emits at most about 1 MiB).
     pub max_blob: usize,
+    /// Value types emitted whole, as their encoded bytes ([`Piece::Encoded`]), when small
+    /// enough; none by default.
+    pub whole: Whole,
 }
 
 impl Default for Limits {
@@ -41,6 +45,7 @@ impl Default for Limits {
             batch_bytes: 256 * 1024,
             string_piece: 1024 * 1024,
             max_blob: 64 * 1024 * 1024,
+            whole: Whole::NONE,
         }
     }
 }
@@ -51,6 +56,8 @@ enum St {
     /// Before the type byte: EXPIRETIME_MS / DF_MASK prefixes may come.
     Prefix,
     Key,
+    /// A value that may be taken whole ([`Limits::whole`]).
+    Whole,
     /// The value of a type that is one RSTR (string, intset, listpacks, JSON).
     Single,
     /// A long plain string being streamed: bytes left.
@@ -228,6 +235,20 @@ impl EntryParser {
                 let key = cur.rstr_vec()?;
                 self.start_value(key)?;
             }
+            St::Whole => {
+                let start = cur.pos();
+                if whole::scan(self.ty, cur, self.limits.whole.max_bytes)? {
+                    let value = cur.since(start);
+                    let mut encoded = Vec::with_capacity(1 + value.len());
+                    encoded.push(self.ty);
+                    encoded.extend_from_slice(value);
+                    self.emit(cur, out, Piece::Encoded(encoded), true);
+                } else {
+                    // Too big or empty: the element path reads it from its start.
+                    cur.rewind();
+                    self.state = self.element_state();
+                }
+            }
             St::Single => self.single(cur, out)?,
             St::StringRest(left) => {
                 if cur.is_empty() {
@@ -312,25 +333,32 @@ impl EntryParser {
             sticky: self.mask & DF_MASK_STICKY != 0,
             mc_flags: self.mc_flags,
         }));
-        self.state = match self.ty {
+        self.state = if self.limits.whole.takes(self.ty) { St::Whole } else { self.element_state() };
+        if let St::Taken = self.state {
+            return Err(Stop::Err(super::error::DecodeError::new(
+                super::error::Space::Payload,
+                0,
+                unsupported_type(self.ty),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where the element path starts reading a value of this entry's type (`Taken` for a
+    /// type it does not know).
+    fn element_state(&mut self) -> St {
+        match self.ty {
             t::STRING | t::SET_INTSET | t::HASH_LISTPACK | t::ZSET_LISTPACK | t::JSON => St::Single,
             t::LIST_ZIPLIST | t::HASH_ZIPLIST | t::ZSET_ZIPLIST | t::SET_LISTPACK => St::Single,
             t::SET | t::HASH | t::ZSET_2 | t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => St::Count,
-            t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST => St::Count,
+            t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST | t::LIST => St::Count,
             t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => {
                 self.stream_kind = self.ty;
                 St::Stream(StreamSt::Nodes(None))
             }
             t::SBF | t::SBF2 | t::CMS | t::TOPK | t::CUCKOO => St::Df(DfSt::Header),
-            other => {
-                return Err(Stop::Err(super::error::DecodeError::new(
-                    super::error::Space::Payload,
-                    0,
-                    unsupported_type(other),
-                )))
-            }
-        };
-        Ok(())
+            _ => St::Taken,
+        }
     }
 
     /// Values stored as one RSTR.
@@ -404,7 +432,7 @@ impl EntryParser {
     /// One element of a counted collection (types 2, 4, 5, 31, 32), into the batch.
     fn element(&mut self, cur: &mut Cursor) -> PResult<()> {
         match self.ty {
-            t::SET => {
+            t::SET | t::LIST => {
                 let m = cur.rstr_vec()?;
                 self.push_elem(m);
             }
@@ -459,7 +487,7 @@ impl EntryParser {
         self.batch_bytes += e.len();
         let ty = self.ty;
         match self.batch.get_or_insert_with(|| {
-            if t::normalized(ty) == t::LIST_QUICKLIST_2 {
+            if t::normalized(ty) == t::LIST_QUICKLIST_2 || ty == t::LIST {
                 Piece::ListElems(Vec::new())
             } else {
                 Piece::SetMembers(Vec::new())
@@ -524,7 +552,7 @@ impl EntryParser {
     fn empty_piece(&self) -> Piece {
         match self.ty {
             t::STRING => Piece::String(Vec::new()),
-            t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST | t::LIST_ZIPLIST => Piece::ListElems(Vec::new()),
+            t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST | t::LIST_ZIPLIST | t::LIST => Piece::ListElems(Vec::new()),
             t::SET | t::SET_INTSET | t::SET_LISTPACK => Piece::SetMembers(Vec::new()),
             t::SET_WITH_EXPIRY => Piece::SetMembersTtl(Vec::new()),
             t::HASH | t::HASH_LISTPACK | t::HASH_ZIPLIST => Piece::HashFields(Vec::new()),
@@ -790,7 +818,8 @@ fn member_ttl(v: i64) -> Option<i64> {
     (v >= 0).then(|| v.saturating_add(MEMBER_EXPIRY_BASE))
 }
 
-fn lp_score(e: &LpElem) -> Result<f64, String> {
+/// A sorted-set score stored in a listpack (an integer, or its text).
+pub fn lp_score(e: &LpElem) -> Result<f64, String> {
     match *e {
         LpElem::Int(i) => Ok(i as f64),
         LpElem::Str(s) => std::str::from_utf8(s)

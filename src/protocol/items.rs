@@ -12,6 +12,8 @@ use std::sync::Arc;
 /// own RDB files (ziplists, ziplist quicklists, listpack sets), which snapshot files may hold.
 pub mod rdb_type {
     pub const STRING: u8 = 0;
+    /// A list as its elements (RDB 0-6; only in payloads df2redis re-encodes for old targets).
+    pub const LIST: u8 = 1;
     pub const SET: u8 = 2;
     pub const HASH: u8 = 4;
     pub const ZSET_2: u8 = 5;
@@ -40,6 +42,7 @@ pub mod rdb_type {
     pub fn name(t: u8) -> &'static str {
         match t {
             STRING => "string",
+            LIST => "list(plain)",
             SET => "set",
             HASH => "hash",
             ZSET_2 => "zset",
@@ -177,13 +180,17 @@ pub enum Piece {
     Json(Vec<u8>),
     /// Bytes of a Dragonfly-only probabilistic type (33-37) that were parsed and skipped.
     Opaque(u64),
+    /// A whole value as the master encoded it: its RDB type byte, then the value's bytes (a
+    /// DUMP payload without its version and checksum). Only for the types named in
+    /// [`Limits::whole`](super::Limits::whole); always the key's only piece.
+    Encoded(Vec<u8>),
 }
 
 impl Piece {
     /// Number of elements (members, fields, entries) in this piece.
     pub fn elements(&self) -> usize {
         match self {
-            Piece::String(_) | Piece::Json(_) | Piece::StreamMeta(_) | Piece::Opaque(_) => 0,
+            Piece::String(_) | Piece::Json(_) | Piece::StreamMeta(_) | Piece::Opaque(_) | Piece::Encoded(_) => 0,
             Piece::ListElems(v) | Piece::SetMembers(v) => v.len(),
             Piece::SetMembersTtl(v) => v.len(),
             Piece::HashFields(v) => v.len(),
@@ -327,6 +334,19 @@ impl Argv {
         out.extend_from_slice(digits(&mut num, self.len()));
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.data);
+    }
+    /// Append one argument made of several slices (a payload and its trailer) without
+    /// joining them first.
+    pub fn push_parts(&mut self, parts: &[&[u8]]) {
+        let mut num = [0u8; 20];
+        self.data.push(b'$');
+        self.data.extend_from_slice(digits(&mut num, parts.iter().map(|p| p.len()).sum()));
+        self.data.extend_from_slice(b"\r\n");
+        for p in parts {
+            self.data.extend_from_slice(p);
+        }
+        self.ends.push(self.data.len() as u32);
+        self.data.extend_from_slice(b"\r\n");
     }
     /// The arguments as RESP bulk strings, without the `*<n>` header (to embed them in a
     /// longer command, such as a script's arguments).

@@ -13,6 +13,7 @@ pub mod items;
 pub mod journal;
 pub mod listpack;
 pub mod lzf;
+pub mod whole;
 pub mod ziplist;
 
 pub use entry::{EntryParser, Limits};

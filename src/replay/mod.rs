@@ -5,6 +5,7 @@
 //! a test. What Redis cannot hold is handled by an explicit [`Policy`], counted by reason in
 //! [`ReplayStats`] and logged once per key, never dropped in silence.
 
+pub mod dump;
 pub mod filter;
 mod journal;
 mod restore;
@@ -220,6 +221,8 @@ pub struct Replayer {
     /// Keyed by the address of the entry's shared head (`Arc::as_ptr`), which is unique while
     /// the entry is open: the pieces of one key share one `Arc<EntryHead>`.
     open: HashMap<usize, Decision>,
+    /// The target's RDB version: whole values of newer types are re-encoded to older forms.
+    target_rdb: u16,
 }
 
 
@@ -235,7 +238,14 @@ impl Replayer {
             fresh_target: false,
             target: MODERN_TARGET,
             open: HashMap::new(),
+            target_rdb: u16::MAX,
         }
+    }
+
+    /// The target reads RDB version `rdb` (see [`dump::for_target`]).
+    pub fn with_target_rdb(mut self, rdb: u16) -> Self {
+        self.target_rdb = rdb;
+        self
     }
 
     /// The target was empty when the session started. Snapshot entries then skip the `DEL`

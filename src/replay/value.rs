@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::{Cmd, Decision, MemberTtlPolicy, Replayer};
+use crate::protocol::cursor::show;
 use crate::protocol::{rdb_type as t, Argv, Piece, StreamGroup, StreamMeta, ValuePiece};
 
 const TMP_GROUP: &[u8] = b"df2redis-tmp";
@@ -44,7 +45,7 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
         a
     };
     // A string's SET replaces the old value by itself; everything else starts from nothing.
-    if v.first && replace && !matches!(v.piece, Piece::String(_)) {
+    if v.first && replace && !matches!(v.piece, Piece::String(_) | Piece::Encoded(_)) {
         out.push(cmd(&[b"DEL", key]));
     }
     let mut ttl_done = false;
@@ -105,6 +106,20 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
         Piece::StreamGroup(g) => stream_group(r, out, db, key, g),
         Piece::Json(doc) => out.push(cmd(&[b"JSON.SET", key, b"$", doc])),
         Piece::Opaque(_) => {}
+        Piece::Encoded(e) => {
+            // RESTORE ... REPLACE ABSTTL replaces the key and sets its expiry in one command.
+            match super::dump::for_target(e, r.target_rdb) {
+                Ok(payload) => out.push(super::dump::restore(db, key, h.expire_at_ms, &payload)),
+                // The parser checked the value, so this is not expected; the element path
+                // still writes it exactly.
+                Err(why) => {
+                    log::warn!("key {} in db {db}: re-encoding for the target failed ({why}); written as commands", show(key));
+                    let cmd = super::dump::restore(db, key, h.expire_at_ms, e);
+                    out.extend(super::dump::fallback(&cmd).unwrap_or_default());
+                }
+            }
+            ttl_done = true;
+        }
     }
     if v.last && !ttl_done {
         if let Some(ms) = h.expire_at_ms {

@@ -130,6 +130,9 @@ pub struct Cluster {
     answered: VecDeque<Answered>,
     pub moved: u64,
     pub asked: u64,
+    /// RESTOREs refused since the last [`take_refused_restores`](Self::take_refused_restores):
+    /// (command index in its batch, error and node).
+    refused_restores: Vec<(usize, String)>,
 }
 
 fn err(addr: &str, msg: String) -> TargetError {
@@ -156,6 +159,7 @@ impl Cluster {
             answered: VecDeque::new(),
             moved: 0,
             asked: 0,
+            refused_restores: Vec::new(),
         };
         c.refresh()?;
         Ok(c)
@@ -559,7 +563,14 @@ impl Cluster {
             self.redirected(&cmd_of(*k), e.clone())?;
         }
         self.received += 1;
-        let mut refused = got.refused.into_iter();
+        // Refused RESTOREs of whole commands are the writer's to write as commands.
+        let (restores, others): (Vec<_>, Vec<_>) = got.refused.into_iter().partition(|r| {
+            got.routed[r.0].part.is_none() && r.3 == 0 && crate::replay::dump::is_restore(&cmds[got.routed[r.0].src])
+        });
+        for (k, n, e, _) in restores {
+            self.refused_restores.push((got.routed[k].src, format!("{e} (on {})", self.nodes[n].addr)));
+        }
+        let mut refused = others.into_iter();
         let Some((k, n, error, more)) = refused.next() else { return Ok(()) };
         let more = more + refused.map(|r| 1 + r.3).sum::<usize>();
         let c = cmd_of(k);
@@ -708,6 +719,11 @@ impl Cluster {
         }
         log::debug!("cluster: {name} {} -> {} across slots done as DUMP/RESTORE/DEL", show(&src), show(&dst));
         Ok(())
+    }
+
+    /// The RESTOREs refused since the last call.
+    pub fn take_refused_restores(&mut self) -> Vec<(usize, String)> {
+        std::mem::take(&mut self.refused_restores)
     }
 
     /// Name every connection, present and future (`CLIENT SETNAME`).

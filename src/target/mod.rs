@@ -214,6 +214,16 @@ impl Target {
         }
     }
 
+    /// The RESTOREs the target refused in the pipelines read since the last call: (index of the
+    /// command in its batch, the error). [`recv`](Self::recv) does not report them as errors:
+    /// the caller writes those keys as commands.
+    pub fn take_refused_restores(&mut self) -> Vec<(usize, String)> {
+        match self {
+            Target::Standalone(s) => s.take_refused_restores(),
+            Target::Cluster(c) => c.take_refused_restores(),
+        }
+    }
+
     /// Run a global command (FLUSHALL/FLUSHDB) once: on the server, or on every master.
     pub fn run_global(&mut self, cmd: &Cmd) -> Result<(), TargetError> {
         match self {

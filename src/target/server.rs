@@ -82,6 +82,32 @@ impl ServerInfo {
         })
     }
 
+    /// The RDB format version the server writes and reads: a DUMP payload declaring a newer
+    /// one is refused. Redis 5.0-6.2: 9, 7.0: 10, 7.2: 11, 7.4 and later: 12; Valkey 7.2-8.x
+    /// keep Redis 7.2's format (their `redis_version` says 7.2.4).
+    pub fn rdb_version(&self) -> u16 {
+        match self.redis_compat {
+            v if v < Version(7, 0, 0) => 9,
+            v if v < Version(7, 2, 0) => 10,
+            v if v < Version(7, 4, 0) => 11,
+            _ => 12,
+        }
+    }
+
+    /// Whether the server takes `RESTORE` with the `ABSTTL` option (Redis 5.0 on).
+    pub fn has_restore_absttl(&self) -> bool {
+        self.redis_compat >= Version(5, 0, 0)
+    }
+
+    /// Whether the server loads a DUMP payload of RDB value type `ty`, as df2redis builds it
+    /// ([`crate::replay::dump`]): the type exists in the server's RDB version, or df2redis
+    /// re-encodes it to an older form that does.
+    pub fn loads_type(&self, ty: u8) -> bool {
+        use crate::replay::dump::{older_form, rdb_version_for};
+        let rdb = self.rdb_version();
+        self.has_restore_absttl() && (rdb_version_for(ty) <= rdb || older_form(ty).is_some_and(|o| rdb_version_for(o) <= rdb))
+    }
+
     /// The least capable of several servers (a cluster's masters): the lowest compatibility
     /// version, and only the modules every one has.
     pub fn least(all: &[ServerInfo]) -> Option<ServerInfo> {
@@ -164,5 +190,11 @@ mod tests {
         assert_eq!(least.redis_compat, Version(6, 2, 14));
         assert!(least.modules.is_empty());
         assert!(ServerInfo::parse("nothing here", &Reply::Array(None)).is_err());
+        use crate::protocol::rdb_type as t;
+        assert_eq!((old.rdb_version(), r.rdb_version(), v.rdb_version()), (9, 10, 11));
+        assert!(old.loads_type(t::SET_INTSET) && old.loads_type(t::HASH) && old.loads_type(t::HASH_LISTPACK));
+        assert!(!old.loads_type(t::STREAM_LISTPACKS_2));
+        assert!(r.loads_type(t::LIST_QUICKLIST_2) && !r.loads_type(t::STREAM_LISTPACKS_3));
+        assert!(v.loads_type(t::STREAM_LISTPACKS_3));
     }
 }

@@ -41,6 +41,10 @@ pub struct Standalone {
     /// Per pipeline in flight: the command index of each reply (`None` for injected SELECTs
     /// and checkpoint markers), and whether it runs as MULTI ... EXEC.
     pending: VecDeque<(Vec<Option<usize>>, bool)>,
+    /// RESTOREs the server refused in pipelines read since the last
+    /// [`take_refused_restores`](Self::take_refused_restores): (command index, error). They
+    /// are not errors of the batch: the writer writes their keys as commands instead.
+    refused: Vec<(usize, String)>,
 }
 
 impl Standalone {
@@ -56,6 +60,7 @@ impl Standalone {
             db: 0,
             buf: Vec::with_capacity(256 * 1024),
             pending: VecDeque::new(),
+            refused: Vec::new(),
         };
         if let Some((user, pass)) = auth {
             // Its own message: the generic one would show the command's arguments.
@@ -185,7 +190,10 @@ impl Standalone {
             for slot in &slots {
                 let reply = resp::read_reply(&mut self.inp).map_err(|e| io(&self.addr, e))?;
                 if let Some(e) = reply.as_error() {
-                    note(*slot, e, &mut first_err);
+                    match slot {
+                        Some(i) if crate::replay::dump::is_restore(&cmds[*i]) => self.refused.push((*i, e.to_string())),
+                        _ => note(*slot, e, &mut first_err),
+                    }
                 }
             }
             return first_err.map_or(Ok(()), Err);
@@ -215,6 +223,11 @@ impl Standalone {
             Err(other) => note(None, &format!("EXEC answered {other:?}, expected {} results", slots.len()), &mut first_err),
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// The RESTOREs refused since the last call (see [`Standalone::refused`]).
+    pub fn take_refused_restores(&mut self) -> Vec<(usize, String)> {
+        std::mem::take(&mut self.refused)
     }
 
     /// [`query`](Self::query) in db 0, whatever db the pipelines left selected.

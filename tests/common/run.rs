@@ -2,10 +2,16 @@
 
 use std::process::{Child, Command, Output, Stdio};
 
-/// Start `df2redis ARGS` with its output captured.
+/// Start `df2redis ARGS` with its output captured. With `DF2REDIS_TEST_RESTORE=off` in the
+/// environment, `replicate` and `migrate` runs get `--restore off`: the same tests then prove
+/// the element path (`scripts/test.sh` runs the end-to-end tests both ways).
 pub fn df2redis(args: &[&str]) -> Child {
+    let restore_off = std::env::var("DF2REDIS_TEST_RESTORE").is_ok_and(|v| v == "off")
+        && args.first().is_some_and(|a| *a == "replicate" || *a == "migrate")
+        && !args.contains(&"--restore");
     Command::new(env!("CARGO_BIN_EXE_df2redis"))
         .args(args)
+        .args(if restore_off { &["--restore", "off"][..] } else { &[] })
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

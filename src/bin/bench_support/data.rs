@@ -22,6 +22,10 @@ pub enum Kind {
     Lists,
     /// Strings of `value_bytes` random bytes.
     Big,
+    /// Sorted sets of `width` members (16-byte names; integer, fractional and negative scores).
+    Zsets,
+    /// Sets of `width` 16-byte members.
+    Sets,
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +73,15 @@ pub enum Expect {
         len: u64,
         first: Vec<u8>,
         last: Vec<u8>,
+    },
+    Zset {
+        len: u64,
+        member: Vec<u8>,
+        score: f64,
+    },
+    Set {
+        len: u64,
+        member: Vec<u8>,
     },
 }
 
@@ -183,6 +196,64 @@ pub fn generate(spec: &Spec, emu: &Emulator, resp: Option<&Path>) -> R<Dataset> 
                 emu.load(0, &key, Entry::new(Value::List(l)));
             }
         }
+        Kind::Zsets => {
+            let mut r = Rng::new(5);
+            for i in 0..n {
+                let key = format!("zset:{i:011}").into_bytes();
+                let z: BTreeMap<Vec<u8>, f64> = (0..spec.width)
+                    .map(|m| {
+                        let mut name = format!("m{m:03}:").into_bytes();
+                        name.extend(r.text(11));
+                        // Integers (a listpack keeps them as integers), fractions, negatives.
+                        let score = match m % 3 {
+                            0 => r.below(1_000_000) as f64,
+                            1 => r.below(1_000_000) as f64 / 1024.0,
+                            _ => -(r.below(1000) as f64) - 0.5,
+                        };
+                        (name, score)
+                    })
+                    .collect();
+                payload += key.len() as u64 + z.keys().map(|m| m.len() as u64 + 8).sum::<u64>();
+                if let Some(o) = out.as_mut() {
+                    let scores: Vec<String> = z.values().map(|s| format!("{s}")).collect();
+                    let mut args: Vec<&[u8]> = vec![b"ZADD", &key];
+                    for ((m, _), s) in z.iter().zip(&scores) {
+                        args.push(s.as_bytes());
+                        args.push(m);
+                    }
+                    o.cmd(&args).map_err(io)?;
+                }
+                if i % every == 0 || i + 1 == n {
+                    let (m, s) = z.iter().next_back().expect("not empty");
+                    samples.push(Sample { key: key.clone(), expect: Expect::Zset { len: z.len() as u64, member: m.clone(), score: *s } });
+                }
+                emu.load(0, &key, Entry::new(Value::Zset(z.into_iter().collect())));
+            }
+        }
+        Kind::Sets => {
+            let mut r = Rng::new(6);
+            for i in 0..n {
+                let key = format!("set:{i:012}").into_bytes();
+                let set: std::collections::BTreeSet<Vec<u8>> = (0..spec.width)
+                    .map(|m| {
+                        let mut name = format!("m{m:03}:").into_bytes();
+                        name.extend(r.text(11));
+                        name
+                    })
+                    .collect();
+                payload += key.len() as u64 + set.iter().map(|m| m.len() as u64).sum::<u64>();
+                if let Some(o) = out.as_mut() {
+                    let mut args: Vec<&[u8]> = vec![b"SADD", &key];
+                    args.extend(set.iter().map(|m| m.as_slice()));
+                    o.cmd(&args).map_err(io)?;
+                }
+                if i % every == 0 || i + 1 == n {
+                    let m = set.iter().next_back().expect("not empty");
+                    samples.push(Sample { key: key.clone(), expect: Expect::Set { len: set.len() as u64, member: m.clone() } });
+                }
+                emu.load(0, &key, Entry::new(Value::Set(set)));
+            }
+        }
         Kind::Big => {
             let mut r = Rng::new(4);
             for i in 0..n {
@@ -256,9 +327,53 @@ pub fn verify_samples(samples: &[Sample], mut conn_for: impl FnMut(&[u8]) -> R<r
                     return Err(format!("list {name}: {n} elements (want {len}) or its ends differ"));
                 }
             }
+            Expect::Zset { len, member, score } => {
+                let n: u64 = redis::cmd("ZCARD").arg(&s.key).query(&mut c).map_err(q)?;
+                let got: Option<f64> = redis::cmd("ZSCORE").arg(&s.key).arg(member).query(&mut c).map_err(q)?;
+                if n != *len || got != Some(*score) {
+                    return Err(format!("zset {name}: {n} members (want {len}) or a score differs ({got:?}, want {score})"));
+                }
+            }
+            Expect::Set { len, member } => {
+                let n: u64 = redis::cmd("SCARD").arg(&s.key).query(&mut c).map_err(q)?;
+                let is: bool = redis::cmd("SISMEMBER").arg(&s.key).arg(member).query(&mut c).map_err(q)?;
+                if n != *len || !is {
+                    return Err(format!("set {name}: {n} members (want {len}) or a member is missing"));
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Write every key of db 0 of `conn` as `RESTORE key 0 <DUMP payload>` into `dst` (the
+/// RESTORE ceiling: what the target takes when fed its own DUMP format). Returns commands.
+pub fn dump_as_restores(conn: &mut redis::Connection, dst: &Path) -> R<u64> {
+    let e = |e: redis::RedisError| format!("DUMP: {e}");
+    let mut w = Resp {
+        w: BufWriter::with_capacity(1 << 20, File::create(dst).map_err(|e| format!("{}: {e}", dst.display()))?),
+        cmds: 0,
+        bytes: 0,
+    };
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query(conn).map_err(e)?;
+        let mut p = redis::pipe();
+        for k in &keys {
+            p.cmd("DUMP").arg(k);
+        }
+        let payloads: Vec<Vec<u8>> = p.query(conn).map_err(e)?;
+        for (k, v) in keys.iter().zip(&payloads) {
+            w.cmd(&[b"RESTORE", k, b"0", v]).map_err(|e| e.to_string())?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    w.w.flush().map_err(|e| e.to_string())?;
+    Ok(w.cmds)
 }
 
 /// Split a RESP file into one file per cluster master, each command to the master owning the
