@@ -249,10 +249,12 @@ impl Parser<'_> {
                     }
                     self.ws();
                     let v = self.value(depth + 1)?;
-                    if m.contains_key(&k) {
-                        self.noted.repeated = true;
-                    } else {
-                        m.insert(k, v);
+                    // The first of repeated names is kept, as Dragonfly applied it.
+                    match m.entry(k) {
+                        std::collections::btree_map::Entry::Occupied(_) => self.noted.repeated = true,
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(v);
+                        }
                     }
                     self.ws();
                     if self.eat(b"}") {

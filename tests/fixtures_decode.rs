@@ -100,35 +100,7 @@ fn snapshot_entries_equal_expected_at_startstable() {
             .flatten()
             .collect();
         let decoded = assemble_snapshot(all.iter());
-        let (mut compared, mut df_only) = (0, 0);
-        for (db, keys) in &decoded {
-            for (k, d) in keys {
-                let name = format!("{}: db {db} key {:?}", fx.name, String::from_utf8_lossy(k));
-                if touched.contains(k) {
-                    continue;
-                }
-                let e = expected.get(db).and_then(|m| m.get(k)).unwrap_or_else(|| panic!("{name}: decoded but not expected"));
-                if let Val::Other(_) = d.val {
-                    assert!(!NATIVE.contains(&e.ty.as_str()) || d.ty == "dragonfly-only", "{name}");
-                    df_only += 1;
-                    continue;
-                }
-                assert_eq!(d.ty, e.ty, "{name}: type");
-                assert!((d.expire_at_ms - e.expire_at_ms).abs() <= 2000, "{name}: ttl {} vs {}", d.expire_at_ms, e.expire_at_ms);
-                if let Some(diff) = diff_val(&e.val, &d.val) {
-                    panic!("{name}: {diff}");
-                }
-                compared += 1;
-            }
-        }
-        for (db, keys) in &expected {
-            for (k, e) in keys {
-                if NATIVE.contains(&e.ty.as_str()) && !touched.contains(k) {
-                    assert!(decoded.get(db).is_some_and(|m| m.contains_key(k)), "{}: db {db} key {:?} expected but not in the snapshot", fx.name, String::from_utf8_lossy(k));
-                }
-            }
-        }
-        assert!(compared > 0, "{}: nothing compared", fx.name);
+        let (compared, df_only) = assert_decoded_equal(&fx.name, &decoded, &expected, |k| touched.contains(k));
         // One key per Dragonfly-only type the master's release could create: the version facts
         // and the master's own data must agree, and the snapshot must hold each of them.
         let types = dragonfly_versions::dragonfly_only_types(&fx);

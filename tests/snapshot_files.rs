@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 use common::redis_server::TempDir;
 use common::snapshots::{populate, save, snapshot_names, unpack, without_v7_stream_meta};
-use common::{assemble_snapshot, diff_val, parse_dataset, Val};
+use common::{assemble_snapshot, assert_decoded_equal, diff_val, parse_dataset};
 use df2redis::protocol::{Item, Limits};
 use df2redis::source::files::{read_file, FileEnd, SnapshotSet};
 
-const NATIVE: [&str; 6] = ["string", "list", "set", "hash", "zset", "stream"];
 
 /// Every item of every file of the set, and how each file ended.
 fn read_set(set: &SnapshotSet) -> (Vec<Item>, Vec<FileEnd>) {
@@ -29,40 +28,9 @@ fn read_set(set: &SnapshotSet) -> (Vec<Item>, Vec<FileEnd>) {
     (items, ends)
 }
 
-/// The decoded keys equal `expected.final`: every native key's type, TTL and value, and every
-/// Dragonfly-only key present; nothing extra, nothing missing.
+/// The decoded keys equal `expected.final` (see `assert_decoded_equal`).
 fn assert_equals_expected(label: &str, items: &[Item], expected: &serde_json::Value) -> (usize, usize) {
-    let expected = parse_dataset(&expected["final"]);
-    let decoded = assemble_snapshot(items.iter());
-    let (mut compared, mut df_only) = (0, 0);
-    for (db, keys) in &decoded {
-        for (k, d) in keys {
-            let name = format!("{label}: db {db} key {:?}", String::from_utf8_lossy(k));
-            let e = expected.get(db).and_then(|m| m.get(k)).unwrap_or_else(|| panic!("{name}: decoded but not expected"));
-            if let Val::Other(_) = d.val {
-                assert!(!NATIVE.contains(&e.ty.as_str()), "{name}: {} decoded as a Dragonfly-only type", e.ty);
-                df_only += 1;
-                continue;
-            }
-            assert_eq!(d.ty, e.ty, "{name}: type");
-            assert!((d.expire_at_ms - e.expire_at_ms).abs() <= 2000, "{name}: ttl {} vs {}", d.expire_at_ms, e.expire_at_ms);
-            if let Some(diff) = diff_val(&e.val, &d.val) {
-                panic!("{name}: {diff}");
-            }
-            compared += 1;
-        }
-    }
-    for (db, keys) in &expected {
-        for k in keys.keys() {
-            assert!(
-                decoded.get(db).is_some_and(|m| m.contains_key(k)),
-                "{label}: db {db} key {:?} expected but not in the files",
-                String::from_utf8_lossy(k)
-            );
-        }
-    }
-    assert!(compared > 0, "{label}: nothing compared");
-    (compared, df_only)
+    assert_decoded_equal(label, &assemble_snapshot(items.iter()), &parse_dataset(&expected["final"]), |_| false)
 }
 
 #[test]

@@ -122,6 +122,48 @@ pub fn decode(bytes: &[u8], token: Option<Vec<u8>>, step: usize) -> Result<Vec<I
     Ok(out)
 }
 
+/// Compare decoded snapshot keys with the master's data, key by key: every decoded key is
+/// expected; a native one has the expected type, TTL (within 2 s) and value; a Dragonfly-only
+/// one is counted. Keys for which `skip` holds are left out (keys a later write touched).
+/// Every expected native key must have been decoded. Returns (native keys compared,
+/// Dragonfly-only keys).
+pub fn assert_decoded_equal(label: &str, decoded: &Dataset, expected: &Dataset, skip: impl Fn(&[u8]) -> bool) -> (usize, usize) {
+    let (mut compared, mut df_only) = (0, 0);
+    for (db, keys) in decoded {
+        for (k, d) in keys {
+            let name = format!("{label}: db {db} key {:?}", String::from_utf8_lossy(k));
+            if skip(k) {
+                continue;
+            }
+            let e = expected.get(db).and_then(|m| m.get(k)).unwrap_or_else(|| panic!("{name}: decoded but not expected"));
+            if let Val::Other(_) = d.val {
+                assert!(!NATIVE.contains(&e.ty.as_str()) || d.ty == "dragonfly-only", "{name}");
+                df_only += 1;
+                continue;
+            }
+            assert_eq!(d.ty, e.ty, "{name}: type");
+            assert!((d.expire_at_ms - e.expire_at_ms).abs() <= 2000, "{name}: ttl {} vs {}", d.expire_at_ms, e.expire_at_ms);
+            if let Some(diff) = diff_val(&e.val, &d.val) {
+                panic!("{name}: {diff}");
+            }
+            compared += 1;
+        }
+    }
+    for (db, keys) in expected {
+        for (k, e) in keys {
+            if NATIVE.contains(&e.ty.as_str()) && !skip(k) {
+                assert!(
+                    decoded.get(db).is_some_and(|m| m.contains_key(k)),
+                    "{label}: db {db} key {:?} expected but not decoded",
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+    }
+    assert!(compared > 0, "{label}: nothing compared");
+    (compared, df_only)
+}
+
 /// The snapshot's creation time (AUX `ctime`, Unix seconds) of a decoded flow.
 pub fn ctime(items: &[Item]) -> u64 {
     items
