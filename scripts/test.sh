@@ -16,3 +16,10 @@ source scripts/ensure-redis.sh
 source scripts/ensure-targets.sh
 
 cargo test --locked --features emulator "$@"
+
+# The end-to-end tests once more with --restore off (the element path for every value), unless
+# the caller picked tests of their own.
+if [ $# -eq 0 ]; then
+  DF2REDIS_TEST_RESTORE=off cargo test --locked --features emulator --test emulator_e2e --test replicate_captures \
+    --test cluster_emulator --test cluster_captures --test filters
+fi

@@ -45,7 +45,10 @@ df2redis, Redis and the emulator, checks the copy (DBSIZE and sampled values), t
 `redis-cli --pipe` of the same data as RESP commands into the same server. The journal figure \
 steps a write mix (pre-encoded before each step, released paced to the rate) through \
 `df2redis replicate` and measures the lag of live probe keys; its \
-denominator is `redis-benchmark -P 100 -t set` against the same server.
+denominator is the same mix of commands through `redis-cli --pipe` (journal_vs_mix_pipe); \
+`redis-benchmark -P 100 -t set` is printed beside it for information. The 20-element \
+collection datasets are also piped back as RESTOREs of their own DUMP payloads (the RESTORE \
+ceiling).
 
 Before a dataset's timed runs Redis is filled once by an untimed `redis-cli --pipe` (warm-up, \
 --no-warmup to skip), so that both timed runs find Redis' memory already faulted in; every \
@@ -167,7 +170,7 @@ struct Args {
     /// redis-cli (cluster creation and `--pipe`).
     #[arg(long, default_value = "redis-cli")]
     redis_cli: PathBuf,
-    /// redis-benchmark (the journal figure's denominator).
+    /// redis-benchmark (journal_vs_benchmark, printed for information).
     #[arg(long, default_value = "redis-benchmark")]
     redis_benchmark: PathBuf,
     /// Directory for RESP files, logs and Redis' working directories [default: a fresh one

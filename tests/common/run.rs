@@ -4,7 +4,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 /// Start `df2redis ARGS` with its output captured. With `DF2REDIS_TEST_RESTORE=off` in the
 /// environment, `replicate` and `migrate` runs get `--restore off`: the same tests then prove
-/// the element path (`scripts/test.sh` runs the end-to-end tests both ways).
+/// the element path (`scripts/test.sh` runs the end-to-end tests a second time so).
 pub fn df2redis(args: &[&str]) -> Child {
     let restore_off = std::env::var("DF2REDIS_TEST_RESTORE").is_ok_and(|v| v == "off")
         && args.first().is_some_and(|a| *a == "replicate" || *a == "migrate")
