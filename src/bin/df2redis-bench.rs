@@ -65,6 +65,8 @@ are in the table):
       cluster_<ds>, for <ds> in small, hashes, zsets, lists20, sets (the RESTORE ceiling: the
       piped copy's own DUMP payloads piped back as `RESTORE key 0 payload` into the flushed
       target, in the same run)
+  <ds>.restore_keys_per_s  <ds>.restore_vs_pipe  <ds>.restore_peak_rss_mb  for <ds> in small and \
+hashes: `df2redis restore` of the piped copy's own RDB file (SAVE), against the pipe of the same data
   rss_growth  benchmark_set_ops_per_s  journal_max_ops_per_s  lag_p99_ms  journal_vs_benchmark
       (information only: a one-key SET benchmark, about twice as fast as the journal's mix)
   journal.peak_rss_mb  max_source_stall_ms
@@ -277,6 +279,15 @@ impl Plan {
 }
 
 /// One timed `df2redis migrate`.
+/// Where a timed copy reads from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// `migrate` from the emulator.
+    Master(&'a Emulator),
+    /// `restore` of a snapshot file.
+    File(&'a Path),
+}
+
 #[derive(Clone, Debug, Default)]
 struct Migrate {
     wall: f64,
@@ -314,6 +325,8 @@ struct Row {
     /// The RESTORE ceiling: the target's own DUMP payloads of the piped copy, piped back as
     /// RESTOREs into the flushed target.
     restore_pipe: Option<Pipe>,
+    /// `df2redis restore` of the piped copy's own RDB file (`SAVE`), for `small` and `hashes`.
+    restore_file: Option<Migrate>,
 }
 
 /// More of [`Target`] (defined beside the servers): what the full-sync figures read.
@@ -453,19 +466,33 @@ impl Bench {
 
     /// Time `df2redis migrate` from `emu` into the flushed `target`, then check the copy.
     fn migrate(&self, emu: &Emulator, target: &Target, ds: &Dataset, label: &str) -> R<Migrate> {
+        self.copy(Source::Master(emu), target, ds, label)
+    }
+
+    /// Time one df2redis copy of `ds` into the flushed `target` (`migrate` from the emulator, or
+    /// `restore` of a snapshot file), check the copy, and measure what it cost.
+    fn copy(&self, source: Source, target: &Target, ds: &Dataset, label: &str) -> R<Migrate> {
         target.flushall()?;
         target.reset_stats()?;
         let out = self.dir.join(format!("{label}-df2redis.out"));
         let err = self.dir.join(format!("{label}-df2redis.err"));
         let mut cmd = sys::command_logged(&self.df2redis, &out, &err).map_err(|e| e.to_string())?;
-        cmd.arg("migrate")
-            .args(["--source", &emu.addr().to_string(), "--target", &target.url()])
-            .args(&self.args.df2redis_args);
+        let what = match source {
+            Source::Master(emu) => {
+                cmd.args(["migrate", "--source", &emu.addr().to_string()]);
+                "migrate"
+            }
+            Source::File(path) => {
+                cmd.args(["restore", "--from"]).arg(path);
+                "restore"
+            }
+        };
+        cmd.args(["--target", &target.url()]).args(&self.args.df2redis_args);
         let (r0, e0, s0) = (target.cpu_s(), sys::self_cpu_s(), sys::system_busy_s());
         // The clock starts once df2redis was exec'd: forking the bench (which holds the whole
         // dataset) is the harness's cost, not df2redis's.
         let mut p =
-            sys::spawn("df2redis migrate", cmd).map_err(|e| format!("start {}: {e}", self.df2redis.display()))?;
+            sys::spawn(&format!("df2redis {what}"), cmd).map_err(|e| format!("start {}: {e}", self.df2redis.display()))?;
         let t0 = Instant::now();
         p.track_threads();
         let exit = p.wait(self.timeout());
@@ -474,7 +501,7 @@ impl Bench {
         let exit = exit.map_err(|e| format!("{label}: {e}"))?;
         if !exit.success() {
             return Err(format!(
-                "{label}: df2redis migrate failed ({}):\n{}\n{}",
+                "{label}: df2redis {what} failed ({}):\n{}\n{}",
                 exit.describe(),
                 tail(&out, 20),
                 tail(&err, 20)
@@ -492,9 +519,11 @@ impl Bench {
             ));
         }
         target.verify(ds).map_err(|e| format!("{label}: WRONG COPY: {e}"))?;
-        let v = emu.violations();
-        if !v.is_empty() {
-            return Err(format!("{label}: the emulator saw protocol violations: {v:?}"));
+        if let Source::Master(emu) = source {
+            let v = emu.violations();
+            if !v.is_empty() {
+                return Err(format!("{label}: the emulator saw protocol violations: {v:?}"));
+            }
         }
         let m = Migrate {
             wall,
@@ -508,7 +537,7 @@ impl Bench {
             cmds,
         };
         say(format!(
-            "{label}: migrate {:.2} s, {:.0} keys/s, {:.1} MB/s payload, peak RSS {:.1} MB, CPU df2redis {:.0}% redis {:.0}% emulator {:.0}% other {:.0}% (copy checked)",
+            "{label}: {what} {:.2} s, {:.0} keys/s, {:.1} MB/s payload, peak RSS {:.1} MB, CPU df2redis {:.0}% redis {:.0}% emulator {:.0}% other {:.0}% (copy checked)",
             wall,
             ds.keys as f64 / wall,
             mb(ds.payload) / wall,
@@ -570,6 +599,23 @@ impl Bench {
         Ok(Pipe { wall, redis_cpu, cli_cpu, cmds })
     }
 
+    /// SAVE what `redis` holds and keep the file as `<name>.rdb` in the bench folder.
+    fn save_rdb(&self, redis: &RedisServer, name: &str) -> R<PathBuf> {
+        let mut c = redis.conn()?;
+        let () = redis::cmd("SAVE").query(&mut c).map_err(|e| format!("SAVE: {e}"))?;
+        let get = |c: &mut redis::Connection, k: &str| -> R<String> {
+            let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(k).query(c).map_err(|e| format!("CONFIG GET {k}: {e}"))?;
+            v.get(1).cloned().ok_or_else(|| format!("CONFIG GET {k}: no value"))
+        };
+        let saved = PathBuf::from(get(&mut c, "dir")?).join(get(&mut c, "dbfilename")?);
+        let path = self.dir.join(format!("{name}.rdb"));
+        std::fs::rename(&saved, &path)
+            .or_else(|_| std::fs::copy(&saved, &path).map(|_| ()))
+            .map_err(|e| format!("{} -> {}: {e}", saved.display(), path.display()))?;
+        say(format!("{name}: the piped copy SAVEd as {} ({:.1} MB) for df2redis restore", path.display(), mb(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0))));
+        Ok(path)
+    }
+
     fn spec(&self, name: &str, kind: Kind, keys: usize, width: usize) -> Spec {
         Spec { name: name.to_string(), kind, keys, width, list_batch: self.args.list_batch }
     }
@@ -603,8 +649,13 @@ impl Bench {
                 restore_file = Some(path);
             }
         }
+        // `df2redis restore` of the same data as a snapshot file: the piped copy SAVEd by Redis.
+        let rdb_file = match (standalone, part) {
+            (true, Part::Small | Part::Hashes) if restore_file.is_some() => Some(self.save_rdb(redis, &spec.name)?),
+            _ => None,
+        };
         if standalone || rss_base {
-            let (mut ms, mut ps, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut ms, mut ps, mut rs, mut fs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..if standalone { self.plan.repeat } else { 1 } {
                 ms.push(self.migrate(&emu, &target, &ds, &spec.name)?);
                 if standalone {
@@ -613,12 +664,16 @@ impl Bench {
                     if let Some(f) = &restore_file {
                         rs.push(self.pipe(&target, &[(f.clone(), redis.port)], &ds, &format!("{}-restore", spec.name))?);
                     }
+                    if let Some(f) = &rdb_file {
+                        fs.push(self.copy(Source::File(f), &target, &ds, &format!("{}-restore-file", spec.name))?);
+                    }
                 }
             }
             let m = median_migrate(ms);
             let pipe = (!ps.is_empty()).then(|| median_by_wall(ps, |p| p.wall));
             let restore_pipe = (!rs.is_empty()).then(|| median_by_wall(rs, |p| p.wall));
-            self.rows.push(Row { name: spec.name.clone(), keys: ds.keys, payload: ds.payload, migrate: m, pipe, restore_pipe });
+            let restore_file = (!fs.is_empty()).then(|| median_migrate(fs));
+            self.rows.push(Row { name: spec.name.clone(), keys: ds.keys, payload: ds.payload, migrate: m, pipe, restore_pipe, restore_file });
         }
         redis.flushall()?;
         if cluster {
@@ -646,7 +701,7 @@ impl Bench {
                 rs.push(self.pipe(&ct, &restore_files, &ds, &format!("{name}-restore"))?);
             }
             let (m, p, r) = (median_migrate(ms), median_by_wall(ps, |p| p.wall), median_by_wall(rs, |p| p.wall));
-            self.rows.push(Row { name, keys: ds.keys, payload: ds.payload, migrate: m, pipe: Some(p), restore_pipe: Some(r) });
+            self.rows.push(Row { name, keys: ds.keys, payload: ds.payload, migrate: m, pipe: Some(p), restore_pipe: Some(r), restore_file: None });
             if small {
                 // The cost of the cluster's checkpoints (markers, and a script per node for the
                 // commands unsafe to apply twice): the journal backlog with and without them.
@@ -675,7 +730,7 @@ impl Bench {
         let spec = self.spec(&name, Kind::Small, self.plan.small * self.args.rss_factor, 32);
         let (emu, ds) = self.prepare(&spec, false)?;
         let m = self.migrate(&emu, &Target::Standalone(redis), &ds, &name)?;
-        self.rows.push(Row { name, keys: ds.keys, payload: ds.payload, migrate: m, pipe: None, restore_pipe: None });
+        self.rows.push(Row { name, keys: ds.keys, payload: ds.payload, migrate: m, pipe: None, restore_pipe: None, restore_file: None });
         self.max_stall_ms = self.max_stall_ms.max(emu.max_stall_ms());
         redis.flushall()?;
         emu.stop();
@@ -944,6 +999,13 @@ impl Bench {
             .iter()
             .map(|r| (r.name.clone(), (r.keys, r.payload, r.migrate.clone(), r.pipe.clone())))
             .collect();
+        // df2redis restore of the target's own RDB file, against the pipe of the same data.
+        for r in &self.rows {
+            let (Some(p), Some(f)) = (&r.pipe, &r.restore_file) else { continue };
+            figure(&format!("{}.restore_keys_per_s", r.name), format!("{:.0}", r.keys as f64 / f.wall));
+            figure(&format!("{}.restore_vs_pipe", r.name), format!("{:.3}", p.wall / f.wall));
+            figure(&format!("{}.restore_peak_rss_mb", r.name), format!("{:.1}", mb(f.peak_rss)));
+        }
         // Against the pipe and the RESTORE ceiling: <ds>_vs_pipe, <ds>_vs_restore_pipe.
         for r in &self.rows {
             let (Some(p), Some(rp)) = (&r.pipe, &r.restore_pipe) else { continue };
