@@ -3,30 +3,14 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::emulator_model::expected;
 use common::run::{df2redis, terminate, text};
-use common::redis_server::{compare, now_ms, read_all, RedisServer};
+use common::redis_server::{now_ms, RedisServer};
 use df2redis::emulator::{datasets, Config, Emulator};
 
 fn check(emu: &Emulator, srv: &RedisServer, what: &str) -> usize {
-    let exp = expected(emu);
-    let mut c = srv.conn();
-    let act = read_all(&mut c);
-    // Keys of Dragonfly-only types are skipped by policy: not expected on the target.
-    let mut not_judged = BTreeSet::new();
-    for (db, keys) in &exp {
-        for (k, key) in keys {
-            if key.ty == "dragonfly-only" {
-                not_judged.insert((*db, k.clone()));
-            }
-        }
-    }
-    let (diffs, compared, _) = compare(&exp, &act, &mut c, 1000, &not_judged);
-    assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
-    compared
+    common::emulator_model::assert_matches_emulator(emu, &mut srv.conn(), what)
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Every capture in ../shared/fixtures decodes completely and exactly (no Redis needed).
+//! Every capture in tests/fixtures decodes completely and exactly (no Redis needed).
 
 mod common;
 

@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
-use common::emulator_model::expected;
-use common::redis_server::{compare, read_all, RedisServer, ServerKind};
+use common::redis_server::{RedisServer, ServerKind};
 use common::run::{df2redis, text};
 use df2redis::emulator::{datasets, Config, Emulator, Entry, Value};
 
@@ -86,20 +83,7 @@ fn assert_exact(emu: &Emulator, srv: &RedisServer, what: &str) -> usize {
     if srv.kind == ServerKind::Redis62 {
         return assert_exact(emu, &copy_to_redis7(srv), what);
     }
-    let exp = expected(emu);
-    let mut c = srv.conn();
-    let act = read_all(&mut c);
-    let mut not_judged = BTreeSet::new();
-    for (db, keys) in &exp {
-        for (k, key) in keys {
-            if key.ty == "dragonfly-only" {
-                not_judged.insert((*db, k.clone()));
-            }
-        }
-    }
-    let (diffs, compared, _) = compare(&exp, &act, &mut c, 1000, &not_judged);
-    assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
-    compared
+    common::emulator_model::assert_matches_emulator(emu, &mut srv.conn(), what)
 }
 
 /// `cmdstat_<name>` calls from INFO commandstats.

@@ -70,3 +70,17 @@ fn key_of(e: &Entry, now_s: u64) -> Key {
     Key { ty: ty.to_string(), expire_at_ms: e.expire_at_ms.map_or(-1, |m| m as i64), val }
 }
 
+/// Assert that the server behind `c` holds what the emulator holds, keys of Dragonfly-only
+/// types aside (they are skipped by policy, not expected on the target); returns the number of
+/// keys compared.
+pub fn assert_matches_emulator(emu: &df2redis::emulator::Emulator, c: &mut redis::Connection, what: &str) -> usize {
+    let exp = expected(emu);
+    let act = super::redis_server::read_all(c);
+    let not_judged: std::collections::BTreeSet<(u32, Vec<u8>)> = exp
+        .iter()
+        .flat_map(|(db, keys)| keys.iter().filter(|(_, k)| k.ty == "dragonfly-only").map(move |(k, _)| (*db, k.clone())))
+        .collect();
+    let (diffs, compared, _) = super::redis_server::compare(&exp, &act, c, 1000, &not_judged);
+    assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
+    compared
+}
