@@ -215,8 +215,11 @@ fn captures_json_documents_and_journal_reach_a_rejson_target() {
     assert!(judged > 0, "the captures hold JSON documents");
 }
 
+/// Per db: (key, TYPE, value) as an expected.json section gives them.
+type RawKeys = Vec<(u32, Vec<(Vec<u8>, String, Json)>)>;
+
 /// `(db, [(key, TYPE, value)])` of an expected.json section (keys as text; JSON keys are).
-fn parse_raw(section: &Json) -> Vec<(u32, Vec<(Vec<u8>, String, Json)>)> {
+fn parse_raw(section: &Json) -> RawKeys {
     section
         .as_object()
         .unwrap()

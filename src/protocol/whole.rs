@@ -178,11 +178,11 @@ mod tests {
         // A set of two members "a", "bc", then a byte of the next item.
         let set = [2, 1, b'a', 2, b'b', b'c', 0xFF];
         assert_eq!(run(t::SET, &set, 64).unwrap(), (true, 6));
-        assert_eq!(run(t::SET, &set, 5).unwrap().0, false, "over the bound");
+        assert!(!run(t::SET, &set, 5).unwrap().0, "over the bound");
         assert!(matches!(run(t::SET, &set[..4], 64), Err(Stop::More(_))), "truncated: more bytes");
-        assert_eq!(run(t::SET, &[0], 64).unwrap().0, false, "empty: element path");
+        assert!(!run(t::SET, &[0], 64).unwrap().0, "empty: element path");
         // Asking for more than the bound gives up at once.
-        assert_eq!(run(t::SET, &[1, 0x40, 0xFF], 64).unwrap().0, false);
+        assert!(!run(t::SET, &[1, 0x40, 0xFF], 64).unwrap().0);
         assert!(run(t::LIST_QUICKLIST_2, &[1, 3, 1, b'x'], 64).is_err(), "unknown container");
         let mut z = vec![1, 1, b'm'];
         z.extend_from_slice(&f64::NAN.to_le_bytes());
