@@ -12,6 +12,7 @@ mod flow;
 mod gate;
 mod lag;
 mod limit;
+mod others;
 mod prepare;
 mod progress;
 mod report;
