@@ -54,6 +54,11 @@ pub fn is_internal(key: &[u8]) -> bool {
     key.starts_with(MARKER_PREFIX.as_bytes()) || key.starts_with(LEASE_PREFIX.as_bytes())
 }
 
+/// The run whose lease `key` is, if it is a lease.
+pub fn lease_owner(key: &[u8]) -> Option<String> {
+    key.strip_prefix(LEASE_PREFIX.as_bytes()).map(|n| String::from_utf8_lossy(n).into_owned())
+}
+
 /// Whose marker a key is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Owner {

@@ -10,21 +10,22 @@ use std::collections::BTreeSet;
 
 use super::prepare::StartError;
 use super::shared::Fault;
-use crate::checkpoint::Owner;
+use crate::checkpoint::{self, Owner};
 use crate::config::Config;
 use crate::target::{Target, TargetError};
 
 /// The names of the other runs that have markers or a lease on the target.
 pub fn other_runs(target: &mut Target, name: &str) -> Result<BTreeSet<String>, TargetError> {
-    let mut names: BTreeSet<String> = target
-        .marker_owners()?
-        .into_iter()
-        .filter_map(|o| match o {
-            Owner::Run(n) => Some(n),
-            Owner::Legacy => None,
-        })
-        .collect();
-    names.extend(target.lease_names()?);
+    let mut names = BTreeSet::new();
+    for k in target.internal_keys()? {
+        match checkpoint::owner_of(&k) {
+            Some(Owner::Run(n)) => {
+                names.insert(n);
+            }
+            Some(Owner::Legacy) => {}
+            None => names.extend(checkpoint::lease_owner(&k)),
+        }
+    }
     names.remove(name);
     Ok(names)
 }

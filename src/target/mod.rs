@@ -249,13 +249,12 @@ impl Target {
         }
     }
 
-    /// Who has checkpoint markers on the target (db 0; every master of a cluster): run names,
-    /// and whether the earlier unnamed format is there.
-    pub fn marker_owners(&mut self) -> Result<std::collections::BTreeSet<Owner>, TargetError> {
-        let mut owners = std::collections::BTreeSet::new();
-        let pattern = format!("{}*", crate::checkpoint::MARKER_PREFIX);
+    /// df2redis's own keys on the target (db 0; every master of a cluster): markers of every
+    /// run and format, and leases. One SCAN of the keyspace (MATCH `df2redis:*`).
+    pub fn internal_keys(&mut self) -> Result<Vec<Vec<u8>>, TargetError> {
+        let mut keys = Vec::new();
         let mut scan = |s: &mut Standalone| -> Result<u64, TargetError> {
-            owners.extend(s.keys_matching(pattern.as_bytes())?.iter().filter_map(|k| crate::checkpoint::owner_of(k)));
+            keys.extend(s.keys_matching(b"df2redis:*")?.into_iter().filter(|k| crate::checkpoint::is_internal(k)));
             Ok(0)
         };
         match self {
@@ -266,28 +265,18 @@ impl Target {
                 c.on_every_master_conn(scan)?;
             }
         }
-        Ok(owners)
+        Ok(keys)
     }
 
-    /// The run names whose lease is on the target (every master of a cluster).
+    /// Who has checkpoint markers on the target: run names, and whether the earlier unnamed
+    /// format is there.
+    pub fn marker_owners(&mut self) -> Result<std::collections::BTreeSet<Owner>, TargetError> {
+        Ok(self.internal_keys()?.iter().filter_map(|k| crate::checkpoint::owner_of(k)).collect())
+    }
+
+    /// The run names whose lease is on the target.
     pub fn lease_names(&mut self) -> Result<Vec<String>, TargetError> {
-        let pattern = format!("{}*", crate::checkpoint::LEASE_PREFIX);
-        let mut names = Vec::new();
-        let mut scan = |s: &mut Standalone| -> Result<u64, TargetError> {
-            for k in s.keys_matching(pattern.as_bytes())? {
-                names.push(String::from_utf8_lossy(&k[crate::checkpoint::LEASE_PREFIX.len()..]).into_owned());
-            }
-            Ok(0)
-        };
-        match self {
-            Target::Standalone(s) => {
-                scan(s)?;
-            }
-            Target::Cluster(c) => {
-                c.on_every_master_conn(scan)?;
-            }
-        }
-        Ok(names)
+        Ok(self.internal_keys()?.iter().filter_map(|k| crate::checkpoint::lease_owner(k)).collect())
     }
 
     /// Delete (UNLINK) the keys `pick` selects in the target dbs `dbs` (a cluster: db 0 of
