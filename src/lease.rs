@@ -206,12 +206,8 @@ fn renew(cfg: &Config, target: Target, key: &[u8], value: &str, stop: &crossbeam
     let ttl = TTL.as_millis().to_string();
     let mut conn = Some(target);
     let mut next = Instant::now() + RENEW_EVERY;
-    loop {
-        match stop.recv_deadline(next) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            // Dropped: release.
-            _ => break,
-        }
+    // Until the sender is dropped (then release).
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_deadline(next) {
         next = Instant::now() + RENEW_EVERY;
         if conn.is_none() {
             conn = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())
