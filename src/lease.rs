@@ -45,6 +45,8 @@ const TAKE_OVER: &[u8] =
 pub enum LeaseError {
     /// Another live run holds the name: what its lease says.
     Held { name: String, holder: String },
+    /// The target could not be reached at all.
+    Unreachable(TargetError),
     Target(TargetError),
 }
 
@@ -58,6 +60,7 @@ impl std::fmt::Display for LeaseError {
                  another --name. A run killed with -9 on another host frees the name {} s after it died",
                 TTL.as_secs()
             ),
+            LeaseError::Unreachable(e) => write!(f, "{e}"),
             LeaseError::Target(e) => write!(f, "taking the run's lease: {e}"),
         }
     }
@@ -175,7 +178,7 @@ fn holder_of_key(target: &mut Target, key: &[u8]) -> Result<Option<String>, Targ
 /// Take the lease of `cfg.name` on the target, and start renewing it.
 pub fn acquire(cfg: &Config) -> Result<Lease, LeaseError> {
     let connect = || Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls());
-    let mut target = connect()?;
+    let mut target = connect().map_err(LeaseError::Unreachable)?;
     let key = lease_key(&cfg.name);
     let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let token = format!("{:x}{:08x}", started.as_nanos(), std::process::id());

@@ -759,6 +759,10 @@ fn run_with(args: RunArgs, mode: Mode, more: Vec<(&str, Option<String>)>) -> Exi
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
+            Err(df2redis::lease::LeaseError::Unreachable(e)) => {
+                eprintln!("error: {}", pipeline::cannot_reach_target(&e.to_string()));
+                return ExitCode::from(1);
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
