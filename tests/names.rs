@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::emulator_model::expected;
 use common::live::{kill9, poll, wait_acked_beyond, wait_every_flow_acked};
+use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, read_all, RedisServer};
 use common::run::{df2redis, terminate, text, wait_bounded};
 use common::Dataset;
@@ -52,8 +53,12 @@ fn writer(emu: Arc<Emulator>, prefix: &'static str, stop: Arc<AtomicBool>) -> st
 }
 
 fn replicate(emu: &Emulator, srv: &RedisServer, extra: &[&str]) -> Child {
+    replicate_to(emu, &format!("redis://{}", srv.addr()), extra)
+}
+
+fn replicate_to(emu: &Emulator, target: &str, extra: &[&str]) -> Child {
     let source = emu.addr().to_string();
-    let target = format!("redis://{}", srv.addr());
+    let target = target.to_string();
     let mut args = vec!["replicate", "--source", &source, "--target", &target, "--progress-secs", "1", "--retry-backoff-ms", "50"];
     args.extend_from_slice(extra);
     df2redis(&args)
@@ -146,6 +151,52 @@ fn two_runs_into_one_target_keep_apart_through_a_kill_and_a_resync() {
     // A clean exit releases the leases.
     let leases: Vec<String> = redis::cmd("KEYS").arg("df2redis:lease:*").query(&mut c).unwrap();
     assert!(leases.is_empty(), "{leases:?}");
+}
+
+/// The same on a 3-master Redis Cluster: each run's node markers on every master carry its
+/// name (with the hashtag still on the node), and a restarted master's resync deletes its
+/// run's keys on every master, the other run's untouched.
+#[test]
+fn on_a_cluster_a_resync_deletes_only_its_runs_keys_on_every_master() {
+    let (a, b) = (master("a:", 200), master("b:", 200));
+    let cluster = RedisCluster::start();
+    let target = format!("redis://{}", cluster.seed());
+    let (name_a, name_b) = (default_for(&a.addr().to_string()), default_for(&b.addr().to_string()));
+    let run_a = replicate_to(&a, &target, &["--include", "prefix:a:"]);
+    let run_b = replicate_to(&b, &target, &["--include", "prefix:b:"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let wa = writer(a.clone(), "a:", stop.clone());
+    let wb = writer(b.clone(), "b:", stop.clone());
+    assert!(wait_every_flow_acked(&a, MINUTE) && wait_every_flow_acked(&b, MINUTE), "both runs reach stable sync");
+    assert!(wait_acked_beyond(&a, 0, 300, MINUTE) && wait_acked_beyond(&b, 0, 300, MINUTE));
+    // Every master holds both runs' node markers (2 flows each), in its own slots.
+    for i in 0..3 {
+        let mut c = cluster.conn(i);
+        for name in [&name_a, &name_b] {
+            assert!(poll(MINUTE, || markers_of(&mut c, name).iter().filter(|k| !k.contains(":done:")).count() == 2), "node {i}, run {name}");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    wa.join().unwrap();
+    let port = a.addr().port();
+    Arc::try_unwrap(a).ok().expect("A's writer is done").stop();
+    let a = Arc::new(Emulator::start_on(Config { shards: 2, backlog_len: 1 << 20, ..Config::default() }, port).unwrap());
+    for i in 0..60 {
+        a.write(0, &[b"SET", format!("a:new:{i}").as_bytes(), b"x"]).unwrap();
+    }
+    assert!(a.wait_acked_all(MINUTE), "run A resynced from the restarted master");
+    wb.join().unwrap();
+    assert!(b.wait_acked_all(MINUTE));
+    let (out_a, out_b) = (terminate(run_a), terminate(run_b));
+    let (log_a, log_b) = (text(&out_a), text(&out_b));
+    assert_eq!(out_a.status.code(), Some(0), "{log_a}");
+    assert_eq!(out_b.status.code(), Some(0), "{log_b}");
+    assert!(log_a.contains("deleting only the keys this run's rules select"), "{log_a}");
+    assert!(!log_b.contains("full resync"), "{log_b}");
+    let scratch = RedisServer::start(&[]);
+    let (diffs, compared, _) = compare(&union(&a, &b), &cluster.read_all(), &mut scratch.conn(), 1000, &BTreeSet::new());
+    assert!(diffs.is_empty(), "{} differences:\n{}\n{log_a}", diffs.len(), diffs.join("\n"));
+    assert!(compared >= 60 + 200 + 20, "{compared}");
 }
 
 /// A full resync of a run without rules that could tell its keys apart, while another run

@@ -752,7 +752,7 @@ impl Cluster {
     pub fn all_empty(&mut self) -> Result<bool, TargetError> {
         for addr in self.masters() {
             let n = self.node_index(&addr)?;
-            if !matches!(self.nodes[n].conn.query(&[b"DBSIZE"])?, Reply::Int(0)) {
+            if !self.nodes[n].conn.db0_holds_only_internal()? {
                 return Ok(false);
             }
         }

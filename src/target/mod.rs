@@ -138,11 +138,22 @@ impl Target {
         }
     }
 
-    /// Whether the target holds no key at all (every db of a server, every master of a cluster).
+    /// Whether the target holds no key but df2redis's own markers and leases (every db of a
+    /// server, every master of a cluster).
     pub fn is_empty(&mut self) -> Result<bool, TargetError> {
         match self {
             Target::Standalone(s) => match s.query(&[b"INFO", b"KEYSPACE"])? {
-                resp::Reply::Bulk(Some(info)) => Ok(!String::from_utf8_lossy(&info).lines().any(|l| l.starts_with("db"))),
+                resp::Reply::Bulk(Some(info)) => {
+                    let info = String::from_utf8_lossy(&info).into_owned();
+                    let dbs: Vec<&str> = info.lines().filter(|l| l.starts_with("db")).collect();
+                    if dbs.iter().any(|l| !l.starts_with("db0:")) {
+                        return Ok(false);
+                    }
+                    if dbs.is_empty() {
+                        return Ok(true);
+                    }
+                    s.db0_holds_only_internal()
+                }
                 _ => Ok(false),
             },
             Target::Cluster(c) => c.all_empty(),

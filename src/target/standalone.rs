@@ -292,6 +292,18 @@ impl Standalone {
         }
     }
 
+    /// Whether db 0 holds no key but df2redis's own (markers, leases): a target whose only key
+    /// is this run's lease is still empty for a full sync (no DEL before each entry).
+    pub fn db0_holds_only_internal(&mut self) -> Result<bool, TargetError> {
+        // Beyond a handful of keys it cannot be markers and leases alone.
+        const FEW: i64 = 64;
+        match self.query_db0(&[b"DBSIZE"])? {
+            resp::Reply::Int(0) => Ok(true),
+            resp::Reply::Int(n) if n <= FEW => Ok(self.keys_matching(b"*")?.iter().all(|k| crate::checkpoint::is_internal(k))),
+            _ => Ok(false),
+        }
+    }
+
     /// The keys of db 0 matching a SCAN `pattern`.
     pub fn keys_matching(&mut self, pattern: &[u8]) -> Result<Vec<Vec<u8>>, TargetError> {
         let mut cursor = b"0".to_vec();
