@@ -74,6 +74,9 @@ pub enum OnReject {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: Endpoint,
+    /// The run name ([`crate::checkpoint::name`]): in the marker keys, the writers' connection
+    /// name and the lease key, so runs sharing a target keep apart.
+    pub name: String,
     /// `restore`: the snapshot to read (a Dragonfly summary file or its folder, or an `.rdb`
     /// file) instead of a live master.
     pub from: Option<std::path::PathBuf>,
@@ -128,6 +131,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             source: Endpoint::default(),
+            name: String::new(),
             from: None,
             target: Endpoint::default(),
             pin_flows: None,
@@ -174,6 +178,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("source.tls_cert", "--source-tls-cert", "PEM client certificate for the master (with source.tls_key)"),
     ("source.tls_key", "--source-tls-key", "PEM private key of source.tls_cert"),
     ("source.tls_server_name", "--source-tls-server-name", "name the master's certificate must carry (default: the host of source.addr)"),
+    ("run.name", "--name", "run name: keeps runs sharing one target apart (markers, writers, lease); default df2redis-<source host>-<port>"),
     ("target.url", "--target", "redis://[user:password@]host:port of the target, rediss:// for TLS (required)"),
     ("target.user", "--target-user", "ACL user on the target (overrides the URL's)"),
     ("target.password", "--target-password", "password on the target (overrides the URL's)"),
@@ -289,6 +294,14 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
         }
         (None, _) => c.source = source_endpoint(raw)?,
     }
+    c.name = match get("run.name") {
+        Some(n) => {
+            crate::checkpoint::name::validate(n).map_err(|e| ConfigError(format!("{}: {e}", name("run.name"))))?;
+            n.to_string()
+        }
+        None if c.from.is_some() => "restore".to_string(),
+        None => crate::checkpoint::name::default_for(&c.source.addr),
+    };
     c.target = target_endpoint(raw)?;
     for (key, slot) in [("threads.pin_flows", &mut c.pin_flows), ("threads.pin_writers", &mut c.pin_writers)] {
         if let Some(v) = get(key) {

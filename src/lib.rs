@@ -17,6 +17,7 @@ pub mod config;
 pub mod console;
 pub mod inspect;
 pub mod json;
+pub mod lease;
 pub mod metrics;
 pub mod pipeline;
 pub mod protocol;

@@ -139,14 +139,33 @@ enum Command {
     /// configuration error.
     #[command(verbatim_doc_comment)]
     Check(CheckArgs),
-    /// Remove df2redis's checkpoint markers from the target once a migration is finished.
+    /// Remove one run's checkpoint markers from the target once its migration is finished.
     ///
     /// `replicate` keeps its resume point in the target: one key per flow,
-    /// df2redis:checkpoint:<flow> in db 0, written atomically with each batch (on a cluster
-    /// one per flow and master, df2redis:checkpoint:{<tag>}:<flow>, and done markers of
-    /// cross-slot RENAMEs, df2redis:checkpoint:done:*). They are not the master's data. Run this after the last `replicate` (a later run would then start
-    /// with a full sync). Exit 0 with the number of keys removed.
+    /// df2redis:checkpoint:<name>:<flow> in db 0, written atomically with each batch (on a
+    /// cluster one per flow and master, df2redis:checkpoint:<name>:{<tag>}:<flow>, and done
+    /// markers of cross-slot RENAMEs, df2redis:checkpoint:<name>:done:*), <name> being the
+    /// run's --name. They are not the master's data. Run this after the last `replicate` of
+    /// that run (a later run would then start with a full sync).
+    ///
+    /// Which run: --name, or the default name of --source; without either, the only run that
+    /// has markers on the target (several: exit 2, listing them). Other runs' markers are
+    /// kept. Markers of earlier versions (without a run name) are removed with any run's.
+    /// A run that is still running (its lease is held) is refused (exit 2): stop it first.
+    /// --all removes every df2redis key instead (every run's markers, and stale leases), for
+    /// a target no run will resume on.
+    ///
+    /// Exit 0 with the number of keys removed.
     Cleanup {
+        /// The run whose markers are removed (as given to replicate).
+        #[arg(long, value_name = "NAME", conflicts_with = "all")]
+        name: Option<String>,
+        /// The run's source, host:port: its default name (df2redis-<host>-<port>) is meant.
+        #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["all", "name"])]
+        source: Option<String>,
+        /// Remove every df2redis key: every run's markers and leases (no run may be running).
+        #[arg(long)]
+        all: bool,
         /// redis://[user:password@]host:port of the target (several addresses: cluster seeds;
         /// rediss:// for TLS).
         #[arg(long, value_name = "URL")]
@@ -310,10 +329,23 @@ struct RunArgs {
     /// target, in the marker keys df2redis:checkpoint:* (db 0).  [file: checkpoint.file]
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<String>,
+    /// The run's name, which keeps several df2redis runs sharing one target apart (one per
+    /// Dragonfly master, e.g. one per node of a Dragonfly cluster): it is in this run's
+    /// checkpoint marker keys (df2redis:checkpoint:NAME:*), its writers' connection name
+    /// (df2redis-writer-NAME: a restart closes only its own) and its lease key
+    /// (df2redis:lease:NAME: a second run with the same name refuses to start, exit 2).
+    /// Letters, digits, '.', '_', '-'. Default: df2redis-<source host>-<port>, so runs against
+    /// different masters differ; give one explicitly for two runs of one master, and keep it
+    /// across restarts (a new name finds no checkpoints: full sync). restore ignores it.
+    /// [file: run.name]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
     /// A full resync over a target a previous run wrote (its checkpoints exist but cannot be
     /// resumed: another master id, a backlog overrun, a cluster whose slots moved): flush
-    /// (empty the target first, default)
-    /// | keep (write over it; keys deleted on the master meanwhile survive).
+    /// (delete this run's keys first, default: the whole target when no other run has
+    /// markers there; with other runs' markers only the keys --include/--exclude select, and
+    /// without such rules the run refuses) | keep (write over it; keys deleted on the master
+    /// meanwhile survive).
     /// [file: checkpoint.on_resync]
     #[arg(long, value_name = "POLICY")]
     on_resync: Option<String>,
@@ -541,6 +573,7 @@ impl RunArgs {
             ("log.progress_secs", self.progress_secs),
             ("checkpoint.file", self.checkpoint),
             ("checkpoint.on_resync", self.on_resync),
+            ("run.name", self.name),
             ("checkpoint.markers", self.checkpoints),
             ("retry.max_retries", self.max_retries),
             ("retry.deadline_secs", self.retry_deadline),
@@ -595,7 +628,19 @@ fn main() -> ExitCode {
         Command::Restore(RestoreArgs { from, run: args }) => {
             run_with(args, Mode::Restore, vec![("source.from", from.map(|p| p.display().to_string()))])
         }
-        Command::Cleanup { target, target_user, target_password, target_tls } => {
+        Command::Cleanup { name, source, all, target, target_user, target_password, target_tls } => {
+            let which = match (name, source, all) {
+                (_, _, true) => Which::All,
+                (Some(n), _, _) => Which::Name(n),
+                (None, Some(s), _) => Which::Name(df2redis::checkpoint::name::default_for(&s)),
+                (None, None, false) => Which::Only,
+            };
+            if let Which::Name(n) = &which {
+                if let Err(e) = df2redis::checkpoint::name::validate(n) {
+                    eprintln!("error: --name: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             let mut raw = Raw::new();
             raw.insert("target.url".into(), target);
             for (k, v) in [("target.user", target_user), ("target.password", target_password)] {
@@ -604,7 +649,7 @@ fn main() -> ExitCode {
                 }
             }
             target_tls.into_raw(&mut raw);
-            run_cleanup(&raw)
+            run_cleanup(&raw, which)
         }
         Command::Check(args) => run_check(args),
     }
@@ -704,6 +749,26 @@ fn run_with(args: RunArgs, mode: Mode, more: Vec<(&str, Option<String>)>) -> Exi
             }
         },
     };
+    // One process per run name: a second one with the same name would overwrite this one's
+    // checkpoints and close its writers. Held (renewed) until the summary is printed.
+    let _lease = match mode {
+        Mode::Restore => None,
+        _ => match df2redis::lease::acquire(&cfg) {
+            Ok(l) => Some(l),
+            Err(e @ df2redis::lease::LeaseError::Held { .. }) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            Err(df2redis::lease::LeaseError::Unreachable(e)) => {
+                eprintln!("error: {}", pipeline::cannot_reach_target(&e.to_string()));
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     match pipeline::run(&cfg, mode) {
         Outcome::Ok(s) => {
             print_summary(&s, mode, cfg.filter.is_active());
@@ -797,7 +862,16 @@ fn print_summary(s: &Summary, mode: Mode, filtering: bool) {
     }
 }
 
-fn run_cleanup(raw: &Raw) -> ExitCode {
+/// Which markers `cleanup` removes.
+enum Which {
+    Name(String),
+    /// The only run with markers on the target.
+    Only,
+    All,
+}
+
+fn run_cleanup(raw: &Raw, which: Which) -> ExitCode {
+    use df2redis::checkpoint::{run_pattern, Owner};
     let ep = match config::target_endpoint(raw) {
         Ok(ep) => ep,
         Err(e) => {
@@ -805,11 +879,75 @@ fn run_cleanup(raw: &Raw) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let removed = df2redis::target::Target::connect(&ep.seeds, ep.auth(), ep.tls()).and_then(|mut t| t.delete_markers());
-    match removed {
-        Ok(n) => {
-            println!("removed {n} checkpoint marker keys ({}*) from {}", df2redis::checkpoint::MARKER_PREFIX, ep.seeds.join(","));
+    let at = ep.seeds.join(",");
+    let mut t = match df2redis::target::Target::connect(&ep.seeds, ep.auth(), ep.tls()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = (|| -> Result<Result<String, String>, df2redis::target::TargetError> {
+        let owners = t.marker_owners()?;
+        let runs: Vec<String> = owners.iter().filter_map(|o| if let Owner::Run(n) = o { Some(n.clone()) } else { None }).collect();
+        let legacy = owners.contains(&Owner::Legacy);
+        // A run still running must not lose its markers under its feet.
+        let live = |t: &mut df2redis::target::Target, n: &str| -> Result<Option<String>, df2redis::target::TargetError> {
+            Ok(df2redis::lease::holder(t, n)?.filter(|h| !df2redis::lease::holder_is_gone(h)))
+        };
+        let name = match which {
+            Which::All => {
+                for n in t.lease_names()? {
+                    if let Some(h) = live(&mut t, &n)? {
+                        return Ok(Err(format!("run {n:?} is running ({h}): stop it before cleanup --all")));
+                    }
+                }
+                let k = t.delete_all_internal()?;
+                return Ok(Ok(format!("removed {k} df2redis keys (df2redis:checkpoint:* of every run, df2redis:lease:*) from {at}")));
+            }
+            Which::Name(n) => n,
+            Which::Only => match runs.as_slice() {
+                [] if !legacy => return Ok(Ok(format!("removed 0 checkpoint marker keys from {at} (no run has markers there)"))),
+                [] => String::new(),
+                [n] => n.clone(),
+                many => {
+                    return Ok(Err(format!(
+                        "several runs have checkpoint markers on {at}: {}; name the one to remove with --name (or --all for every one)",
+                        many.join(", ")
+                    )))
+                }
+            },
+        };
+        let mut removed = 0;
+        let mut what = Vec::new();
+        if !name.is_empty() {
+            if let Some(h) = live(&mut t, &name)? {
+                return Ok(Err(format!("run {name:?} is running ({h}): stop it before removing its checkpoints")));
+            }
+            removed += t.delete_markers(&name)?;
+            let lease = df2redis::lease::lease_key(&name);
+            t.query_key(&lease, &[b"DEL", &lease])?;
+            what.push(format!("of run {name:?} ({})", run_pattern(&name)));
+        }
+        if legacy {
+            removed += t.delete_legacy_markers()?;
+            what.push("of earlier versions (without a run name)".into());
+        }
+        let kept: Vec<&String> = runs.iter().filter(|n| **n != name).collect();
+        let mut msg = format!("removed {removed} checkpoint marker keys {} from {at}", what.join(" and "));
+        if !kept.is_empty() {
+            msg.push_str(&format!("; other runs' markers kept: {}", kept.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+        }
+        Ok(Ok(msg))
+    })();
+    match result {
+        Ok(Ok(msg)) => {
+            println!("{msg}");
             ExitCode::SUCCESS
+        }
+        Ok(Err(refusal)) => {
+            eprintln!("error: {refusal}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -10,6 +10,8 @@ static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
+/// Not a signal: the run lost its lease to another process ([`request_stop_lease_lost`]).
+const LEASE_LOST: i32 = -1;
 
 extern "C" fn on_signal(sig: i32) {
     RECEIVED.store(sig, Ordering::SeqCst);
@@ -34,6 +36,13 @@ pub fn received() -> Option<&'static str> {
         0 => None,
         SIGINT => Some("SIGINT"),
         SIGTERM => Some("SIGTERM"),
+        LEASE_LOST => Some("the loss of its lease (another process runs with the same --name)"),
         _ => Some("a signal"),
     }
+}
+
+/// Stop the run as a signal would: its lease was taken by another process with the same name,
+/// and two writers under one name would corrupt each other's checkpoints.
+pub fn request_stop_lease_lost() {
+    RECEIVED.store(LEASE_LOST, Ordering::SeqCst);
 }

@@ -89,7 +89,7 @@ fn apply(t: &mut Target, journal: &[Cmd], from: usize, to: usize, skip: Option<&
 }
 
 fn stamp(next_lsn: usize) -> Stamp<'static> {
-    Stamp { flow: 0, replid: "cut-test", flows: 1, next_lsn: next_lsn as u64 }
+    Stamp { run: "cut", flow: 0, replid: "cut-test", flows: 1, next_lsn: next_lsn as u64 }
 }
 
 /// Write `bytes` to `addr` on a fresh connection, close it for writing and wait until the
@@ -153,7 +153,7 @@ fn any_prefix_a_crash_leaves_on_the_nodes_resumes_exactly() {
 
         // Resume: a new connection reads the markers.
         let mut t = Target::connect(&seeds, None, None).unwrap();
-        let Resume::At(at) = t.read_resume("cut-test", 1).unwrap() else { panic!("trial {trial}: markers unusable") };
+        let Resume::At(at) = t.read_resume("cut", "cut-test", 1).unwrap() else { panic!("trial {trial}: markers unusable") };
         let skip = at.skip.as_ref().unwrap()[0].clone();
         if skip.until() > at.lsns[0] {
             differing_markers += 1;

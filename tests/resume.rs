@@ -35,12 +35,19 @@ fn kill_9_at_random_moments_resumes_exactly_once_from_a_v1_34_master() {
     kill_9_rounds(Dialect::V1_34, rounds, Some("in the v1.34 partial-sync dialect"));
 }
 
+/// Flow `i`'s marker of the only run on the target (`df2redis:checkpoint:<run>:<i>`).
+fn flow_marker(c: &mut redis::Connection, i: usize) -> Option<Vec<u8>> {
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(format!("df2redis:checkpoint:*:{i}")).query(c).unwrap();
+    assert!(keys.len() <= 1, "one run's markers expected: {keys:?}");
+    keys.first().and_then(|k| redis::cmd("GET").arg(k).query(c).unwrap())
+}
+
 /// The markers' next LSNs in the target (0 for a flow without one).
 fn markers(c: &mut redis::Connection, flows: usize) -> Vec<u64> {
     redis::cmd("SELECT").arg(0).query::<()>(c).unwrap();
     (0..flows)
         .map(|i| {
-            let m: Option<Vec<u8>> = redis::cmd("GET").arg(format!("df2redis:checkpoint:{i}")).query(c).unwrap();
+            let m = flow_marker(c, i);
             m.and_then(|m| df2redis::checkpoint::Mark::parse(&m)).map_or(0, |m| m.next_lsn)
         })
         .collect()
@@ -115,7 +122,7 @@ fn kill_9_rounds(dialect: Dialect, rounds: usize, dialect_note: Option<&str>) {
     let mut c = srv.conn();
     // One marker per flow, carrying the master's id and the flow's next LSN = what it acked.
     for (i, lsn) in emu.lsns().iter().enumerate() {
-        let m: Vec<u8> = redis::cmd("GET").arg(format!("df2redis:checkpoint:{i}")).query(&mut c).unwrap();
+        let m: Vec<u8> = flow_marker(&mut c, i).expect("a marker per flow");
         let m = df2redis::checkpoint::Mark::parse(&m).expect("a df2redis marker");
         assert_eq!((m.replid.as_str(), m.flows, m.next_lsn), (emu.master_replid().as_str(), 4, *lsn), "flow {i}");
     }
@@ -230,7 +237,9 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
     let mut node_markers = 0;
     for i in 0..3 {
         let mut c = cluster.conn(i);
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("df2redis:checkpoint:{*").query(&mut c).unwrap();
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("df2redis:checkpoint:*:{*").query(&mut c).unwrap();
+        // Node markers only: `<run>:done:{...}` are the done markers of cross-slot RENAMEs.
+        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| !String::from_utf8_lossy(k).contains(":done:")).collect();
         for k in &keys {
             let m: Vec<u8> = redis::cmd("GET").arg(k).query(&mut c).unwrap();
             let m = df2redis::checkpoint::Mark::parse(&m).expect("a df2redis marker");
@@ -253,7 +262,8 @@ fn kill_9_at_random_moments_resumes_exactly_once_into_a_cluster() {
 /// Node `i`'s markers: (key, next_lsn), sorted.
 fn cluster_markers(cluster: &RedisCluster, i: usize) -> Vec<(Vec<u8>, u64)> {
     let mut c = cluster.conn(i);
-    let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("df2redis:checkpoint:{*").query(&mut c).unwrap();
+    let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("df2redis:checkpoint:*:{*").query(&mut c).unwrap();
+    keys.retain(|k| !String::from_utf8_lossy(k).contains(":done:"));
     keys.sort();
     keys.into_iter()
         .map(|k| {

@@ -270,7 +270,7 @@ impl<'a> Checker<'a> {
     /// none are extra. Checkpoint markers are not the master's data and are left out.
     pub fn target_batch(&mut self, tdb: u32, sdbs: &[u32], keys: &[Vec<u8>]) -> Result<(), CheckError> {
         let keys: Vec<&Vec<u8>> =
-            keys.iter().filter(|k| !(tdb == 0 && k.starts_with(crate::checkpoint::MARKER_PREFIX.as_bytes()))).collect();
+            keys.iter().filter(|k| !(tdb == 0 && crate::checkpoint::is_internal(k))).collect();
         self.pace.take(keys.len() as u64);
         self.report.target_db(tdb).checked += keys.len() as u64;
         let mut unseen: Vec<&Vec<u8>> = keys;

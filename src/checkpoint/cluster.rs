@@ -7,7 +7,7 @@
 //! - Commands that [replay safely](super::idempotent) go as they are.
 //! - Every other command (INCR, LPUSH, APPEND, XADD ...), and from it on every later command of
 //!   the same slot in the pipeline, goes into one Lua script per node and pipeline that first
-//!   sets the node's marker `df2redis:checkpoint:{<tag>}:<flow>` (the tag hashes to the node's
+//!   sets the node's marker `df2redis:checkpoint:<run>:{<tag>}:<flow>` (the tag hashes to the node's
 //!   first slot) and then runs them in order. A script runs atomically and reaches the AOF and
 //!   the replicas as one transaction; Redis lets a script without flags reach keys of several
 //!   slots of its node. A node with nothing for the script gets a plain `SET` of its marker.
@@ -30,7 +30,7 @@
 //! a full resync, announced with the reason.
 //!
 //! A cross-slot RENAME is carried out with reads (DUMP, RESTORE); its last step, the DEL of the
-//! source, runs in one transaction with `df2redis:checkpoint:done:{<slot tag>}:<flow>` = its
+//! source, runs in one transaction with `df2redis:checkpoint:<run>:done:{<slot tag>}:<flow>` = its
 //! LSN, so a resume knows whether it happened.
 
 use std::collections::HashMap;
@@ -44,8 +44,10 @@ use crate::target::slots::{key_slot, SLOTS};
 /// The layout value of markers written while a redirect may leave them wrong.
 pub const UNSTABLE: &str = "unstable";
 
-/// Prefix of the done markers of cross-slot RENAMEs (SCAN pattern: this plus `*`).
-pub const DONE_PREFIX: &str = "df2redis:checkpoint:done:";
+/// SCAN pattern of run `run`'s done markers of cross-slot RENAMEs.
+pub fn done_pattern(run: &str) -> String {
+    format!("{MARKER_PREFIX}{run}:done:*")
+}
 
 /// The shortest decimal string that hashes to `slot`: `{tag}` puts a key in that slot.
 pub fn slot_tag(slot: u16) -> &'static str {
@@ -68,14 +70,15 @@ pub fn slot_tag(slot: u16) -> &'static str {
     &tags[slot as usize]
 }
 
-/// The marker of `flow` on the master whose first slot is `first_slot`.
-pub fn node_marker_key(first_slot: u16, flow: usize) -> Vec<u8> {
-    format!("{MARKER_PREFIX}{{{}}}:{flow}", slot_tag(first_slot)).into_bytes()
+/// Run `run`'s marker of `flow` on the master whose first slot is `first_slot` (the run name
+/// holds no braces, so the tag is the key's hashtag).
+pub fn node_marker_key(run: &str, first_slot: u16, flow: usize) -> Vec<u8> {
+    format!("{MARKER_PREFIX}{run}:{{{}}}:{flow}", slot_tag(first_slot)).into_bytes()
 }
 
-/// The done marker of `flow`'s cross-slot RENAMEs whose source is in `slot`.
-pub fn done_marker_key(slot: u16, flow: usize) -> Vec<u8> {
-    format!("{DONE_PREFIX}{{{}}}:{flow}", slot_tag(slot)).into_bytes()
+/// Run `run`'s done marker of `flow`'s cross-slot RENAMEs whose source is in `slot`.
+pub fn done_marker_key(run: &str, slot: u16, flow: usize) -> Vec<u8> {
+    format!("{MARKER_PREFIX}{run}:done:{{{}}}:{flow}", slot_tag(slot)).into_bytes()
 }
 
 /// What `CLUSTER NODES` says of the layout.
@@ -286,8 +289,8 @@ d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
     #[test]
     fn tags_hash_to_their_slots() {
         for s in [0u16, 1, 5460, 5461, 16383] {
-            assert_eq!(key_slot(&node_marker_key(s, 3)), s);
-            assert_eq!(key_slot(&done_marker_key(s, 0)), s);
+            assert_eq!(key_slot(&node_marker_key("run-1", s, 3)), s);
+            assert_eq!(key_slot(&done_marker_key("run-1", s, 0)), s);
         }
         assert!((0..SLOTS).all(|s| slot_tag(s).len() <= 6));
     }
@@ -312,7 +315,7 @@ d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
         let mut owner = vec![0u16; SLOTS as usize];
         owner[5461..=10922].fill(1);
         owner[10923..].fill(2);
-        let stamp = |f, l| Stamp { flow: f, replid: "id", flows: 2, next_lsn: l }.mark(Some(&layout.fingerprint)).encode();
+        let stamp = |f, l| Stamp { run: "r", flow: f, replid: "id", flows: 2, next_lsn: l }.mark(Some(&layout.fingerprint)).encode();
         Found {
             layout: layout.clone(),
             owner,
@@ -370,7 +373,7 @@ d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
         let mut f = found([[Some(5), Some(5)]; 3], &l);
         let src = format!("a{{{}}}", slot_tag(100));
         let dst = format!("b{{{}}}", slot_tag(9000));
-        f.done.push((done_marker_key(100, 0), b"5".to_vec()));
+        f.done.push((done_marker_key("r", 100, 0), b"5".to_vec()));
         let Resume::At(at) = decide(&f, "id", 2) else { panic!() };
         let skip = &at.skip.as_ref().unwrap()[0];
         let mut cmds = vec![Cmd::new(0, &[b"RENAME", src.as_bytes(), dst.as_bytes()])];

@@ -2,7 +2,7 @@
 //!
 //! The resume point lives **in the target**, written atomically with the writes it covers:
 //! on a standalone server every stable-sync pipeline of flow `i` runs as
-//! `MULTI ... EXEC` together with `SET df2redis:checkpoint:<i> "<marker>"` in db 0, so after any
+//! `MULTI ... EXEC` together with `SET df2redis:checkpoint:<run>:<i> "<marker>"` in db 0, so after any
 //! crash the marker says exactly which journal records the target holds. Many journal commands
 //! are not idempotent (INCR, LPUSH, APPEND, XADD): a resume point kept anywhere else (a local
 //! file written after the reply) is either behind the target (records applied twice) or ahead
@@ -17,9 +17,18 @@
 //!
 //! Marker keys are removed by `df2redis cleanup` once a migration is finished, and deleted at
 //! the start of every full sync (a stale marker must never pair with a new snapshot).
+//!
+//! Every key carries the run name ([`name`]) right after the prefix, so several runs (several
+//! masters) sharing one target never read, overwrite or delete each other's markers: a run
+//! reads, writes and deletes `df2redis:checkpoint:<run>:*` only. Names hold no `:`, `{`, `}`
+//! or glob characters, so that pattern matches no other run's keys and a cluster marker's
+//! hashtag is still its first `{...}`. Keys of the earlier unnamed format
+//! (`df2redis:checkpoint:<flow>`, `...:{<tag>}:<flow>`, `...:done:...`) are recognised
+//! ([`owner_of`]) and never resumed from: they cannot say which master they belong to.
 
 pub mod cluster;
 pub mod idempotent;
+pub mod name;
 
 use std::io::Write;
 use std::path::Path;
@@ -27,8 +36,50 @@ use std::path::Path;
 /// Every marker key starts with this (SCAN pattern: `df2redis:checkpoint:*`).
 pub const MARKER_PREFIX: &str = "df2redis:checkpoint:";
 
-pub fn marker_key(flow: usize) -> Vec<u8> {
-    format!("{MARKER_PREFIX}{flow}").into_bytes()
+/// The lease of a run name (see [`crate::lease`]): `df2redis:lease:<run>`.
+pub const LEASE_PREFIX: &str = "df2redis:lease:";
+
+/// The marker of `flow` of run `run` on a standalone server.
+pub fn marker_key(run: &str, flow: usize) -> Vec<u8> {
+    format!("{MARKER_PREFIX}{run}:{flow}").into_bytes()
+}
+
+/// SCAN pattern of every marker of run `run` (flow, node and done markers).
+pub fn run_pattern(run: &str) -> String {
+    format!("{MARKER_PREFIX}{run}:*")
+}
+
+/// Whether a target key is df2redis's own bookkeeping (a marker or a lease), not data.
+pub fn is_internal(key: &[u8]) -> bool {
+    key.starts_with(MARKER_PREFIX.as_bytes()) || key.starts_with(LEASE_PREFIX.as_bytes())
+}
+
+/// The run whose lease `key` is, if it is a lease.
+pub fn lease_owner(key: &[u8]) -> Option<String> {
+    key.strip_prefix(LEASE_PREFIX.as_bytes()).map(|n| String::from_utf8_lossy(n).into_owned())
+}
+
+/// Whose marker a key is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owner {
+    /// The unnamed format of earlier versions (one run per target).
+    Legacy,
+    /// A named run's.
+    Run(String),
+}
+
+/// Whose marker `key` is; `None` when it is not a marker key.
+pub fn owner_of(key: &[u8]) -> Option<Owner> {
+    let rest = key.strip_prefix(MARKER_PREFIX.as_bytes())?;
+    let rest = String::from_utf8_lossy(rest);
+    match rest.split_once(':') {
+        // `<flow>`: the unnamed standalone format.
+        None => Some(Owner::Legacy),
+        // `{<tag>}:<flow>` and `done:{<tag>}:<flow>`: the unnamed cluster format ("done" is
+        // not a valid run name for this reason).
+        Some((head, _)) if head.starts_with('{') || head == "done" => Some(Owner::Legacy),
+        Some((head, _)) => Some(Owner::Run(head.to_string())),
+    }
 }
 
 /// One flow's resume point, as stored in its marker.
@@ -45,6 +96,8 @@ pub struct Mark {
 /// `replid` (with `flows` flows) has applied every record before `next_lsn`.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp<'a> {
+    /// The run name the marker keys carry.
+    pub run: &'a str,
     pub flow: usize,
     pub replid: &'a str,
     pub flows: usize,
@@ -180,6 +233,19 @@ mod tests {
         assert!(matches!(decide(&[enc(5), None], &id, 2), Resume::Unusable(_)));
         assert!(matches!(decide(&[enc(5), enc(9)], "other", 2), Resume::Unusable(_)));
         assert!(matches!(decide(&[enc(5), enc(9), None], &id, 3), Resume::Unusable(_)));
+    }
+
+    #[test]
+    fn keys_name_their_run() {
+        assert_eq!(marker_key("a-1", 3), b"df2redis:checkpoint:a-1:3");
+        assert_eq!(owner_of(&marker_key("a-1", 3)), Some(Owner::Run("a-1".into())));
+        assert_eq!(owner_of(&cluster::node_marker_key("r", 100, 0)), Some(Owner::Run("r".into())));
+        assert_eq!(owner_of(&cluster::done_marker_key("r", 100, 0)), Some(Owner::Run("r".into())));
+        assert_eq!(owner_of(b"df2redis:checkpoint:7"), Some(Owner::Legacy));
+        assert_eq!(owner_of(b"df2redis:checkpoint:{12}:0"), Some(Owner::Legacy));
+        assert_eq!(owner_of(b"df2redis:checkpoint:done:{12}:0"), Some(Owner::Legacy));
+        assert_eq!(owner_of(b"user:key"), None);
+        assert!(is_internal(b"df2redis:lease:r") && !is_internal(b"df2redis:other"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod flow;
 mod gate;
 mod lag;
 mod limit;
+mod others;
 mod prepare;
 mod progress;
 mod report;
@@ -31,6 +32,12 @@ use crate::metrics::{self, Phase};
 
 /// Run sessions until one ends for good (see [`retry::run`]), with the start and the ending
 /// reported as phases of the process metrics; the sessions report the phases in between.
+/// The error of a run whose target cannot be reached before any session (as a session's
+/// first contact reports it), for what connects to the target first (the run's lease).
+pub fn cannot_reach_target(error: &str) -> String {
+    retry::first_contact(shared::Side::Target, error, Mode::Migrate)
+}
+
 pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     let m = metrics::global();
     m.set_phase(Phase::Connecting);

@@ -129,11 +129,11 @@ pub fn connect_target(cfg: &Config) -> Result<PreparedTarget, StartError> {
 /// before any thread starts: a failure here leaves nothing running.
 pub fn writer_conns(cfg: &Config, mut first: Target, writers: usize) -> Result<Vec<Target>, StartError> {
     let mut conns = Vec::with_capacity(writers);
-    first.name_writer()?;
+    first.name_writer(&cfg.name)?;
     conns.push(first);
     for _ in 1..writers {
         let mut t = Target::connect(&cfg.target.seeds, cfg.target.auth(), cfg.target.tls())?;
-        t.name_writer()?;
+        t.name_writer(&cfg.name)?;
         conns.push(t);
     }
     Ok(conns)

@@ -115,7 +115,7 @@ fn waits_for(cfg: &Config, mode: Mode, side: Side) -> bool {
 }
 
 /// The error of a run that ends because an end could not be reached at the start.
-fn first_contact(side: Side, error: &str, mode: Mode) -> String {
+pub(super) fn first_contact(side: Side, error: &str, mode: Mode) -> String {
     let (what, flag) = match side {
         Side::Source => ("the source", "--source"),
         Side::Target => ("the target", "--target"),

@@ -14,6 +14,7 @@ use super::report::MasterSize;
 use super::prepare::{self, unreachable, PreparedTarget, StartError};
 use super::shared::{Fault, Side};
 use super::wiring::{self, Input, Plan, Wired};
+use super::others;
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, OnResync};
 use crate::metrics::Phase;
@@ -166,28 +167,33 @@ fn open_full(cfg: &Config, info: &MasterInfo) -> Result<Vec<FlowConn>, StartErro
 
 impl Session {
     /// A full resync over a target an earlier run wrote: announce why, and apply the policy.
+    /// `--on-resync flush` deletes only this run's keys: the whole target when no other run
+    /// writes to it; with other runs there (their markers or leases), the keys this run's
+    /// `--include`/`--exclude` rules select, and without such rules it refuses (the keys of
+    /// this source cannot be told apart from theirs).
     fn prepare_full_resync(target: &mut Target, cfg: &Config, why: &str) -> Result<(), StartError> {
-        match cfg.on_resync {
-            OnResync::Flush if cfg.filter.is_active() && cfg.filter.on_flush == OnFlush::Stop => {
-                return Err(StartError::Failed(
-                    format!(
-                        "full resync: {why}; emptying the target first (--on-resync flush) would also delete keys the \
-                         filter never copied ({}), which may belong to others. Stopping. Choose --on-resync keep (write \
-                         over the target; keys deleted on the master meanwhile survive) or --on-flush flush (empty the \
-                         whole target all the same)",
-                        cfg.filter.describe()
-                    ),
-                    Fault::Fatal,
-                ));
-            }
-            OnResync::Flush => {
-                log::warn!("full resync: {why}; emptying the target first (--on-resync flush)");
-                target.flush_all().map_err(|e| format!("emptying the target for the full resync: {e}"))?;
-            }
-            OnResync::Keep => log::warn!(
-                "full resync: {why}; the target is kept (--on-resync keep): keys deleted on the master meanwhile survive"
-            ),
+        if cfg.on_resync == OnResync::Keep {
+            log::warn!("full resync: {why}; the target is kept (--on-resync keep): keys deleted on the master meanwhile survive");
+            return Ok(());
         }
+        let others = others::other_runs(target, &cfg.name).map_err(|e| format!("looking for other runs on the target: {e}"))?;
+        if !others.is_empty() {
+            return others::delete_own_keys(target, cfg, why, &others);
+        }
+        if cfg.filter.is_active() && cfg.filter.on_flush == OnFlush::Stop {
+            return Err(StartError::Failed(
+                format!(
+                    "full resync: {why}; emptying the target first (--on-resync flush) would also delete keys the \
+                     filter never copied ({}), which may belong to others. Stopping. Choose --on-resync keep (write \
+                     over the target; keys deleted on the master meanwhile survive) or --on-flush flush (empty the \
+                     whole target all the same)",
+                    cfg.filter.describe()
+                ),
+                Fault::Fatal,
+            ));
+        }
+        log::warn!("full resync: {why}; emptying the target first (--on-resync flush; no other run has markers or a lease there)");
+        target.flush_all().map_err(|e| format!("emptying the target for the full resync: {e}"))?;
         Ok(())
     }
 
@@ -295,7 +301,7 @@ impl Session {
         }
         // Before anything is read or written: an earlier writer's pipelines still queued on the
         // target would otherwise apply after the markers are read (or after a resync's flush).
-        match first_target.close_stale_writers()? {
+        match first_target.close_stale_writers(&cfg.name, false)? {
             Some(0) => {}
             Some(k) => log::info!(
                 "closed {k} connections an earlier writer left on the target (what they held unapplied is dropped; the \
@@ -307,7 +313,21 @@ impl Session {
                  wait a few seconds before restarting)"
             ),
         }
-        let mut resume = if markers { first_target.read_resume(&info.replid, n)? } else { Resume::Nothing };
+        let mut resume = if markers { first_target.read_resume(&cfg.name, &info.replid, n)? } else { Resume::Nothing };
+        // No markers under this name: a first run, or an upgrade from the unnamed format, whose
+        // markers cannot say which master they belong to (several runs may have shared the
+        // target by mistake): they are never resumed from, and go with this full sync.
+        let legacy = markers && resume == Resume::Nothing && others::has_legacy_markers(&mut first_target)?;
+        if legacy {
+            if let Some(k) = first_target.close_stale_writers(&cfg.name, true)?.filter(|&k| k > 0) {
+                log::info!("closed {k} connections an earlier df2redis version's writers left on the target");
+            }
+            resume = Resume::Unusable(
+                "the target holds checkpoint markers of an earlier df2redis version, without a run name \
+                 (df2redis:checkpoint:<flow>): they cannot say which master they belong to, so they are not resumed from"
+                    .into(),
+            );
+        }
         // A cluster resume: per flow, what each slot holds already (its nodes' markers differ).
         let skip = match &mut resume {
             Resume::At(at) => at.skip.take(),
@@ -341,7 +361,11 @@ impl Session {
         // only journal records, so whether the target is empty does not matter then.
         if !opening.resumes() {
             // A stale marker must never pair with a new snapshot.
-            first_target.delete_markers()?;
+            first_target.delete_markers(&cfg.name)?;
+            if legacy {
+                let k = first_target.delete_legacy_markers()?;
+                log::info!("deleted the {k} checkpoint markers of the earlier unnamed format");
+            }
         }
         // A resume continues where the target stands: whether it is empty does not matter.
         let fresh = !opening.resumes() && prepare::is_fresh(&mut first_target)?;

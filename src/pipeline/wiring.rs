@@ -204,7 +204,7 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
             done: done_tx.clone(),
             kicks: kicks_tx.clone(),
             recycle: recycle_tx.clone(),
-            markers: markers.clone().map(|id| (id, n)),
+            markers: markers.clone().map(|id| (cfg.name.clone(), id, n)),
             inflight: VecDeque::new(),
             sent_at: VecDeque::new(),
         };

@@ -40,8 +40,9 @@ pub struct Writer {
     pub done: crossbeam_channel::Sender<usize>,
     /// ACK kick per flow (bounded(1); a full channel means a kick is already pending).
     pub kicks: Vec<crossbeam_channel::Sender<()>>,
-    /// Checkpoint markers: the master's replid and flow count they carry (`None`: no markers).
-    pub markers: Option<(String, usize)>,
+    /// Checkpoint markers: the run name their keys carry, the master's replid and flow count
+    /// they hold (`None`: no markers).
+    pub markers: Option<(String, String, usize)>,
     /// Per flow: where applied batches go back to the reader for reuse.
     pub recycle: Vec<crossbeam_channel::Sender<Batch>>,
     /// Pipelines sent and not yet answered, oldest first.
@@ -169,8 +170,8 @@ impl Writer {
             self.sem.acquire();
         }
         let marks = match (&self.markers, b.checkpoint) {
-            (Some((replid, flows)), Some(next_lsn)) => Some(Marks {
-                stamp: Stamp { flow: b.flow, replid, flows: *flows, next_lsn },
+            (Some((run, replid, flows)), Some(next_lsn)) => Some(Marks {
+                stamp: Stamp { run, flow: b.flow, replid, flows: *flows, next_lsn },
                 unsafe_twice: &b.unsafe_twice,
                 lsns: &b.lsns,
             }),
@@ -261,8 +262,8 @@ impl Writer {
 
     /// Write one flow's marker on its own (after a global command), with nothing in flight.
     fn write_marker(&mut self, flow: usize, next_lsn: u64) -> Result<(), Failure> {
-        let Some((replid, flows)) = &self.markers else { return Ok(()) };
-        let marks = Marks { stamp: Stamp { flow, replid, flows: *flows, next_lsn }, unsafe_twice: &[], lsns: &[] };
+        let Some((run, replid, flows)) = &self.markers else { return Ok(()) };
+        let marks = Marks { stamp: Stamp { run, flow, replid, flows: *flows, next_lsn }, unsafe_twice: &[], lsns: &[] };
         self.conn.send_batch(&[], &[], Some(&marks)).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
     }
 

@@ -295,7 +295,7 @@ impl Cluster {
     }
 
     /// Every master's checkpoint markers for flows `0..flows`, with the layout now.
-    pub fn read_markers(&mut self, flows: usize) -> Result<ck::Found, TargetError> {
+    pub fn read_markers(&mut self, run: &str, flows: usize) -> Result<ck::Found, TargetError> {
         // The digest as the first slot's master sees it (as `refresh` takes it); the moving
         // slots from every master, since a node lists only its own.
         let first = self.owner[0] as usize;
@@ -319,9 +319,9 @@ impl Cluster {
             if let Some(first) = self.firsts.get(n).copied().flatten() {
                 let conn = &mut self.nodes[n].conn;
                 for (f, m) in marks.iter_mut().enumerate() {
-                    *m = get(conn, &ck::node_marker_key(first, f))?;
+                    *m = get(conn, &ck::node_marker_key(run, first, f))?;
                 }
-                for k in conn.keys_matching(format!("{}*", ck::DONE_PREFIX).as_bytes())? {
+                for k in conn.keys_matching(ck::done_pattern(run).as_bytes())? {
                     if let Some(v) = get(conn, &k)? {
                         done.push((k, v));
                     }
@@ -349,7 +349,7 @@ impl Cluster {
                     let before = marks.zip(lsn).map(|(m, l)| Stamp { next_lsn: l, ..m.stamp });
                     self.dispatch(cmds, std::mem::take(&mut routed), before)?;
                     self.recv(cmds)?;
-                    self.cross_slot(c, &reason, marks.zip(lsn).map(|(m, l)| (m.stamp.flow, l)))?;
+                    self.cross_slot(c, &reason, marks.zip(lsn).map(|(m, l)| (m.stamp.run, m.stamp.flow, l)))?;
                 }
             }
         }
@@ -441,7 +441,7 @@ impl Cluster {
         let mut markers = Vec::with_capacity(parts.len());
         for (n, part) in parts.iter_mut().enumerate() {
             let marker = match (stamp, self.firsts.get(n).copied().flatten()) {
-                (Some(st), Some(first)) => Some((ck::node_marker_key(first, st.flow), st.mark(Some(layout)).encode())),
+                (Some(st), Some(first)) => Some((ck::node_marker_key(st.run, first, st.flow), st.mark(Some(layout)).encode())),
                 _ => None,
             };
             if marker.is_none() && !part.script.is_empty() {
@@ -634,6 +634,19 @@ impl Cluster {
     }
 
     /// Run a keyed command on the master that owns its slot, following redirects.
+    /// Run one command about `key` on the master of its slot, following a redirect once.
+    pub fn query_key(&mut self, key: &[u8], args: &[&[u8]]) -> Result<Reply, TargetError> {
+        let slot = key_slot(key) as usize;
+        let r = self.nodes[self.owner[slot] as usize].conn.query_db0(args)?;
+        match r {
+            Reply::Error(e) if is_redirect(&e) => {
+                self.refresh()?;
+                self.nodes[self.owner[slot] as usize].conn.query_db0(args)
+            }
+            other => Ok(other),
+        }
+    }
+
     fn run(&mut self, c: &Cmd) -> Result<Reply, TargetError> {
         let slot = slot_of(&c.argv).unwrap_or(0);
         let n = self.owner[slot as usize] as usize;
@@ -652,9 +665,9 @@ impl Cluster {
 
     /// `RENAME`/`RENAMENX` across slots as DUMP + PTTL + RESTORE + DEL: the value and the TTL
     /// stay exact. Anything else that spans slots has no exact equivalent: stop.
-    /// With checkpoints (`done`: flow and LSN), the final DEL runs in one transaction with the
+    /// With checkpoints (`done`: run name, flow and LSN), the final DEL runs in one transaction with the
     /// flow's done marker for the source slot, so a resume knows whether the RENAME happened.
-    fn cross_slot(&mut self, c: &Cmd, reason: &str, done: Option<(usize, u64)>) -> Result<(), TargetError> {
+    fn cross_slot(&mut self, c: &Cmd, reason: &str, done: Option<(&str, usize, u64)>) -> Result<(), TargetError> {
         let name = c.argv.name_upper();
         let (Some(src), Some(dst)) = (c.argv.get(1), c.argv.get(2)) else {
             return Err(TargetError::Rejected { index: 0, command: c.describe(), error: reason.to_string(), more: 0 });
@@ -696,9 +709,9 @@ impl Cluster {
             None => {
                 self.run(&Cmd::new(0, &[b"DEL", &src]))?;
             }
-            Some((flow, lsn)) => {
+            Some((run, flow, lsn)) => {
                 let slot = key_slot(&src);
-                let (key, lsn) = (ck::done_marker_key(slot, flow), lsn.to_string());
+                let (key, lsn) = (ck::done_marker_key(run, slot, flow), lsn.to_string());
                 let tx = [
                     Cmd::new(0, &[b"MULTI"]),
                     Cmd::new(0, &[b"DEL", &src]),
@@ -739,7 +752,7 @@ impl Cluster {
     pub fn all_empty(&mut self) -> Result<bool, TargetError> {
         for addr in self.masters() {
             let n = self.node_index(&addr)?;
-            if !matches!(self.nodes[n].conn.query(&[b"DBSIZE"])?, Reply::Int(0)) {
+            if !self.nodes[n].conn.db0_holds_only_internal()? {
                 return Ok(false);
             }
         }

@@ -13,12 +13,10 @@ use std::collections::BTreeMap;
 pub use cluster::Cluster;
 pub use standalone::{Standalone, TargetError};
 
-use crate::checkpoint::Stamp;
+use crate::checkpoint::name::{writer_name, LEGACY_WRITER_NAME};
+use crate::checkpoint::{Owner, Stamp};
 use crate::replay::Cmd;
 use crate::tls::TlsClient;
-
-/// The connection name of a replicating writer (`CLIENT SETNAME`).
-pub const WRITER_NAME: &str = "df2redis-writer";
 
 /// A batch's checkpoint: what it says, and per command whether it is unsafe to apply twice
 /// ([`crate::checkpoint::idempotent`]) and its record's LSN (both for a cluster; empty
@@ -66,12 +64,13 @@ impl Target {
         Err(last.unwrap_or_else(|| TargetError::Io { addr: String::new(), error: std::io::Error::other("no target address given") }))
     }
 
-    /// Name this target's connections as a replicating writer's (see
+    /// Name this target's connections as a writer of run `run` (see
     /// [`close_stale_writers`](Self::close_stale_writers)).
-    pub fn name_writer(&mut self) -> Result<(), TargetError> {
+    pub fn name_writer(&mut self, run: &str) -> Result<(), TargetError> {
+        let name = writer_name(run);
         match self {
-            Target::Standalone(s) => s.set_name(WRITER_NAME),
-            Target::Cluster(c) => c.set_name(WRITER_NAME),
+            Target::Standalone(s) => s.set_name(&name),
+            Target::Cluster(c) => c.set_name(&name),
         }
     }
 
@@ -82,18 +81,36 @@ impl Target {
     /// session applies again. Closing the connection drops what was not run, so the markers
     /// read afterwards say exactly what the target holds. Returns how many were closed, `None`
     /// when the server does not allow it (an ACL without CLIENT LIST / CLIENT KILL).
-    pub fn close_stale_writers(&mut self) -> Result<Option<u64>, TargetError> {
-        match self {
-            Target::Standalone(s) => s.kill_named(WRITER_NAME),
-            Target::Cluster(c) => {
-                let mut total = Some(0);
-                c.on_every_master_conn(|s| {
-                    let n = s.kill_named(WRITER_NAME)?;
-                    total = total.zip(n).map(|(a, b)| a + b);
-                    Ok(0)
-                })?;
-                Ok(total)
+    ///
+    /// Only run `run`'s writers are closed: other runs' writers on the same target are theirs.
+    /// With `legacy`, the unnamed writers of an earlier version too (their markers were found).
+    pub fn close_stale_writers(&mut self, run: &str, legacy: bool) -> Result<Option<u64>, TargetError> {
+        let own = writer_name(run);
+        let names: Vec<&str> = if legacy { vec![own.as_str(), LEGACY_WRITER_NAME] } else { vec![own.as_str()] };
+        let mut total = Some(0);
+        let mut kill = |s: &mut Standalone| -> Result<u64, TargetError> {
+            for n in &names {
+                let k = s.kill_named(n)?;
+                total = total.zip(k).map(|(a, b)| a + b);
             }
+            Ok(0)
+        };
+        match self {
+            Target::Standalone(s) => {
+                kill(s)?;
+            }
+            Target::Cluster(c) => {
+                c.on_every_master_conn(kill)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Run one command about one key (db 0; on a cluster, on the master of its slot).
+    pub fn query_key(&mut self, key: &[u8], args: &[&[u8]]) -> Result<resp::Reply, TargetError> {
+        match self {
+            Target::Standalone(s) => s.query_db0(args),
+            Target::Cluster(c) => c.query_key(key, args),
         }
     }
 
@@ -124,11 +141,22 @@ impl Target {
         }
     }
 
-    /// Whether the target holds no key at all (every db of a server, every master of a cluster).
+    /// Whether the target holds no key but df2redis's own markers and leases (every db of a
+    /// server, every master of a cluster).
     pub fn is_empty(&mut self) -> Result<bool, TargetError> {
         match self {
             Target::Standalone(s) => match s.query(&[b"INFO", b"KEYSPACE"])? {
-                resp::Reply::Bulk(Some(info)) => Ok(!String::from_utf8_lossy(&info).lines().any(|l| l.starts_with("db"))),
+                resp::Reply::Bulk(Some(info)) => {
+                    let info = String::from_utf8_lossy(&info).into_owned();
+                    let dbs: Vec<&str> = info.lines().filter(|l| l.starts_with("db")).collect();
+                    if dbs.iter().any(|l| !l.starts_with("db0:")) {
+                        return Ok(false);
+                    }
+                    if dbs.is_empty() {
+                        return Ok(true);
+                    }
+                    s.db0_holds_only_internal()
+                }
                 _ => Ok(false),
             },
             Target::Cluster(c) => c.all_empty(),
@@ -159,7 +187,7 @@ impl Target {
     pub fn send_batch(&mut self, cmds: &[Cmd], hints: &[u16], marks: Option<&Marks>) -> Result<(), TargetError> {
         match self {
             Target::Standalone(s) => {
-                let m = marks.map(|m| (crate::checkpoint::marker_key(m.stamp.flow), m.stamp.mark(None).encode()));
+                let m = marks.map(|m| (crate::checkpoint::marker_key(m.stamp.run, m.stamp.flow), m.stamp.mark(None).encode()));
                 s.send_marked(cmds, m.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice())))
             }
             Target::Cluster(c) => c.send(cmds, hints, marks),
@@ -176,12 +204,13 @@ impl Target {
         }
     }
 
-    /// The checkpoint markers found in the target for flows `0..flows`, and what they allow.
-    pub fn read_resume(&mut self, replid: &str, flows: usize) -> Result<crate::checkpoint::Resume, TargetError> {
+    /// Run `run`'s checkpoint markers found in the target for flows `0..flows`, and what they
+    /// allow.
+    pub fn read_resume(&mut self, run: &str, replid: &str, flows: usize) -> Result<crate::checkpoint::Resume, TargetError> {
         match self {
             Target::Standalone(s) => {
                 let marks = (0..flows)
-                    .map(|i| match s.query_db0(&[b"GET", &crate::checkpoint::marker_key(i)])? {
+                    .map(|i| match s.query_db0(&[b"GET", &crate::checkpoint::marker_key(run, i)])? {
                         resp::Reply::Bulk(v) => Ok(v),
                         other => Err(TargetError::Io {
                             addr: s.addr().to_string(),
@@ -191,16 +220,106 @@ impl Target {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(crate::checkpoint::decide(&marks, replid, flows))
             }
-            Target::Cluster(c) => Ok(crate::checkpoint::cluster::decide(&c.read_markers(flows)?, replid, flows)),
+            Target::Cluster(c) => Ok(crate::checkpoint::cluster::decide(&c.read_markers(run, flows)?, replid, flows)),
         }
     }
 
-    /// Delete every checkpoint marker (db 0; every master of a cluster). Returns how many.
-    pub fn delete_markers(&mut self) -> Result<u64, TargetError> {
-        let pattern = format!("{}*", crate::checkpoint::MARKER_PREFIX);
+    /// Delete run `run`'s checkpoint markers (db 0; every master of a cluster). Returns how
+    /// many.
+    pub fn delete_markers(&mut self, run: &str) -> Result<u64, TargetError> {
+        self.delete_matching(&crate::checkpoint::run_pattern(run))
+    }
+
+    /// Delete the markers of the earlier unnamed format. Returns how many.
+    pub fn delete_legacy_markers(&mut self) -> Result<u64, TargetError> {
+        self.delete_where(&|k| crate::checkpoint::owner_of(k) == Some(Owner::Legacy))
+    }
+
+    /// Delete every df2redis key: every run's markers, the earlier format's, and the leases.
+    pub fn delete_all_internal(&mut self) -> Result<u64, TargetError> {
+        self.delete_where(&crate::checkpoint::is_internal)
+    }
+
+    fn delete_matching(&mut self, pattern: &str) -> Result<u64, TargetError> {
         match self {
             Target::Standalone(s) => s.delete_matching(pattern.as_bytes()),
             Target::Cluster(c) => c.on_every_master_conn(|s| s.delete_matching(pattern.as_bytes())),
+        }
+    }
+
+    fn delete_where(&mut self, pick: &dyn Fn(&[u8]) -> bool) -> Result<u64, TargetError> {
+        let all = |s: &mut Standalone| -> Result<u64, TargetError> {
+            let mut n = 0;
+            for k in s.keys_matching(b"df2redis:*")?.into_iter().filter(|k| pick(k)) {
+                if let resp::Reply::Int(d) = s.query_db0(&[b"DEL", &k])? {
+                    n += d as u64;
+                }
+            }
+            Ok(n)
+        };
+        match self {
+            Target::Standalone(s) => all(s),
+            Target::Cluster(c) => c.on_every_master_conn(all),
+        }
+    }
+
+    /// df2redis's own keys on the target (db 0; every master of a cluster): markers of every
+    /// run and format, and leases. One SCAN of the keyspace (MATCH `df2redis:*`).
+    pub fn internal_keys(&mut self) -> Result<Vec<Vec<u8>>, TargetError> {
+        let mut keys = Vec::new();
+        let mut scan = |s: &mut Standalone| -> Result<u64, TargetError> {
+            keys.extend(s.keys_matching(b"df2redis:*")?.into_iter().filter(|k| crate::checkpoint::is_internal(k)));
+            Ok(0)
+        };
+        match self {
+            Target::Standalone(s) => {
+                scan(s)?;
+            }
+            Target::Cluster(c) => {
+                c.on_every_master_conn(scan)?;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Who has checkpoint markers on the target: run names, and whether the earlier unnamed
+    /// format is there.
+    pub fn marker_owners(&mut self) -> Result<std::collections::BTreeSet<Owner>, TargetError> {
+        Ok(self.internal_keys()?.iter().filter_map(|k| crate::checkpoint::owner_of(k)).collect())
+    }
+
+    /// The run names whose lease is on the target.
+    pub fn lease_names(&mut self) -> Result<Vec<String>, TargetError> {
+        Ok(self.internal_keys()?.iter().filter_map(|k| crate::checkpoint::lease_owner(k)).collect())
+    }
+
+    /// Delete (UNLINK) the keys `pick` selects in the target dbs `dbs` (a cluster: db 0 of
+    /// every master), never df2redis's own keys. Returns how many.
+    pub fn unlink_where(&mut self, dbs: &[u32], pick: &dyn Fn(&[u8]) -> bool) -> Result<u64, TargetError> {
+        let pick = |k: &[u8]| !crate::checkpoint::is_internal(k) && pick(k);
+        match self {
+            Target::Standalone(s) => {
+                let mut n = 0;
+                for &db in dbs {
+                    n += s.unlink_where(db, &pick)?;
+                }
+                Ok(n)
+            }
+            Target::Cluster(c) => c.on_every_master_conn(|s| s.unlink_where(0, &pick)),
+        }
+    }
+
+    /// The dbs of a standalone target that hold keys (INFO KEYSPACE); `[0]` for a cluster.
+    pub fn dbs_with_keys(&mut self) -> Result<Vec<u32>, TargetError> {
+        match self {
+            Target::Standalone(s) => match s.query(&[b"INFO", b"KEYSPACE"])? {
+                resp::Reply::Bulk(Some(info)) => Ok(String::from_utf8_lossy(&info)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+                    .collect()),
+                _ => Ok(vec![0]),
+            },
+            Target::Cluster(_) => Ok(vec![0]),
         }
     }
 

@@ -252,6 +252,58 @@ impl Standalone {
         Ok(deleted)
     }
 
+    /// Delete the keys of db `db` that `pick` selects, walking the db with SCAN and sending
+    /// one `UNLINK` per key (a cluster node refuses multi-key commands across slots), a SCAN
+    /// page per pipeline; returns how many were deleted. For a full resync that must remove
+    /// only one source's keys.
+    pub fn unlink_where(&mut self, db: u32, pick: &dyn Fn(&[u8]) -> bool) -> Result<u64, TargetError> {
+        let mut cursor = b"0".to_vec();
+        let mut deleted = 0;
+        loop {
+            if self.db != db {
+                self.query(&[b"SELECT", db.to_string().as_bytes()])?;
+                self.db = db;
+            }
+            let reply = self.query(&[b"SCAN", &cursor, b"COUNT", b"1000"])?;
+            let resp::Reply::Array(Some(parts)) = reply else {
+                return Err(TargetError::Io { addr: self.addr.clone(), error: io::Error::other(format!("SCAN answered {reply:?}")) });
+            };
+            let mut parts = parts.into_iter();
+            let (Some(resp::Reply::Bulk(Some(next))), Some(resp::Reply::Array(Some(keys)))) = (parts.next(), parts.next()) else {
+                return Err(TargetError::Io { addr: self.addr.clone(), error: io::Error::other("SCAN answered an unexpected shape") });
+            };
+            let cmds: Vec<Cmd> = keys
+                .into_iter()
+                .filter_map(|k| if let resp::Reply::Bulk(Some(k)) = k { Some(k) } else { None })
+                .filter(|k| pick(k))
+                .map(|k| Cmd::new(db, &[b"UNLINK", &k]))
+                .collect();
+            if !cmds.is_empty() {
+                for r in self.apply_raw(cmds.iter())? {
+                    if let resp::Reply::Int(n) = r {
+                        deleted += n as u64;
+                    }
+                }
+            }
+            if next == b"0" {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Whether db 0 holds no key but df2redis's own (markers, leases): a target whose only key
+    /// is this run's lease is still empty for a full sync (no DEL before each entry).
+    pub fn db0_holds_only_internal(&mut self) -> Result<bool, TargetError> {
+        // Beyond a handful of keys it cannot be markers and leases alone.
+        const FEW: i64 = 64;
+        match self.query_db0(&[b"DBSIZE"])? {
+            resp::Reply::Int(0) => Ok(true),
+            resp::Reply::Int(n) if n <= FEW => Ok(self.keys_matching(b"*")?.iter().all(|k| crate::checkpoint::is_internal(k))),
+            _ => Ok(false),
+        }
+    }
+
     /// The keys of db 0 matching a SCAN `pattern`.
     pub fn keys_matching(&mut self, pattern: &[u8]) -> Result<Vec<Vec<u8>>, TargetError> {
         let mut cursor = b"0".to_vec();

@@ -247,7 +247,7 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// Every key of the cluster (db 0) but the checkpoint markers, read from the node that holds it. Each read is
+    /// Every key of the cluster (db 0) but the checkpoint markers and leases, read from the node that holds it. Each read is
     /// preceded by `ASKING`, so keys already migrated to the importing node of a half-migrated
     /// slot are read too. A key held by two nodes is a broken cluster: it panics.
     pub fn read_all(&self) -> Dataset {
@@ -256,8 +256,8 @@ impl RedisCluster {
         for i in 0..self.nodes.len() {
             let mut c = self.conn(i);
             for k in scan_keys(&mut c) {
-                if k.starts_with(df2redis::checkpoint::MARKER_PREFIX.as_bytes()) {
-                    continue; // replicate's checkpoint markers, not data
+                if df2redis::checkpoint::is_internal(&k) {
+                    continue; // replicate's checkpoint markers and lease, not data
                 }
                 if let Some(prev) = found_on.insert(k.clone(), i) {
                     panic!("key {:?} is held by nodes {prev} and {i}", String::from_utf8_lossy(&k));

@@ -312,13 +312,14 @@ pub fn scan_keys(c: &mut redis::Connection) -> BTreeSet<Vec<u8>> {
 }
 
 /// Every key of every db in the server (dbs 0..16), in the shared model, except df2redis's
-/// checkpoint markers (`df2redis:checkpoint:*`, db 0), which are not the master's data.
+/// checkpoint markers and leases (`df2redis:checkpoint:*`, `df2redis:lease:*`, db 0), which are
+/// not the master's data.
 pub fn read_all(c: &mut redis::Connection) -> Dataset {
     let mut ds = Dataset::new();
     for db in 0..16u32 {
         q::<()>(c, &[b"SELECT", db.to_string().as_bytes()]);
         for k in scan_keys(c) {
-            if db == 0 && k.starts_with(df2redis::checkpoint::MARKER_PREFIX.as_bytes()) {
+            if db == 0 && df2redis::checkpoint::is_internal(&k) {
                 continue;
             }
             if let Some(key) = read_key(c, &k, Mode::Plain) {

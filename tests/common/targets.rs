@@ -372,27 +372,35 @@ pub fn target_crash_resumes_from_its_checkpoints(kind: ServerKind, cluster: bool
 /// A writer that crashed or whose session ended can leave pipelines on the target that the
 /// server received and has not run yet (here held by CLIENT PAUSE); run after a new session
 /// read the markers, they would apply records twice. A new session closes such connections
-/// (named `df2redis-writer`, found in `CLIENT LIST`, whose format differs between versions)
-/// first: what they held is dropped.
+/// (named `df2redis-writer-<run name>`, found in `CLIENT LIST`, whose format differs between
+/// versions) first: what they held is dropped. Another run's writers are left alone.
 pub fn stale_writer_is_closed(kind: ServerKind) {
     use std::io::{Read, Write};
 
     let srv = RedisServer::start_kind(kind, &[]);
     let mut old = std::net::TcpStream::connect(srv.addr()).unwrap();
-    old.write_all(b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$15\r\ndf2redis-writer\r\n").unwrap();
-    let mut ok = [0u8; 5];
-    old.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"+OK\r\n");
+    let setname = |conn: &mut std::net::TcpStream, name: &str| {
+        conn.write_all(format!("*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n${}\r\n{name}\r\n", name.len()).as_bytes()).unwrap();
+        let mut ok = [0u8; 5];
+        conn.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+    };
+    setname(&mut old, &df2redis::checkpoint::name::writer_name("r1"));
+    let mut other = std::net::TcpStream::connect(srv.addr()).unwrap();
+    setname(&mut other, &df2redis::checkpoint::name::writer_name("r2"));
     let mut c = srv.conn();
     redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("WRITE").query::<()>(&mut c).unwrap();
     old.write_all(&b"*2\r\n$4\r\nINCR\r\n$3\r\nctr\r\n".repeat(100)).unwrap();
     // The first INCR waits for the pause to end (flag b: blocked), the rest behind it.
     assert!(poll(Duration::from_secs(10), || {
         let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
-        list.lines().any(|l| l.contains("name=df2redis-writer") && l.contains(" flags=b"))
+        list.lines().any(|l| l.contains("name=df2redis-writer-r1") && l.contains(" flags=b"))
     }));
     let mut t = df2redis::target::Target::connect(&[srv.addr()], None, None).unwrap();
-    assert_eq!(t.close_stale_writers().unwrap(), Some(1));
+    assert_eq!(t.close_stale_writers("r1", false).unwrap(), Some(1));
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(list.contains("name=df2redis-writer-r2"), "run r2's writer must stay open:\n{list}");
+    drop(other);
     redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut c).unwrap();
     // The old connection is closed: it answers nothing more (a live one would answer the
     // INCRs within the timeout).

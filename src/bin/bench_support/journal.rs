@@ -448,9 +448,10 @@ pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(S
 fn verify_all(emu: &Emulator, redis: &RedisServer) -> R<u64> {
     let data = emu.data().remove(&0).unwrap_or_default();
     let mut c = redis.conn()?;
-    // replicate keeps one checkpoint marker per flow in db 0; they are not the master's data.
-    let pattern = format!("{}*", df2redis::checkpoint::MARKER_PREFIX);
-    let markers: Vec<Vec<u8>> = redis::cmd("KEYS").arg(&pattern).query(&mut c).map_err(|e| format!("KEYS {pattern}: {e}"))?;
+    // replicate keeps one checkpoint marker per flow in db 0, and its lease; not the master's data.
+    let pattern = "df2redis:*";
+    let markers: Vec<Vec<u8>> = redis::cmd("KEYS").arg(pattern).query(&mut c).map_err(|e| format!("KEYS {pattern}: {e}"))?;
+    let markers: Vec<Vec<u8>> = markers.into_iter().filter(|k| df2redis::checkpoint::is_internal(k)).collect();
     let size = redis.dbsize()? - markers.len() as u64;
     if size != data.len() as u64 {
         return Err(format!("target DBSIZE {size} (without {} checkpoint markers), emulator has {} keys", markers.len(), data.len()));
