@@ -16,18 +16,6 @@ fn fixture(name: &str) -> Fixture {
     fixtures().into_iter().find(|f| f.name == name).unwrap()
 }
 
-/// Every db of `ds` merged into db 0 (keys are distinct across dbs in the captures).
-fn merged(ds: Dataset) -> Dataset {
-    let mut out = Dataset::new();
-    for (_, keys) in ds {
-        let db0 = out.entry(0).or_default();
-        for (k, v) in keys {
-            assert!(db0.insert(k, v).is_none(), "the capture has one key name in two dbs");
-        }
-    }
-    out
-}
-
 #[test]
 fn data_outside_db_0_without_a_mapping_stops_before_anything_is_written() {
     let fx = fixture("v1.40.1-default");

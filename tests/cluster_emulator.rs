@@ -11,20 +11,9 @@ use common::emulator_model::expected;
 use common::redis_cluster::RedisCluster;
 use common::run::{df2redis, text};
 use common::redis_server::{compare, now_ms, RedisServer};
-use common::Dataset;
+use common::merged;
 use df2redis::emulator::{datasets, Config, Emulator};
 use df2redis::target::slots::key_slot;
-
-fn merged(ds: Dataset) -> Dataset {
-    let mut out = Dataset::new();
-    for (_, keys) in ds {
-        let db0 = out.entry(0).or_default();
-        for (k, v) in keys {
-            assert!(db0.insert(k, v).is_none());
-        }
-    }
-    out
-}
 
 fn check(emu: &Emulator, cluster: &RedisCluster) -> usize {
     let exp = merged(expected(emu));

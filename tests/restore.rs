@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, read_all, RedisServer, ServerKind};
 use common::snapshots::{populate, save, unpack, without_v7_stream_meta};
-use common::{diff_val, drop_expired_members, member_ttls, parse_dataset, Dataset};
+use common::{diff_val, drop_expired_members, member_ttls, merged, parse_dataset, Dataset};
 use df2redis::protocol::Limits;
 use df2redis::source::files::{read_file, SnapshotSet};
 
@@ -53,15 +53,6 @@ fn assert_matches(label: &str, expected: &Dataset, actual: &Dataset, c: &mut red
     eprintln!("{label}: {compared} keys equal, {expired} expired and absent");
 }
 
-/// Every key of every db in `ds` moved to db 0 (a cluster target with --db-map N:0).
-fn merged(ds: &Dataset) -> Dataset {
-    let mut out = Dataset::new();
-    for keys in ds.values() {
-        out.entry(0).or_default().extend(keys.clone());
-    }
-    out
-}
-
 #[test]
 fn dragonfly_snapshot_files_restore_into_a_standalone_target() {
     for name in ["v1.40.1-types", "v1.40.1-bulk-zstd"] {
@@ -94,7 +85,7 @@ fn dragonfly_snapshot_files_restore_into_a_cluster() {
     let scratch = RedisServer::start(&[]);
     for name in ["v1.40.1-types", "v1.40.1-bulk-zstd"] {
         let u = unpack(name);
-        let expected = merged(&expected_now(&u));
+        let expected = merged(expected_now(&u));
         for from in [u.dir.0.join("snap-summary.dfs"), u.dir.0.join("snap.rdb")] {
             for node in 0..3 {
                 let _: () = redis::cmd("FLUSHALL").query(&mut cl.conn(node)).unwrap();

@@ -164,6 +164,19 @@ pub fn assert_decoded_equal(label: &str, decoded: &Dataset, expected: &Dataset, 
     (compared, df_only)
 }
 
+/// Every db of `ds` merged into db 0, as a cluster target holds them (`--db-map N:0`); the
+/// data sets the tests use have distinct key names across dbs, which this asserts.
+pub fn merged(ds: Dataset) -> Dataset {
+    let mut out = Dataset::new();
+    for (_, keys) in ds {
+        let db0 = out.entry(0).or_default();
+        for (k, v) in keys {
+            assert!(db0.insert(k, v).is_none(), "one key name in two dbs: merging would lose one");
+        }
+    }
+    out
+}
+
 /// The snapshot's creation time (AUX `ctime`, Unix seconds) of a decoded flow.
 pub fn ctime(items: &[Item]) -> u64 {
     items

@@ -81,7 +81,7 @@ impl Target {
     pub fn assert_holds_as(&self, emu: &Emulator, what: &str, log: &str, meta_not_held: bool) -> usize {
         let mut exp = expected(emu);
         if self.is_cluster() {
-            exp = merged(exp);
+            exp = super::merged(exp);
         }
         let not_judged: BTreeSet<(u32, Vec<u8>)> = exp
             .iter()
@@ -122,18 +122,6 @@ fn forget_stream_meta(ds: &mut Dataset) {
             }
         }
     }
-}
-
-/// Every key in db 0 (a cluster has no other db).
-pub fn merged(ds: Dataset) -> Dataset {
-    let mut out = Dataset::new();
-    for (_, keys) in ds {
-        let db0 = out.entry(0).or_default();
-        for (k, v) in keys {
-            assert!(db0.insert(k, v).is_none());
-        }
-    }
-    out
 }
 
 /// The summary's `altered: N x reason` lines.
