@@ -183,3 +183,46 @@ pub fn whole_values(restore: bool, server: &crate::target::server::ServerInfo) -
     }
     w
 }
+
+/// Redis Cluster has only db 0: a source db that holds keys, passes the filter and is not
+/// mapped to 0 is a usage error naming it, never merged in silence. `keyspace`: the source's
+/// keys per db.
+pub fn cluster_dbs(cfg: &Config, keyspace: &std::collections::BTreeMap<u32, u64>) -> Result<(), StartError> {
+    let unmapped: Vec<String> = keyspace
+        .iter()
+        .filter(|&(&db, &keys)| keys > 0 && cfg.filter.db_passes(db) && cfg.db_map.get(&db).copied().unwrap_or(db) != 0)
+        .map(|(db, keys)| format!("db {db} holds {keys} keys"))
+        .collect();
+    if !unmapped.is_empty() {
+        return Err(StartError::Usage(format!(
+            "the target is a Redis Cluster, which has only db 0, and on the master {}: map those dbs \
+             explicitly (--db-map, e.g. {}) to merge them into db 0",
+            unmapped.join(", "),
+            keyspace.keys().filter(|&&d| cfg.filter.db_passes(d)).map(|d| format!("{d}:0")).collect::<Vec<_>>().join(",")
+        )));
+    }
+    log::info!(
+        "target is a Redis Cluster; dbs written to db 0: {:?}",
+        keyspace.keys().filter(|&&d| cfg.filter.db_passes(d)).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Close the connections an earlier writer of this run left on the target, before anything is
+/// read or written: its pipelines still queued there would otherwise apply after the markers
+/// are read (or after a resync's flush).
+pub fn close_stale_writers(target: &mut Target, name: &str) -> Result<(), StartError> {
+    match target.close_stale_writers(name, false)? {
+        Some(0) => {}
+        Some(k) => log::info!(
+            "closed {k} connections an earlier writer left on the target (what they held unapplied is dropped; the \
+             checkpoints say what was applied)"
+        ),
+        None => log::warn!(
+            "the target does not allow CLIENT LIST / CLIENT KILL for this user: if an earlier run's connections still \
+             hold unapplied pipelines, they could apply after this run starts (grant +client|list and +client|kill, or \
+             wait a few seconds before restarting)"
+        ),
+    }
+    Ok(())
+}

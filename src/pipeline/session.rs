@@ -261,26 +261,7 @@ impl Session {
         let (mut master, info) =
             Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls()).map_err(|e| unreachable(Side::Source, e))?;
         if cluster {
-            // Redis Cluster has only db 0: data elsewhere must be mapped explicitly, never merged
-            // in silence.
-            let keyspace = master.keyspace()?;
-            let unmapped: Vec<String> = keyspace
-                .iter()
-                .filter(|&(&db, &keys)| keys > 0 && cfg.filter.db_passes(db) && cfg.db_map.get(&db).copied().unwrap_or(db) != 0)
-                .map(|(db, keys)| format!("db {db} holds {keys} keys"))
-                .collect();
-            if !unmapped.is_empty() {
-                return Err(StartError::Usage(format!(
-                    "the target is a Redis Cluster, which has only db 0, and on the master {}: map those dbs \
-                     explicitly (--db-map, e.g. {}) to merge them into db 0",
-                    unmapped.join(", "),
-                    keyspace.keys().filter(|&&d| cfg.filter.db_passes(d)).map(|d| format!("{d}:0")).collect::<Vec<_>>().join(",")
-                )));
-            }
-            log::info!(
-                "target is a Redis Cluster; dbs written to db 0: {:?}",
-                keyspace.keys().filter(|&&d| cfg.filter.db_passes(d)).collect::<Vec<_>>()
-            );
+            prepare::cluster_dbs(cfg, &master.keyspace()?)?;
         }
         log::info!(
             "master {} ({}): replid {}, session {}, {} flows, protocol version {}",
@@ -299,20 +280,7 @@ impl Session {
         if mode == Mode::Replicate && !cfg.checkpoints {
             log::warn!("--checkpoints off: no resume point is kept, so a restart or reconnect means a full resync");
         }
-        // Before anything is read or written: an earlier writer's pipelines still queued on the
-        // target would otherwise apply after the markers are read (or after a resync's flush).
-        match first_target.close_stale_writers(&cfg.name, false)? {
-            Some(0) => {}
-            Some(k) => log::info!(
-                "closed {k} connections an earlier writer left on the target (what they held unapplied is dropped; the \
-                 checkpoints say what was applied)"
-            ),
-            None => log::warn!(
-                "the target does not allow CLIENT LIST / CLIENT KILL for this user: if an earlier run's connections still \
-                 hold unapplied pipelines, they could apply after this run starts (grant +client|list and +client|kill, or \
-                 wait a few seconds before restarting)"
-            ),
-        }
+        prepare::close_stale_writers(&mut first_target, &cfg.name)?;
         let mut resume = if markers { first_target.read_resume(&cfg.name, &info.replid, n)? } else { Resume::Nothing };
         // No markers under this name: a first run, or an upgrade from the unnamed format, whose
         // markers cannot say which master they belong to (several runs may have shared the
