@@ -347,18 +347,10 @@ impl EntryParser {
     /// Where the element path starts reading a value of this entry's type (`Taken` for a
     /// type it does not know).
     fn element_state(&mut self) -> St {
-        match self.ty {
-            t::STRING | t::SET_INTSET | t::HASH_LISTPACK | t::ZSET_LISTPACK | t::JSON => St::Single,
-            t::LIST_ZIPLIST | t::HASH_ZIPLIST | t::ZSET_ZIPLIST | t::SET_LISTPACK => St::Single,
-            t::SET | t::HASH | t::ZSET_2 | t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => St::Count,
-            t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST | t::LIST => St::Count,
-            t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => {
-                self.stream_kind = self.ty;
-                St::Stream(StreamSt::Nodes(None))
-            }
-            t::SBF | t::SBF2 | t::CMS | t::TOPK | t::CUCKOO => St::Df(DfSt::Header),
-            _ => St::Taken,
+        if matches!(self.ty, t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3) {
+            self.stream_kind = self.ty;
         }
+        element_start(self.ty).unwrap_or(St::Taken)
     }
 
     /// Values stored as one RSTR.
@@ -900,26 +892,22 @@ fn stream_node(master: StreamId, lp: &[u8]) -> Result<Vec<StreamEntry>, String> 
     Ok(out)
 }
 
+/// Where the element path starts reading a value of type `ty`; `None` for a type the parser
+/// does not know. The one list of supported types: an entry prefix is checked against it too.
+fn element_start(ty: u8) -> Option<St> {
+    Some(match ty {
+        t::STRING | t::SET_INTSET | t::HASH_LISTPACK | t::ZSET_LISTPACK | t::JSON => St::Single,
+        t::LIST_ZIPLIST | t::HASH_ZIPLIST | t::ZSET_ZIPLIST | t::SET_LISTPACK => St::Single,
+        t::SET | t::HASH | t::ZSET_2 | t::HASH_WITH_EXPIRY | t::SET_WITH_EXPIRY => St::Count,
+        t::LIST_QUICKLIST_2 | t::LIST_QUICKLIST | t::LIST => St::Count,
+        t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => St::Stream(StreamSt::Nodes(None)),
+        t::SBF | t::SBF2 | t::CMS | t::TOPK | t::CUCKOO => St::Df(DfSt::Header),
+        _ => return None,
+    })
+}
+
 fn is_supported(ty: u8) -> bool {
-    matches!(
-        ty,
-        t::STRING
-            | t::SET
-            | t::HASH
-            | t::ZSET_2
-            | t::SET_INTSET
-            | t::STREAM_LISTPACKS
-            | t::HASH_LISTPACK
-            | t::ZSET_LISTPACK
-            | t::LIST_QUICKLIST_2
-            | t::LIST_ZIPLIST
-            | t::ZSET_ZIPLIST
-            | t::HASH_ZIPLIST
-            | t::LIST_QUICKLIST
-            | t::SET_LISTPACK
-            | t::STREAM_LISTPACKS_2
-            | t::STREAM_LISTPACKS_3
-    ) || t::is_dragonfly_only(ty)
+    element_start(ty).is_some()
 }
 
 fn unsupported_type(ty: u8) -> String {

@@ -822,6 +822,23 @@ mod tests {
         assert!(e.contains("JOURNAL_OFFSET 11 does not follow") && e.contains("3 journal blobs from LSN 7"), "{e}");
     }
 
+    /// A plain list (RDB type 1, written by Redis before quicklists) is read as a list in a
+    /// snapshot file, as it is in a DUMP payload.
+    #[test]
+    fn a_plain_list_in_a_file_is_a_list() {
+        use crate::protocol::rdb_type;
+        let mut s = b"REDIS0009".to_vec();
+        s.extend_from_slice(&[rdb_type::LIST, 1, b'l', 2, 1, b'a', 0xC0, 7]); // "a", int8 7
+        s.extend_from_slice(&[OP_EOF, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut d = FlowDecoder::file(Limits::default());
+        let mut out = Vec::new();
+        d.feed(&s, &mut out).unwrap();
+        d.finish().unwrap();
+        let v = out.iter().find_map(|i| if let Item::Value(v) = i { Some(v) } else { None }).unwrap();
+        assert_eq!(v.head.rdb_type, rdb_type::LIST_QUICKLIST_2);
+        assert_eq!(v.piece, crate::protocol::Piece::ListElems(vec![b"a".to_vec(), b"7".to_vec()]));
+    }
+
     #[test]
     fn v134_partial_rejects_snapshot_entries() {
         let mut s = b"REDIS0009".to_vec();

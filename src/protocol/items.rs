@@ -72,7 +72,7 @@ pub mod rdb_type {
     /// decoder sees one type per kind of value.
     pub fn normalized(t: u8) -> u8 {
         match t {
-            LIST_ZIPLIST | LIST_QUICKLIST => LIST_QUICKLIST_2,
+            LIST | LIST_ZIPLIST | LIST_QUICKLIST => LIST_QUICKLIST_2,
             ZSET_ZIPLIST => ZSET_LISTPACK,
             HASH_ZIPLIST => HASH_LISTPACK,
             SET_LISTPACK => SET,
