@@ -88,22 +88,23 @@ impl Target {
         let own = writer_name(run);
         let names: Vec<&str> = if legacy { vec![own.as_str(), LEGACY_WRITER_NAME] } else { vec![own.as_str()] };
         let mut total = Some(0);
-        let mut kill = |s: &mut Standalone| -> Result<u64, TargetError> {
+        let kill = |s: &mut Standalone| -> Result<u64, TargetError> {
             for n in &names {
                 let k = s.kill_named(n)?;
                 total = total.zip(k).map(|(a, b)| a + b);
             }
             Ok(0)
         };
-        match self {
-            Target::Standalone(s) => {
-                kill(s)?;
-            }
-            Target::Cluster(c) => {
-                c.on_every_master_conn(kill)?;
-            }
-        }
+        self.for_each_master(kill)?;
         Ok(total)
+    }
+
+    /// Run `f` on the server, or on every master of a cluster; its counts are added up.
+    fn for_each_master(&mut self, mut f: impl FnMut(&mut Standalone) -> Result<u64, TargetError>) -> Result<u64, TargetError> {
+        match self {
+            Target::Standalone(s) => f(s),
+            Target::Cluster(c) => c.on_every_master_conn(f),
+        }
     }
 
     /// Run one command about one key (db 0; on a cluster, on the master of its slot).
@@ -128,17 +129,12 @@ impl Target {
             let modules = s.query(&[b"MODULE", b"LIST"])?;
             server::ServerInfo::parse(&info, &modules).map_err(|e| info_error(s, e))
         }
-        match self {
-            Target::Standalone(s) => one(s),
-            Target::Cluster(c) => {
-                let mut all = Vec::new();
-                c.on_every_master_conn(|s| {
-                    all.push(one(s)?);
-                    Ok(0)
-                })?;
-                Ok(server::ServerInfo::least(&all).expect("a connected cluster has a master"))
-            }
-        }
+        let mut all = Vec::new();
+        self.for_each_master(|s| {
+            all.push(one(s)?);
+            Ok(0)
+        })?;
+        Ok(server::ServerInfo::least(&all).expect("a target has a server"))
     }
 
     /// Whether the target holds no key but df2redis's own markers and leases (every db of a
@@ -241,10 +237,7 @@ impl Target {
     }
 
     fn delete_matching(&mut self, pattern: &str) -> Result<u64, TargetError> {
-        match self {
-            Target::Standalone(s) => s.delete_matching(pattern.as_bytes()),
-            Target::Cluster(c) => c.on_every_master_conn(|s| s.delete_matching(pattern.as_bytes())),
-        }
+        self.for_each_master(|s| s.delete_matching(pattern.as_bytes()))
     }
 
     fn delete_where(&mut self, pick: &dyn Fn(&[u8]) -> bool) -> Result<u64, TargetError> {
@@ -257,28 +250,17 @@ impl Target {
             }
             Ok(n)
         };
-        match self {
-            Target::Standalone(s) => all(s),
-            Target::Cluster(c) => c.on_every_master_conn(all),
-        }
+        self.for_each_master(all)
     }
 
     /// df2redis's own keys on the target (db 0; every master of a cluster): markers of every
     /// run and format, and leases. One SCAN of the keyspace (MATCH `df2redis:*`).
     pub fn internal_keys(&mut self) -> Result<Vec<Vec<u8>>, TargetError> {
         let mut keys = Vec::new();
-        let mut scan = |s: &mut Standalone| -> Result<u64, TargetError> {
+        self.for_each_master(|s| {
             keys.extend(s.keys_matching(b"df2redis:*")?.into_iter().filter(|k| crate::checkpoint::is_internal(k)));
             Ok(0)
-        };
-        match self {
-            Target::Standalone(s) => {
-                scan(s)?;
-            }
-            Target::Cluster(c) => {
-                c.on_every_master_conn(scan)?;
-            }
-        }
+        })?;
         Ok(keys)
     }
 
