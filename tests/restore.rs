@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, read_all, RedisServer, ServerKind};
-use common::snapshots::{populate, save, unpack, without_v7_stream_meta};
+use common::snapshots::{eof_offset, populate, save, unpack, without_v7_stream_meta, write_file};
 use common::{diff_val, drop_expired_members, member_ttls, merged, parse_dataset, Dataset};
 use df2redis::protocol::Limits;
 use df2redis::source::files::{read_file, SnapshotSet};
@@ -187,12 +186,6 @@ fn rdb_files_written_by_redis_and_valkey_round_trip() {
     }
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
 #[test]
 fn bad_files_exit_1_naming_the_file_the_offset_and_what_was_expected() {
     let u = unpack("v1.40.1-bulk-zstd");
@@ -200,6 +193,7 @@ fn bad_files_exit_1_naming_the_file_the_offset_and_what_was_expected() {
     let target = format!("redis://{}", srv.addr());
     let rdb = std::fs::read(u.dir.0.join("snap.rdb")).unwrap();
     let dir = &u.dir.0;
+    let write = |name: &str, bytes: &[u8]| write_file(dir, name, bytes).display().to_string();
     let fails = |from: &str, want: &[&str]| {
         let out = restore(&["--from", from, "--target", &target]);
         let log = text(&out);
@@ -211,31 +205,31 @@ fn bad_files_exit_1_naming_the_file_the_offset_and_what_was_expected() {
         assert!(!log.contains("panicked"), "{log}");
     };
     // Truncated in the middle of the data.
-    let cut = write(dir, "cut.rdb", &rdb[..500_000]);
+    let cut = write("cut.rdb", &rdb[..500_000]);
     fails(&cut, &[&format!("error: {cut}: "), "the file ends too early (500000 bytes)", "stream ended; expected"]);
     // Not an RDB file.
-    let wrong = write(dir, "wrong.rdb", b"PK\x03\x04 a zip file, not a snapshot");
+    let wrong = write("wrong.rdb", b"PK\x03\x04 a zip file, not a snapshot");
     fails(&wrong, &[&format!(
         "error: {wrong}: byte offset 0: expected the RDB header (REDIS0009 ... REDIS0012), found 0x504B03042061207A69: not an RDB or Dragonfly snapshot file"
     )]);
     // A checksum that does not match the bytes (Dragonfly writes 0; a non-zero one is checked).
-    let end = 1_046_789; // the EOF opcode of this file (tests/snapshot_files.rs finds it)
+    let end = eof_offset(&dir.join("snap.rdb"));
     assert_eq!(rdb[end], 0xFF);
     let mut bad = rdb[..=end].to_vec();
     bad.extend_from_slice(&0x1234_5678_9abc_def0u64.to_le_bytes());
-    let sum = write(dir, "badsum.rdb", &bad);
+    let sum = write("badsum.rdb", &bad);
     fails(&sum, &[&format!("error: {sum}: byte offset {}: checksum mismatch: the file says 0x123456789abcdef0", end + 1)]);
     // An unknown opcode where an item must start.
     let mut op = rdb.clone();
     op[end] = 0xF1;
-    let unknown = write(dir, "unknown.rdb", &op);
+    let unknown = write("unknown.rdb", &op);
     fails(&unknown, &[&format!("error: {unknown}: byte offset {end}, reading opcode 0xF1: unknown opcode 0xF1 in the snapshot stream")]);
     // An unknown value type.
     let mut ty = rdb.clone();
     let first_entry = rdb.windows(2).position(|w| w == [0xFE, 0x00]).unwrap() + 2; // after SELECTDB 0
     let first_entry = first_entry + if rdb[first_entry] == 0xFB { 3 } else { 0 };
     ty[first_entry] = 29;
-    let badtype = write(dir, "type.rdb", &ty);
+    let badtype = write("type.rdb", &ty);
     fails(&badtype, &[&format!("error: {badtype}: "), "RDB value type 29 is not supported"]);
     // A shard file missing from the summary's set.
     std::fs::remove_file(dir.join("snap-0001.dfs")).unwrap();
@@ -251,4 +245,34 @@ fn bad_files_exit_1_naming_the_file_the_offset_and_what_was_expected() {
     // --from with --source is a usage error too.
     let out = restore(&["--from", &cut, "--source", "127.0.0.1:1", "--target", &target]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// Progress during a restore is the share of the files' bytes read, with an ETA (a line every
+/// --progress-secs without a terminal). Rate-capped and with a one-batch queue, so the files
+/// are still being read when the first line is due.
+#[test]
+fn a_restore_reports_progress_by_bytes_read() {
+    let u = unpack("v1.40.1-bulk-zstd");
+    let srv = RedisServer::start(&[]);
+    let out = restore(&[
+        "--from",
+        u.dir.0.to_str().unwrap(),
+        "--target",
+        &format!("redis://{}", srv.addr()),
+        "--progress-secs",
+        "1",
+        "--max-ops-per-s",
+        "20000",
+        "--channel-capacity",
+        "1",
+        "--batch-cmds",
+        "100",
+    ]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("full sync:") && l.contains("of the source's size") && l.contains("ETA"))
+        .unwrap_or_else(|| panic!("no progress line with a share of the files' size and an ETA: {log}"));
+    assert!(line.contains("0/2 flows complete"), "{line}");
 }

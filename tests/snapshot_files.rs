@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::redis_server::TempDir;
-use common::snapshots::{populate, save, snapshot_names, unpack, without_v7_stream_meta};
+use common::snapshots::{eof_offset, populate, save, snapshot_names, unpack, without_v7_stream_meta, write_file};
 use common::{assemble_snapshot, assert_decoded_equal, diff_val, parse_dataset};
 use df2redis::protocol::{Item, Limits};
 use df2redis::source::files::{read_file, FileEnd, SnapshotSet};
@@ -76,12 +76,6 @@ fn read_err(path: &Path) -> String {
     .to_string()
 }
 
-fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.0.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
 const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 
 #[test]
@@ -89,25 +83,20 @@ fn bad_files_are_named_with_the_offset_and_what_was_expected() {
     let u = unpack("v1.40.1-bulk-zstd");
     let rdb = std::fs::read(u.dir.0.join("snap.rdb")).unwrap();
     // Where the RDB data ends: EOF and an 8-byte zero checksum, then Dragonfly's padding.
-    let end = read_file(&u.dir.0.join("snap.rdb"), Limits::default(), |b| {
-        b.clear();
-        Ok(())
-    })
-    .unwrap();
-    let eof_at = (end.data_bytes - 9) as usize;
+    let eof_at = eof_offset(&u.dir.0.join("snap.rdb"));
     assert_eq!(rdb[eof_at], 0xFF);
     let out = TempDir::new("badfiles");
 
     // Truncated: in the body, and inside the checksum.
-    let p = write(&out, "cut.rdb", &rdb[..eof_at / 2]);
+    let p = write_file(&out.0, "cut.rdb", &rdb[..eof_at / 2]);
     let e = read_err(&p);
     assert!(e.starts_with(&format!("{}: ", p.display())) && e.contains("the file ends too early"), "{e}");
-    let p = write(&out, "cut-checksum.rdb", &rdb[..eof_at + 4]);
+    let p = write_file(&out.0, "cut-checksum.rdb", &rdb[..eof_at + 4]);
     let e = read_err(&p);
     assert!(e.contains("the file ends too early") && e.contains("the 8-byte checksum after EOF"), "{e}");
 
     // Not an RDB file at all.
-    let p = write(&out, "wrong.rdb", b"*1\r\n$4\r\nPING\r\n");
+    let p = write_file(&out.0, "wrong.rdb", b"*1\r\n$4\r\nPING\r\n");
     let e = read_err(&p);
     assert!(e.contains("byte offset 0") && e.contains("expected the RDB header"), "{e}");
 
@@ -115,7 +104,7 @@ fn bad_files_are_named_with_the_offset_and_what_was_expected() {
     let mut with_sum = rdb[..eof_at + 1].to_vec();
     let crc = CRC64.checksum(&with_sum);
     with_sum.extend_from_slice(&crc.to_le_bytes());
-    let p = write(&out, "sum.rdb", &with_sum);
+    let p = write_file(&out.0, "sum.rdb", &with_sum);
     let end = read_file(&p, Limits::default(), |b| {
         b.clear();
         Ok(())
@@ -124,26 +113,26 @@ fn bad_files_are_named_with_the_offset_and_what_was_expected() {
     assert!(end.checksum_verified && end.trailing == 0, "{end:?}");
     let mut bad_sum = with_sum.clone();
     bad_sum[eof_at + 1] ^= 0x01;
-    let p = write(&out, "badsum.rdb", &bad_sum);
+    let p = write_file(&out.0, "badsum.rdb", &bad_sum);
     let e = read_err(&p);
     assert!(e.contains(&format!("byte offset {}", eof_at + 1)) && e.contains("checksum mismatch"), "{e}");
     // A flipped data byte with the original checksum: mismatch too (or a decode error there).
     let mut flipped = with_sum.clone();
     flipped[eof_at - 3] ^= 0x40;
-    let e = read_err(&write(&out, "flipped.rdb", &flipped));
+    let e = read_err(&write_file(&out.0, "flipped.rdb", &flipped));
     assert!(e.contains("checksum mismatch") || e.contains("byte offset"), "{e}");
 
     // Bytes after the checksum that are not Dragonfly's block padding.
     let mut extra = with_sum.clone();
     extra.extend_from_slice(b"garbage");
-    let e = read_err(&write(&out, "extra.rdb", &extra));
+    let e = read_err(&write_file(&out.0, "extra.rdb", &extra));
     assert!(e.contains("7 bytes follow the checksum"), "{e}");
     eprintln!("extra: {e}");
 
     // An unknown opcode where an item starts (in place of EOF).
     let mut unknown = rdb.clone();
     unknown[eof_at] = 0xF1;
-    let e = read_err(&write(&out, "unknown.rdb", &unknown));
+    let e = read_err(&write_file(&out.0, "unknown.rdb", &unknown));
     assert!(e.contains(&format!("byte offset {eof_at}")), "{e}");
     eprintln!("unknown opcode: {e}");
 

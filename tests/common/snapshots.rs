@@ -1,7 +1,7 @@
 //! Snapshot files for the tests: the real Dragonfly snapshot fixtures unpacked into a temp
 //! folder, and data to make Redis and Valkey write their own RDB files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::redis_server::TempDir;
 use super::{fixtures_root, read_fixture, Dataset, Val};
@@ -33,6 +33,24 @@ pub fn snapshot_names() -> Vec<String> {
     v.sort();
     assert!(!v.is_empty());
     v
+}
+
+/// Write `bytes` as `dir/name` (a damaged copy of a file, for the bad-file tests).
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// The offset of a snapshot file's EOF opcode: its RDB data ends 9 bytes later (EOF and the
+/// 8-byte checksum), before any padding.
+pub fn eof_offset(path: &Path) -> usize {
+    let end = df2redis::source::files::read_file(path, df2redis::protocol::Limits::default(), |b| {
+        b.clear();
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (end.data_bytes - 9) as usize
 }
 
 /// Fill a server with every type in each encoding it has: small collections (ziplist or
