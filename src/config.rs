@@ -292,7 +292,14 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
                 name("source.addr")
             )))
         }
-        (None, _) => c.source = source_endpoint(raw)?,
+        (None, None) => {
+            return Err(ConfigError(format!(
+                "{} is required (for restore: {}, the snapshot files to read)",
+                name("source.addr"),
+                name("source.from")
+            )))
+        }
+        (None, Some(_)) => c.source = source_endpoint(raw)?,
     }
     c.name = match get("run.name") {
         Some(n) => {

@@ -242,6 +242,13 @@ fn bad_files_exit_1_naming_the_file_the_offset_and_what_was_expected() {
     let out = restore(&["--from", "/nonexistent/dump.rdb", "--target", &target]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--from /nonexistent/dump.rdb"), "{}", text(&out));
+    // Without --from (or with --source instead) it says what restore needs.
+    let out = restore(&["--target", &target]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("for restore: --from (file key source.from)"), "{}", text(&out));
+    let out = restore(&["--source", "127.0.0.1:1", "--target", &target]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("restore needs --from PATH"), "{}", text(&out));
     // --from with --source is a usage error too.
     let out = restore(&["--from", &cut, "--source", "127.0.0.1:1", "--target", &target]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
