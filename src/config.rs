@@ -73,7 +73,21 @@ pub enum OnReject {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The master of this session (with several sources, each session's config names its
+    /// own; credentials and TLS are shared by all).
     pub source: Endpoint,
+    /// Every source address given (`--source`, repeatable; `source.addr`, one line each).
+    pub sources: Vec<String>,
+    /// A source in Dragonfly cluster mode brings every master of its cluster (CLUSTER SLOTS).
+    pub discover: bool,
+    /// Which source of the run this session's is (0 with one source): metrics and pinning.
+    pub source_index: usize,
+    /// With several sources: this one's short label in thread names (`flow-<label>-<i>`).
+    pub source_label: Option<String>,
+    /// A Dragonfly cluster node: the hash slots it owned when the session started.
+    pub own_slots: Option<crate::source::cluster::SlotRanges>,
+    /// Several sources write to the target in this process (a resync never flushes it all).
+    pub multi_source: bool,
     /// The run name ([`crate::checkpoint::name`]): in the marker keys, the writers' connection
     /// name and the lease key, so runs sharing a target keep apart.
     pub name: String,
@@ -131,6 +145,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             source: Endpoint::default(),
+            sources: Vec::new(),
+            discover: true,
+            source_index: 0,
+            source_label: None,
+            own_slots: None,
+            multi_source: false,
             name: String::new(),
             from: None,
             target: Endpoint::default(),
@@ -169,7 +189,8 @@ pub type Raw = BTreeMap<String, String>;
 /// The keys a file may hold, with their flag, default and meaning (also the source of
 /// `config.ini.example`'s contents and of error messages).
 pub const KEYS: &[(&str, &str, &str)] = &[
-    ("source.addr", "--source", "Dragonfly master host:port (required, but for restore)"),
+    ("source.addr", "--source", "Dragonfly master host:port (required, but for restore); repeatable: several masters into one target"),
+    ("source.discover", "--discover", "on | off: a source in Dragonfly cluster mode brings every master of its cluster (on)"),
     ("source.from", "--from", "restore: a Dragonfly snapshot (its -summary.dfs file or folder) or an .rdb file"),
     ("source.user", "--source-user", "ACL user on the master (default: the default user)"),
     ("source.password", "--source-password", "password on the master (default: none)"),
@@ -217,7 +238,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
 
 /// Keys that may be given several times (in the file: one line each; as flags: repeated).
 /// Their values are kept in [`Raw`] joined by newlines, which an INI value cannot contain.
-pub const REPEATABLE: &[&str] = &["filter.include", "filter.exclude"];
+pub const REPEATABLE: &[&str] = &["filter.include", "filter.exclude", "source.addr"];
 
 fn flag_of(key: &str) -> &'static str {
     KEYS.iter().find(|k| k.0 == key).map_or("", |k| k.1)
@@ -299,7 +320,16 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
                 name("source.from")
             )))
         }
-        (None, Some(_)) => c.source = source_endpoint(raw)?,
+        (None, Some(_)) => {
+            c.source = source_endpoint(raw)?;
+            c.sources = get("source.addr").unwrap_or_default().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+            for (i, a) in c.sources.iter().enumerate() {
+                check_addr(a, "source.addr")?;
+                if c.sources[..i].contains(a) {
+                    return Err(ConfigError(format!("{}: {a} is given twice", name("source.addr"))));
+                }
+            }
+        }
     }
     c.name = match get("run.name") {
         Some(n) => {
@@ -364,6 +394,7 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
         Some("skip") => MemberTtlPolicy::Skip,
         _ => MemberTtlPolicy::DropTtl,
     };
+    c.discover = choice("source.discover", &["on", "off"])?.as_deref() != Some("off");
     c.on_resync = match choice("checkpoint.on_resync", &["flush", "keep"])?.as_deref() {
         Some("keep") => OnResync::Keep,
         _ => OnResync::Flush,
@@ -414,7 +445,9 @@ pub fn build(raw: &Raw) -> Result<Config, ConfigError> {
 /// The source's address, credentials and TLS (`source.*`).
 pub fn source_endpoint(raw: &Raw) -> Result<Endpoint, ConfigError> {
     let get = |k: &str| raw.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let addr = get("source.addr").ok_or_else(|| ConfigError(format!("{} is required", name("source.addr"))))?.to_string();
+    let addr = get("source.addr").ok_or_else(|| ConfigError(format!("{} is required", name("source.addr"))))?;
+    // Several sources: the first is this endpoint's address, the others share its settings.
+    let addr = addr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(addr).to_string();
     check_addr(&addr, "source.addr")?;
     let on = match get("source.tls").map(str::to_ascii_lowercase).as_deref() {
         None | Some("off") => false,

@@ -211,9 +211,13 @@ struct Endpoints {
     /// INI file with the same settings (keys documented in config.ini.example); flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Dragonfly master (for `check`, any Redis-protocol server), host:port.  [file: source.addr]
+    /// Dragonfly master (for `check`, any Redis-protocol server), host:port. Repeat it for
+    /// several masters into one target (a consolidation, or the nodes of a Dragonfly cluster):
+    /// one replication session per master, each with its own flows, checkpoints and resync.
+    /// A node in Dragonfly cluster mode brings every master of its cluster (--discover).
+    /// [file: source.addr, repeatable]
     #[arg(long, value_name = "HOST:PORT")]
-    source: Option<String>,
+    source: Vec<String>,
     /// ACL user on the master.  [file: source.user]
     #[arg(long, value_name = "USER")]
     source_user: Option<String>,
@@ -245,7 +249,7 @@ impl Endpoints {
     /// The settings of `--config FILE` (if given), overridden by these flags and `more`.
     fn raw(self, more: Vec<(&str, Option<String>)>) -> Result<Raw, config::ConfigError> {
         let mut flags = vec![
-            ("source.addr", self.source),
+            ("source.addr", (!self.source.is_empty()).then(|| self.source.join("\n"))),
             ("source.user", self.source_user),
             ("source.password", self.source_password),
             ("target.url", self.target),
@@ -277,6 +281,12 @@ struct ReplicateArgs {
 struct RunArgs {
     #[command(flatten)]
     endpoints: Endpoints,
+    /// on: a --source in Dragonfly cluster mode (--cluster_mode=yes) brings every master of its
+    /// cluster (CLUSTER SLOTS), each replicated by its own session, and each session knows the
+    /// hash slots its master owns (a resync of that master deletes only those slots' keys).
+    /// off: only the sources given.  [file: source.discover]
+    #[arg(long, value_name = "on|off")]
+    discover: Option<String>,
     /// Pin the flow threads (flow-0, flow-1, ...) round-robin to these CPUs, e.g. 0-3 or 0,2.
     /// [file: threads.pin_flows]
     #[arg(long, value_name = "CPULIST")]
@@ -574,6 +584,7 @@ impl RunArgs {
             ("checkpoint.file", self.checkpoint),
             ("checkpoint.on_resync", self.on_resync),
             ("run.name", self.name),
+            ("source.discover", self.discover),
             ("checkpoint.markers", self.checkpoints),
             ("retry.max_retries", self.max_retries),
             ("retry.deadline_secs", self.retry_deadline),

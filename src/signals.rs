@@ -12,6 +12,8 @@ const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
 /// Not a signal: the run lost its lease to another process ([`request_stop_lease_lost`]).
 const LEASE_LOST: i32 = -1;
+/// Not a signal: another source of a several-source run failed for good ([`request_stop_source_failed`]).
+const SOURCE_FAILED: i32 = -2;
 
 extern "C" fn on_signal(sig: i32) {
     RECEIVED.store(sig, Ordering::SeqCst);
@@ -37,6 +39,7 @@ pub fn received() -> Option<&'static str> {
         SIGINT => Some("SIGINT"),
         SIGTERM => Some("SIGTERM"),
         LEASE_LOST => Some("the loss of its lease (another process runs with the same --name)"),
+        SOURCE_FAILED => Some("the failure of another source of this run"),
         _ => Some("a signal"),
     }
 }
@@ -45,4 +48,10 @@ pub fn received() -> Option<&'static str> {
 /// and two writers under one name would corrupt each other's checkpoints.
 pub fn request_stop_lease_lost() {
     RECEIVED.store(LEASE_LOST, Ordering::SeqCst);
+}
+
+/// Stop every session of the run as a signal would: one of several sources failed for good,
+/// and the run ends with its error (the others stop cleanly, their checkpoints intact).
+pub fn request_stop_source_failed() {
+    let _ = RECEIVED.compare_exchange(0, SOURCE_FAILED, Ordering::SeqCst, Ordering::SeqCst);
 }

@@ -10,6 +10,11 @@
 //! only the pipeline latency histogram and the per-node write counts are pushed here by the
 //! writers (see [`Metrics::pipeline_latency`], [`Metrics::publish_node_writes`]).
 //!
+//! A run with several sources (several Dragonfly masters) has one session per source at a
+//! time: each attaches under its source's number, the report merges them (flows in source
+//! order), and the phase shown is the least advanced source's (the run is in full sync while
+//! any source is).
+//!
 //! Layout: `histogram` (lock-free buckets), `prom` (text exposition), `status` (JSON),
 //! `http` (the endpoint's thread, mio, HTTP/1.1).
 
@@ -160,6 +165,10 @@ struct WriterBoard {
     redirects: (u64, u64),
 }
 
+/// Writer boards numbered per source: source `k`'s writer `w` publishes as board
+/// `k * BOARDS_PER_SOURCE + w`.
+pub const BOARDS_PER_SOURCE: usize = 1024;
+
 /// How often a writer republishes its per-node counts (building them walks its nodes).
 const NODE_WRITES_EVERY: Duration = Duration::from_secs(1);
 /// The window of the ops/s and bytes/s figures.
@@ -282,10 +291,14 @@ pub struct Metrics {
     sessions_failed: AtomicU64,
     /// Round trip of every pipeline: from its send to the parsed reply of its last command.
     pub pipeline_latency: Histogram,
-    current: Mutex<Option<Arc<dyn SessionSource>>>,
+    /// The running session of each source, by source number.
+    current: Mutex<BTreeMap<usize, Arc<dyn SessionSource>>>,
+    /// Each source's phase, when several report one (see [`Metrics::set_source_phase`]).
+    source_phases: Mutex<BTreeMap<usize, Phase>>,
     /// The last snapshot of the last detached session (its full-sync figures stay visible).
     last: Mutex<Option<SessionSnapshot>>,
-    writers: Mutex<Vec<WriterBoard>>,
+    /// By board number: a source's writer `w` is `source * BOARDS_PER_SOURCE + w`.
+    writers: Mutex<BTreeMap<usize, WriterBoard>>,
     base: Mutex<Totals>,
     rates: Mutex<Rates>,
 }
@@ -312,9 +325,10 @@ impl Metrics {
             sessions: AtomicU64::new(0),
             sessions_failed: AtomicU64::new(0),
             pipeline_latency: Histogram::default(),
-            current: Mutex::new(None),
+            current: Mutex::new(BTreeMap::new()),
+            source_phases: Mutex::new(BTreeMap::new()),
             last: Mutex::new(None),
-            writers: Mutex::new(Vec::new()),
+            writers: Mutex::new(BTreeMap::new()),
             base: Mutex::new(Totals::default()),
             rates: Mutex::new(Rates::default()),
         }
@@ -324,7 +338,26 @@ impl Metrics {
         Phase::from_u8(self.phase.load(Relaxed))
     }
 
+    /// The phase of source `source` of the run: the process shows the least advanced
+    /// source's (with one source, this one's).
+    pub fn set_source_phase(&self, source: usize, p: Phase) {
+        let shown = {
+            let mut phases = self.source_phases.lock();
+            phases.insert(source, p);
+            phases.values().copied().min_by_key(|p| *p as u8).unwrap_or(p)
+        };
+        if shown != self.phase() {
+            self.store_phase(shown);
+        }
+    }
+
+    /// The whole run's phase (its start and its end).
     pub fn set_phase(&self, p: Phase) {
+        self.source_phases.lock().clear();
+        self.store_phase(p);
+    }
+
+    fn store_phase(&self, p: Phase) {
         let now = Instant::now();
         *self.phase_since.lock() = now;
         match p {
@@ -339,19 +372,33 @@ impl Metrics {
         log::debug!("phase: {}", p.name());
     }
 
-    /// A session starts reporting through `src`.
+    /// A session starts reporting through `src` (the only source's, or source 0's).
     pub fn attach(&self, src: Arc<dyn SessionSource>) {
+        self.attach_source(0, src)
+    }
+
+    /// Source `source`'s new session starts reporting through `src`.
+    pub fn attach_source(&self, source: usize, src: Arc<dyn SessionSource>) {
         self.sessions.fetch_add(1, Relaxed);
-        self.writers.lock().clear();
-        *self.current.lock() = Some(src);
+        self.writers.lock().retain(|b, _| b / BOARDS_PER_SOURCE != source);
+        self.current.lock().insert(source, src);
     }
 
     /// The session ended: its final figures become part of the process totals. Call it
     /// after its threads are joined, so that nothing changes afterwards.
     pub fn detach(&self) {
-        let Some(src) = self.current.lock().take() else { return };
+        self.detach_source(0)
+    }
+
+    /// Source `source`'s session ended (see [`detach`](Self::detach)).
+    pub fn detach_source(&self, source: usize) {
+        let Some(src) = self.current.lock().remove(&source) else { return };
         let last = src.snapshot();
-        let boards = std::mem::take(&mut *self.writers.lock());
+        let boards: Vec<WriterBoard> = {
+            let mut all = self.writers.lock();
+            let mine: Vec<usize> = all.keys().copied().filter(|b| b / BOARDS_PER_SOURCE == source).collect();
+            mine.into_iter().filter_map(|b| all.remove(&b)).collect()
+        };
         let mut base = self.base.lock();
         base.add_session(&last);
         for b in &boards {
@@ -362,15 +409,29 @@ impl Metrics {
         *self.last.lock() = Some(last);
     }
 
+    /// The running sessions' figures as one: flows in source order, counts added up.
+    fn current_snapshot(&self) -> Option<SessionSnapshot> {
+        let current: Vec<Arc<dyn SessionSource>> = self.current.lock().values().cloned().collect();
+        let mut it = current.iter().map(|s| s.snapshot());
+        let mut all = it.next()?;
+        for s in it {
+            all.flows.extend(s.flows);
+            all.master_keys = all.master_keys.zip(s.master_keys).map(|(a, b)| a + b);
+            all.master_used_memory = all.master_used_memory.zip(s.master_used_memory).map(|(a, b)| a + b);
+            add_map(&mut all.skipped, &s.skipped);
+            add_map(&mut all.altered, &s.altered);
+            all.expired_on_arrival += s.expired_on_arrival;
+            all.rejected += s.rejected;
+        }
+        Some(all)
+    }
+
     /// A writer's cumulative per-node write counts and redirects (MOVED, ASK) in the running
     /// session. `get` is only called when a publication is due (at most once a second per
     /// writer) or `force`d (at the writer's end).
     pub fn publish_node_writes(&self, writer: usize, force: bool, get: impl FnOnce() -> (BTreeMap<String, u64>, (u64, u64))) {
         let mut boards = self.writers.lock();
-        if boards.len() <= writer {
-            boards.resize_with(writer + 1, WriterBoard::default);
-        }
-        let b = &mut boards[writer];
+        let b = boards.entry(writer).or_default();
         if !force && b.published.is_some_and(|t| t.elapsed() < NODE_WRITES_EVERY) {
             return;
         }
@@ -383,7 +444,7 @@ impl Metrics {
     /// Read everything now.
     pub fn report(&self) -> Report {
         let now = Instant::now();
-        let session = self.current.lock().clone().map(|s| s.snapshot());
+        let session = self.current_snapshot();
         let phase = self.phase();
         let base = self.base.lock().clone();
         let mut r = Report {
@@ -415,7 +476,7 @@ impl Metrics {
             add_map(&mut r.altered, &s.altered);
             r.expired_on_arrival += s.expired_on_arrival;
             r.rejected += s.rejected;
-            for b in self.writers.lock().iter() {
+            for b in self.writers.lock().values() {
                 add_map(&mut r.node_writes, &b.node_writes);
                 r.redirects.0 += b.redirects.0;
                 r.redirects.1 += b.redirects.1;

@@ -173,6 +173,8 @@ pub struct FlowReader {
     pub classify: bool,
     /// A resume on a cluster: what each slot holds already ([`SlotSkip`]).
     pub skip: Option<Arc<SlotSkip>>,
+    /// A Dragonfly cluster node: the slots its master owned when the session started.
+    pub owned: Option<Arc<crate::source::cluster::SlotRanges>>,
 }
 
 const READ_BUFFER: usize = 1 << 20;
@@ -330,6 +332,13 @@ impl FlowReader {
                         "flow {i}: the master journaled {} during the full sync; Dragonfly restarts the sync in this \
                          case, and so does df2redis (a new session, a full resync).",
                         rec.argv.name_upper()
+                    )));
+                }
+                if let Some(why) = self.owned.as_ref().and_then(|o| super::slots::foreign(&rec.argv, o)) {
+                    // Nothing of this record or after it is applied; the markers stay before it.
+                    return Err(FlowError::transient(format!(
+                        "flow {i}: {why}. The session restarts: a master whose slots changed resyncs the slots it owns \
+                         then, after the previous owner's session has stopped"
                     )));
                 }
                 if let Some(l) = rec.lsn {

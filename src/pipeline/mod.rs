@@ -19,6 +19,8 @@ mod report;
 mod restore;
 mod retry;
 mod semaphore;
+mod slots;
+mod sources;
 pub mod session;
 mod shared;
 mod wiring;
@@ -44,7 +46,7 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     let out = match mode {
         // Files are not a connection that comes back: a failed restore is run again by hand.
         Mode::Restore => restore::run(cfg),
-        _ => retry::run(cfg, mode),
+        _ => sources::run(cfg, mode),
     };
     m.set_phase(if matches!(out, Outcome::Ok(_)) { Phase::Done } else { Phase::Failed });
     out

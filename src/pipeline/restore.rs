@@ -81,6 +81,7 @@ pub fn run(cfg: &Config) -> Outcome {
             target_version: version,
             limits: crate::protocol::Limits { whole, ..Default::default() },
             target_rdb: rdb,
+            owned: None,
         })?;
         Ok((pipe, json))
     })();

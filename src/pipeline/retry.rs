@@ -43,7 +43,7 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     loop {
         let outcome = session::run(cfg, mode, prior.as_deref());
         // Also after a start that failed half-way: the session's counters join the totals.
-        crate::metrics::global().detach();
+        crate::metrics::global().detach_source(cfg.source_index);
         let (error, summary) = match outcome {
             Outcome::Failed(e, s, Fault::Transient) if crate::signals::received().is_none() => (e, s),
             Outcome::Ok(s) => return Outcome::Ok(finish(total, s, started)),
@@ -97,7 +97,7 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
             return Outcome::Failed(format!("{sig} received while waiting to reconnect; the last session ended: {error}"), s, Fault::Fatal);
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        crate::metrics::global().set_phase(crate::metrics::Phase::Connecting);
+        crate::metrics::global().set_source_phase(cfg.source_index, crate::metrics::Phase::Connecting);
     }
 }
 

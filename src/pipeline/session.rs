@@ -15,6 +15,8 @@ use super::prepare::{self, unreachable, PreparedTarget, StartError};
 use super::shared::{Fault, Side};
 use super::wiring::{self, Input, Plan, Wired};
 use super::others;
+use super::slots;
+use crate::source::cluster::SlotRanges;
 use crate::checkpoint::{self, Resume};
 use crate::config::{Config, OnResync};
 use crate::metrics::Phase;
@@ -150,6 +152,11 @@ struct Session {
     /// was accepted.
     touched_target: bool,
     reached_stable: bool,
+    /// Which source of the run (metrics).
+    source_index: usize,
+    /// With several sources: this session's hold on its master's slots (see `slots::claim`),
+    /// released when the session ends.
+    _claim: Option<slots::Claim>,
 }
 
 /// Open every flow for a full sync (no LSN); each must answer FULL.
@@ -171,14 +178,17 @@ impl Session {
     /// writes to it; with other runs there (their markers or leases), the keys this run's
     /// `--include`/`--exclude` rules select, and without such rules it refuses (the keys of
     /// this source cannot be told apart from theirs).
-    fn prepare_full_resync(target: &mut Target, cfg: &Config, why: &str) -> Result<(), StartError> {
+    fn prepare_full_resync(target: &mut Target, cfg: &Config, owned: Option<&SlotRanges>, why: &str) -> Result<(), StartError> {
         if cfg.on_resync == OnResync::Keep {
             log::warn!("full resync: {why}; the target is kept (--on-resync keep): keys deleted on the master meanwhile survive");
             return Ok(());
         }
         let others = others::other_runs(target, &cfg.name).map_err(|e| format!("looking for other runs on the target: {e}"))?;
-        if !others.is_empty() {
-            return others::delete_own_keys(target, cfg, why, &others);
+        // A cluster node's keys are those of its slots; the other sources of this run may be
+        // in their full sync, without markers yet: never a flush then.
+        let partial_owner = owned.is_some_and(|s| !s.is_all());
+        if !others.is_empty() || cfg.multi_source || partial_owner {
+            return others::delete_own_keys(target, cfg, owned, why, &others);
         }
         if cfg.filter.is_active() && cfg.filter.on_flush == OnFlush::Stop {
             return Err(StartError::Failed(
@@ -206,6 +216,7 @@ impl Session {
         master: Master,
         info: MasterInfo,
         target: &mut Target,
+        owned: Option<&SlotRanges>,
         resume: Resume,
     ) -> Result<(Master, MasterInfo, Vec<FlowConn>, Opening), StartError> {
         let lsns = match resume {
@@ -214,7 +225,7 @@ impl Session {
                 return Ok((master, info, conns, Opening::Full));
             }
             Resume::Unusable(why) => {
-                Self::prepare_full_resync(target, cfg, &why)?;
+                Self::prepare_full_resync(target, cfg, owned, &why)?;
                 let conns = open_full(cfg, &info)?;
                 return Ok((master, info, conns, Opening::Full));
             }
@@ -241,7 +252,7 @@ impl Session {
             "{} of {n} flows must fully resync (the master's backlog no longer holds the records after the checkpoints)",
             n - partial
         );
-        Self::prepare_full_resync(target, cfg, &why)?;
+        Self::prepare_full_resync(target, cfg, owned, &why)?;
         if partial == 0 {
             // All FULL: the full sync continues in this session.
             return Ok((master, info, conns, Opening::Full));
@@ -254,10 +265,30 @@ impl Session {
         Ok((master, info, conns, Opening::Full))
     }
 
+    /// The slots the session's master (a cluster node) owns now.
+    fn own_slots(cfg: &Config) -> Result<SlotRanges, StartError> {
+        match crate::source::cluster::probe(&cfg.source) {
+            Ok(m) => m.own_slots().ok_or_else(|| {
+                StartError::Failed(format!("source {}: the node has left cluster mode (CLUSTER SLOTS is refused now)", cfg.source.addr), Fault::Fatal)
+            }),
+            Err(e) => Err(unreachable(Side::Source, e)),
+        }
+    }
+
     fn start(cfg: &Config, mode: Mode, prior: Option<&str>) -> Result<Session, StartError> {
         // The target first: no point in starting a snapshot nobody can write.
         let PreparedTarget { first: mut first_target, json, cluster, version, whole, rdb } = prepare::connect_target(cfg)?;
 
+        // A cluster node: the slots it owns now (they may have moved since the run started),
+        // claimed before anything is written (another session of this run may own them still).
+        let owned = match &cfg.own_slots {
+            None => None,
+            Some(_) => Some(Self::own_slots(cfg)?),
+        };
+        let claim = match &owned {
+            Some(o) if cfg.multi_source => Some(slots::claim(cfg, o)?),
+            _ => None,
+        };
         let (mut master, info) =
             Master::connect(&cfg.source.addr, cfg.source.auth(), cfg.source.tls()).map_err(|e| unreachable(Side::Source, e))?;
         if cluster {
@@ -301,6 +332,9 @@ impl Session {
             Resume::At(at) => at.skip.take(),
             _ => None,
         };
+        if let Some(o) = &owned {
+            resume = slots::check_resume(&mut first_target, &cfg.name, o, resume)?;
+        }
         if let (Resume::Nothing, Some(why)) = (&resume, prior) {
             resume = Resume::Unusable(format!("the previous session ended ({why}) with no checkpoint to resume from"));
         }
@@ -313,7 +347,7 @@ impl Session {
                 info.version
             ));
         }
-        let (mut master, info, conns, opening) = Self::open_flows(cfg, master, info, &mut first_target, resume)?;
+        let (mut master, info, conns, opening) = Self::open_flows(cfg, master, info, &mut first_target, owned.as_ref(), resume)?;
         let skip = skip.filter(|_| opening.resumes());
         if skip.is_some() {
             log::info!(
@@ -330,6 +364,9 @@ impl Session {
         if !opening.resumes() {
             // A stale marker must never pair with a new snapshot.
             first_target.delete_markers(&cfg.name)?;
+            if let (Some(o), true) = (&owned, markers) {
+                slots::record(&mut first_target, &cfg.name, o)?;
+            }
             if legacy {
                 let k = first_target.delete_legacy_markers()?;
                 log::info!("deleted the {k} checkpoint markers of the earlier unnamed format");
@@ -352,7 +389,7 @@ impl Session {
         for (i, conn) in conns.into_iter().enumerate() {
             let ack = conn.stream.try_clone().map_err(|e| format!("flow {i}: {e}"))?;
             inputs.push(Input {
-                thread: format!("flow-{i}"),
+                thread: wiring::thread_name("flow", cfg, i),
                 reader: Box::new(conn.stream),
                 leftover: conn.leftover,
                 token: conn.reply.token,
@@ -376,7 +413,11 @@ impl Session {
             target_version: version,
             limits: crate::protocol::Limits { whole, ..Default::default() },
             target_rdb: rdb,
+            owned: owned.clone().filter(|o| !o.is_all()).map(Arc::new),
         })?;
+        if let Some(c) = &claim {
+            c.attach(pipe.shared.clone());
+        }
         Ok(Session {
             mode,
             master,
@@ -390,6 +431,8 @@ impl Session {
             file_every: Duration::from_secs(cfg.progress_secs),
             touched_target: opening.resumes(),
             reached_stable: false,
+            source_index: cfg.source_index,
+            _claim: claim,
         })
     }
 
@@ -398,7 +441,7 @@ impl Session {
         if self.opening.sends_sync() {
             self.touched_target = true;
             // Before the command: the master starts streaming before it answers.
-            crate::metrics::global().set_phase(Phase::FullSync);
+            crate::metrics::global().set_source_phase(self.source_index, Phase::FullSync);
             self.master.sync(&self.info.sync_id).map_err(|e| e.to_string())?;
             if self.opening == Opening::PartialV134 {
                 log::info!("DFLY SYNC sent (v1.34 partial resume): each flow sends its missing records, then FULLSYNC_END");
@@ -423,7 +466,7 @@ impl Session {
         }
         self.master.start_stable(&self.info.sync_id).map_err(|e| e.to_string())?;
         self.reached_stable = true;
-        crate::metrics::global().set_phase(Phase::StableSync);
+        crate::metrics::global().set_source_phase(self.source_index, Phase::StableSync);
         log::info!("stable sync: applying the journal");
         let stop = self.pipe.shared.stop.receiver().clone();
         let mut done = 0;
@@ -456,7 +499,7 @@ impl Session {
     /// The one way out (protocol doc section 10): final ACKs, half-close the main connection
     /// so the master ends the session, read every flow to EOF (bounded), then join and close.
     fn shutdown(&mut self, started: Instant) -> Summary {
-        crate::metrics::global().set_phase(Phase::Stopping);
+        crate::metrics::global().set_source_phase(self.source_index, Phase::Stopping);
         let stopped_by = if self.pipe.shared.interrupted.load(Relaxed) { crate::signals::received() } else { None };
         self.pipe.shared.stop.stop();
         if !self.barrier_passed {

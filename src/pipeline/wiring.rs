@@ -71,6 +71,9 @@ pub struct Plan<'a> {
     pub limits: crate::protocol::Limits,
     /// The RDB version the target's RESTORE payloads declare.
     pub target_rdb: u16,
+    /// A Dragonfly cluster node owning only some slots: the slots it owned at the start (a
+    /// journal record outside them ends the session, see `slots`).
+    pub owned: Option<Arc<crate::source::cluster::SlotRanges>>,
 }
 
 /// The running threads and how to hear from them.
@@ -87,6 +90,15 @@ pub struct Wired {
     pub replayers: Vec<Arc<parking_lot::Mutex<ReplayStats>>>,
     /// Live flows' sockets, to close them if they do not end in time.
     pub sockets: Vec<crate::tls::Stream>,
+}
+
+/// `<what>-<i>`, or with several sources `<what>-<source label>-<i>` (what perf, gdb and
+/// the logs show; Linux keeps 15 bytes of a thread name, hence short labels).
+pub fn thread_name(what: &str, cfg: &Config, i: usize) -> String {
+    match &cfg.source_label {
+        Some(l) => format!("{what}-{l}-{i}"),
+        None => format!("{what}-{i}"),
+    }
 }
 
 pub fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
@@ -106,7 +118,7 @@ pub fn spawn(name: String, cpu: Option<usize>, f: impl FnOnce() + Send + 'static
 
 /// Start every thread of `plan`. Stream `i` goes to writer `i % writers`.
 pub fn wire(plan: Plan) -> Result<Wired, String> {
-    let Plan { cfg, mode, inputs, writers: conns_w, policy, fresh, cluster, markers, skip, barrier, size, target_version, limits, target_rdb } =
+    let Plan { cfg, mode, inputs, writers: conns_w, policy, fresh, cluster, markers, skip, barrier, size, target_version, limits, target_rdb, owned } =
         plan;
     let n = inputs.len();
     let nw = conns_w.len();
@@ -171,11 +183,13 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
             file,
             classify: cluster && markers.is_some(),
             skip: skip.as_ref().map(|s| s[i].clone()),
+            owned: owned.clone(),
         };
         if let Some(l) = start.resume_lsn() {
             shared.flows[i].applied_next_lsn.store(l, Relaxed);
         }
-        let cpu = cfg.pin_flows.as_ref().map(|l| l.cpu_for(i));
+        // With several sources, each source's flows start one CPU later in the list.
+        let cpu = cfg.pin_flows.as_ref().map(|l| l.cpu_for(i + cfg.source_index));
         w.readers.push(spawn(name, cpu, move || reader.run())?);
         if let (Some(sock), Some(barrier)) = (ack, &barrier) {
             w.sockets.push(sock.try_clone().map_err(|e| format!("flow {i}: {e}"))?);
@@ -189,12 +203,13 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
                 shared: shared.clone(),
                 start,
             };
-            w.ackers.push(spawn(format!("ack-{i}"), None, move || acker.run())?);
+            w.ackers.push(spawn(thread_name("ack", cfg, i), None, move || acker.run())?);
         }
     }
     for ((wi, flows), conn) in to_writers.into_iter().enumerate().zip(conns_w) {
         let writer = Writer {
             index: wi,
+            board: cfg.source_index * crate::metrics::BOARDS_PER_SOURCE + wi,
             flows,
             conn,
             shared: shared.clone(),
@@ -208,10 +223,10 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
             inflight: VecDeque::new(),
             sent_at: VecDeque::new(),
         };
-        let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(wi));
-        w.writers.push(spawn(format!("writer-{wi}"), cpu, move || writer.run())?);
+        let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(wi + cfg.source_index));
+        w.writers.push(spawn(thread_name("writer", cfg, wi), cpu, move || writer.run())?);
     }
-    crate::metrics::global().attach(Arc::new(SessionView { shared: shared.clone(), replay: w.replayers.clone(), master: size }));
+    crate::metrics::global().attach_source(cfg.source_index, Arc::new(SessionView { shared: shared.clone(), replay: w.replayers.clone(), master: size }));
     // Signals and progress.
     let sh = shared.clone();
     w.helpers.push(spawn("signals".into(), None, move || loop {

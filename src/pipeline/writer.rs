@@ -29,6 +29,8 @@ pub const PER_WRITER_INFLIGHT: usize = 4;
 
 pub struct Writer {
     pub index: usize,
+    /// Its metrics board: `source * BOARDS_PER_SOURCE + index`.
+    pub board: usize,
     /// (flow index, its queue)
     pub flows: Vec<(usize, Receiver<ToWriter>)>,
     pub conn: Target,
@@ -65,7 +67,7 @@ impl Writer {
         }
         self.shared.add_node_writes(&self.conn.node_writes(), self.conn.redirects());
         let conn = &self.conn;
-        crate::metrics::global().publish_node_writes(self.index, true, || (conn.node_writes(), conn.redirects()));
+        crate::metrics::global().publish_node_writes(self.board, true, || (conn.node_writes(), conn.redirects()));
         // Whatever is still in flight must not hold permits other writers wait for.
         while !self.inflight.is_empty() {
             self.inflight.pop_front();
@@ -276,7 +278,7 @@ impl Writer {
             m.pipeline_latency.record(t.elapsed());
         }
         let conn = &self.conn;
-        m.publish_node_writes(self.index, self.inflight.is_empty(), || (conn.node_writes(), conn.redirects()));
+        m.publish_node_writes(self.board, self.inflight.is_empty(), || (conn.node_writes(), conn.redirects()));
     }
 
     /// A rejected command is fatal (retrying would be rejected again); a lost connection is

@@ -1,6 +1,7 @@
 //! The Dragonfly side: sockets, the main (control) connection and the handshake; and snapshot
 //! files as a source of the same byte streams.
 
+pub mod cluster;
 pub mod files;
 mod handshake;
 pub mod release;
