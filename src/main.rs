@@ -145,7 +145,9 @@ enum Command {
     /// df2redis:checkpoint:<name>:<flow> in db 0, written atomically with each batch (on a
     /// cluster one per flow and master, df2redis:checkpoint:<name>:{<tag>}:<flow>, and done
     /// markers of cross-slot RENAMEs, df2redis:checkpoint:<name>:done:*), <name> being the
-    /// run's --name. They are not the master's data. Run this after the last `replicate` of
+    /// run's --name (a run with several masters: each master's under
+    /// df2redis:checkpoint:<name>+<host>-<port>:*, removed with the run's). They are not the
+    /// master's data. Run this after the last `replicate` of
     /// that run (a later run would then start with a full sync).
     ///
     /// Which run: --name, or the default name of --source; without either, the only run that
@@ -900,7 +902,11 @@ fn run_cleanup(raw: &Raw, which: Which) -> ExitCode {
     };
     let result = (|| -> Result<Result<String, String>, df2redis::target::TargetError> {
         let owners = t.marker_owners()?;
-        let runs: Vec<String> = owners.iter().filter_map(|o| if let Owner::Run(n) = o { Some(n.clone()) } else { None }).collect();
+        // A run with several masters keeps each master's markers under `<run>+<host>-<port>`.
+        let per_master: Vec<String> = owners.iter().filter_map(|o| if let Owner::Run(n) = o { Some(n.clone()) } else { None }).collect();
+        let mut runs: Vec<String> = per_master.iter().map(|n| n.split('+').next().unwrap_or(n).to_string()).collect();
+        runs.sort();
+        runs.dedup();
         let legacy = owners.contains(&Owner::Legacy);
         // A run still running must not lose its markers under its feet.
         let live = |t: &mut df2redis::target::Target, n: &str| -> Result<Option<String>, df2redis::target::TargetError> {
@@ -936,9 +942,12 @@ fn run_cleanup(raw: &Raw, which: Which) -> ExitCode {
                 return Ok(Err(format!("run {name:?} is running ({h}): stop it before removing its checkpoints")));
             }
             removed += t.delete_markers(&name)?;
+            for m in per_master.iter().filter(|m| m.strip_prefix(name.as_str()).is_some_and(|r| r.starts_with('+'))) {
+                removed += t.delete_markers(m)?;
+            }
             let lease = df2redis::lease::lease_key(&name);
             t.query_key(&lease, &[b"DEL", &lease])?;
-            what.push(format!("of run {name:?} ({})", run_pattern(&name)));
+            what.push(format!("of run {name:?} ({}, and {} of its masters)", run_pattern(&name), run_pattern(&format!("{name}+*"))));
         }
         if legacy {
             removed += t.delete_legacy_markers()?;
