@@ -94,7 +94,8 @@ struct Args {
     smoke: bool,
     /// Run only these parts (comma-separated): small, hashes, zsets, lists20, sets, lists, big,
     /// rss (small at --rss-factor times its size), journal, cluster (small and the 20-element
-    /// collections into a 3-master cluster).
+    /// collections into a 3-master cluster), multi (small/2 keys from 2 masters in one run
+    /// into a 3-master cluster, against one master with the same keys).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<Part>>,
     /// Keys of `small` (16-byte keys, 32-byte values) [default: 2000000; smoke 20000].
@@ -210,6 +211,7 @@ enum Part {
     Rss,
     Journal,
     Cluster,
+    Multi,
 }
 
 /// Sizes and settings after --smoke and the explicit flags.
@@ -247,6 +249,7 @@ impl Plan {
                     Part::Rss,
                     Part::Journal,
                     Part::Cluster,
+                    Part::Multi,
                 ]
             }),
             small: pick(a.small_keys, 2_000_000, 20_000),
@@ -286,6 +289,8 @@ enum Source<'a> {
     Master(&'a Emulator),
     /// `restore` of a snapshot file.
     File(&'a Path),
+    /// One `migrate` from several emulators (`--source` repeated).
+    Masters(&'a [&'a Emulator]),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -486,6 +491,13 @@ impl Bench {
                 cmd.args(["restore", "--from"]).arg(path);
                 "restore"
             }
+            Source::Masters(emus) => {
+                cmd.arg("migrate");
+                for e in emus {
+                    cmd.args(["--source", &e.addr().to_string()]);
+                }
+                "migrate"
+            }
         };
         cmd.args(["--target", &target.url()]).args(&self.args.df2redis_args);
         let (r0, e0, s0) = (target.cpu_s(), sys::self_cpu_s(), sys::system_busy_s());
@@ -519,7 +531,12 @@ impl Bench {
             ));
         }
         target.verify(ds).map_err(|e| format!("{label}: WRONG COPY: {e}"))?;
-        if let Source::Master(emu) = source {
+        let emus = match source {
+            Source::Master(emu) => vec![emu],
+            Source::Masters(emus) => emus.to_vec(),
+            Source::File(_) => Vec::new(),
+        };
+        for emu in emus {
             let v = emu.violations();
             if !v.is_empty() {
                 return Err(format!("{label}: the emulator saw protocol violations: {v:?}"));
@@ -721,6 +738,44 @@ impl Bench {
         Ok(())
     }
 
+    /// Two masters in one run into a 3-master cluster, against one master holding the same
+    /// keys: the keys of `small` (half its size) dealt alternately to two emulators.
+    fn multi_source(&mut self) -> R<()> {
+        if !self.plan.has(Part::Multi) {
+            return Ok(());
+        }
+        say("== multi_source");
+        let spec = self.spec("multi", Kind::Small, (self.plan.small / 2).max(1000), 32);
+        let (one, ds) = self.prepare(&spec, false)?;
+        let (a, b) = (self.emulator()?, self.emulator()?);
+        for (i, (key, entry)) in one.data().remove(&0).unwrap_or_default().into_iter().enumerate() {
+            if i % 2 == 0 { &a } else { &b }.load(0, &key, entry);
+        }
+        let t = Instant::now();
+        let body = a.pre_encode() + b.pre_encode();
+        say(format!("multi: dealt {} keys to 2 masters, pre-encoded {:.1} MB in {:.1} s", ds.keys, mb(body), t.elapsed().as_secs_f64()));
+        let c = Cluster::start(&self.args.redis_server, &self.args.redis_cli, &self.dir, 3)?;
+        let ct = Target::Cluster(&c);
+        let (mut singles, mut multis) = (Vec::new(), Vec::new());
+        for _ in 0..self.plan.repeat {
+            singles.push(self.migrate(&one, &ct, &ds, "multi_single")?);
+            multis.push(self.copy(Source::Masters(&[&a, &b]), &ct, &ds, "multi_two_masters")?);
+        }
+        let (s, m) = (median_migrate(singles), median_migrate(multis));
+        for (name, r) in [("multi_single", s), ("multi_two_masters", m)] {
+            self.rows.push(Row { name: name.into(), keys: ds.keys, payload: ds.payload, migrate: r, pipe: None, restore_pipe: None, restore_file: None });
+        }
+        for e in [&one, &a, &b] {
+            self.max_stall_ms = self.max_stall_ms.max(e.max_stall_ms());
+        }
+        c.flushall()?;
+        c.stop();
+        for e in [one, a, b] {
+            e.stop();
+        }
+        Ok(())
+    }
+
     fn rss_dataset(&mut self, redis: &RedisServer) -> R<()> {
         if !self.plan.has(Part::Rss) {
             return Ok(());
@@ -846,6 +901,7 @@ impl Bench {
                 self.snapshot_dataset(&redis, s, part)?;
             }
             self.rss_dataset(&redis)?;
+            self.multi_source()?;
             self.journal(&redis)
         })();
         redis.stop();
@@ -1078,6 +1134,10 @@ impl Bench {
             figure("cluster_pipe_keys_per_s", format!("{pk:.0}"));
             figure("cluster_fullsync_vs_pipe", format!("{:.3}", f / pk));
         }
+        if let (Some(s), Some(m)) = (rows.get("multi_single"), rows.get("multi_two_masters")) {
+            // Keys per second from two masters in one run over one master with the same keys.
+            figure("multi_source_vs_single", format!("{:.3}", s.2.wall / m.2.wall));
+        }
         if let Some((on, off)) = self.cluster_catchup {
             figure("cluster_journal_catchup_ops_per_s", format!("{on:.0}"));
             figure("cluster_journal_catchup_nocheckpoints_ops_per_s", format!("{off:.0}"));
@@ -1105,6 +1165,7 @@ impl Bench {
         }
         targets.extend([
             ("rss_growth".to_string(), "<=", 1.2),
+            ("multi_source_vs_single".to_string(), ">=", 0.9),
             ("journal_vs_mix_pipe".to_string(), ">=", 0.8),
             ("checkpoint_cost".to_string(), "<=", 0.10),
             ("cluster_checkpoint_cost".to_string(), "<=", 0.10),
