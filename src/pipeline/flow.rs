@@ -315,7 +315,13 @@ impl FlowReader {
                     st.keys.fetch_add(1, Relaxed);
                 }
                 batch.bytes += v.wire_bytes as usize;
-                self.replayer.value(&v, &mut batch.cmds);
+                if self.owned.as_ref().is_some_and(|o| !o.contains(crate::target::slots::key_slot(&v.head.key))) {
+                    // A key being migrated into this master: until the layout says it owns the
+                    // slot, the old owner's session writes it (this snapshot's copy may be older).
+                    self.replayer.skip_value(&v, super::slots::NOT_OWNED);
+                } else {
+                    self.replayer.value(&v, &mut batch.cmds);
+                }
                 if self.slot_hints {
                     // Every command a snapshot entry becomes is about its key.
                     batch.slots.resize(batch.cmds.len(), crate::target::slots::key_slot(&v.head.key));

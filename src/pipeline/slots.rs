@@ -1,14 +1,20 @@
 //! Hash slots of a Dragonfly cluster node as a source: which the session's master owns, what
 //! its resume point assumed, and what a slot migration does to the sessions of one run.
 //!
-//! What Dragonfly does during a slot migration (docs/protocol, "Cluster mode"): the new owner
-//! receives the slots' keys while the old owner still serves them; at the end the old owner's
-//! journal carries `DFLYCLUSTER FLUSHSLOTS <ranges>`. Two sessions then write the same keys to
-//! the target, each in its own master's order, and nothing orders the old owner's last writes
-//! against the new owner's first ones. So df2redis does not try to interleave them:
+//! What Dragonfly v1.40 does during a slot migration (docs/protocol/dragonfly-cluster.md,
+//! section C, read from its `cluster/` sources): the new owner executes the copied keys and
+//! the forwarded writes as ordinary commands, so they are in *its* replication journal while
+//! the old owner still owns and journals the slots; `CLUSTER SLOTS` keeps showing the pushed
+//! layout until the controller commits the new one, and then the old owner flushes the slots
+//! and journals one `DFLYCLUSTER FLUSHSLOTS <start> <end>...` record per flow. The layout
+//! change itself is never journaled. Two sessions would then write the same keys to the
+//! target, each in its own master's order, and nothing orders the old owner's last writes
+//! against the new owner's first ones (and applying FLUSHSLOTS would delete the migrated
+//! keys). So df2redis does not try to interleave them:
 //!
 //! - a journal record for a key outside the slots the master owned when the session started,
-//!   or a `FLUSHSLOTS` record, ends that session (a transient fault: it restarts);
+//!   or a `FLUSHSLOTS` record, ends that session (a transient fault: it restarts); snapshot
+//!   keys outside them are left out (counted);
 //! - a session records its master's slots next to its checkpoints
 //!   (`df2redis:checkpoint:<run>:slots`); a restart that finds them changed is a full resync of
 //!   that master, which deletes only the keys of the slots it owns now;
@@ -36,6 +42,9 @@ use crate::target::keyspec;
 use crate::target::resp::Reply;
 use crate::target::slots::key_slot;
 use crate::target::Target;
+
+/// The skip reason of a snapshot key in a slot its master did not own at the session's start.
+pub const NOT_OWNED: &str = "snapshot key in a slot its master does not own yet (a slot migration into it in progress)";
 
 /// The key holding the slots run `run`'s master owned when its checkpoints began.
 pub fn slots_key(run: &str) -> Vec<u8> {

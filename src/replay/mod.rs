@@ -315,6 +315,11 @@ impl Replayer {
         self.map_dbs(&mut out[from..]);
     }
 
+    /// Leave a snapshot value out, counted by `reason` (once per key, at its first piece).
+    pub fn skip_value(&mut self, v: &ValuePiece, reason: &'static str) {
+        *self.stats.skipped.entry(reason).or_default() += v.first as u64;
+    }
+
     /// Commands for one journal record, appended to `out`.
     pub fn record(&mut self, r: &JournalRecord, out: &mut Vec<Cmd>) -> Result<RecordClass, ReplayError> {
         self.record_owned(r.clone(), out)
