@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use df2redis::emulator::{datasets, Compression, Config, Dialect, Emulator, TlsServerFiles};
+use df2redis::emulator::{cluster, datasets, Compression, Config, Dialect, Emulator, TlsServerFiles};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,6 +93,22 @@ struct Args {
     /// default because a background job in a script gets /dev/null as stdin.
     #[arg(long)]
     exit_on_stdin_eof: bool,
+    /// Run as a node of a Dragonfly cluster (`--cluster_mode=yes`): answer CLUSTER SHARDS,
+    /// SLOTS, NODES, INFO, MYID as Dragonfly v1.40.1 does, refuse keys of other nodes' slots
+    /// with MOVED, only db 0. Implied by --cluster-node-id and --cluster-shard. The dataset
+    /// and the --journal-rate writes keep only this node's keys.
+    #[arg(long)]
+    cluster_mode: bool,
+    /// This node's id (Dragonfly's --cluster_node_id); default: its replid.
+    #[arg(long, value_name = "ID")]
+    cluster_node_id: Option<String>,
+    /// One shard of the cluster layout, repeated for every shard (the same list on every
+    /// node): `<id>@<ip>:<port>=<start>-<end>[,<start>-<end>|<slot>...]`, e.g.
+    /// `--cluster-shard a@127.0.0.1:7001=0-8191 --cluster-shard b@127.0.0.1:7002=8192-16383`.
+    /// This node is the shard whose id is --cluster-node-id. Without any, the node is not
+    /// configured yet (key commands fail with `Cluster is not yet configured`).
+    #[arg(long, value_name = "SPEC", value_parser = cluster::parse_shard)]
+    cluster_shard: Vec<cluster::ShardInfo>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -154,6 +170,9 @@ fn main() {
             (Some(cert), Some(key)) => Some(TlsServerFiles { cert: cert.clone(), key: key.clone(), client_ca: args.tls_ca.clone() }),
             _ => None,
         },
+        cluster: (args.cluster_mode || args.cluster_node_id.is_some() || !args.cluster_shard.is_empty()).then(|| {
+            cluster::ClusterOptions { node_id: args.cluster_node_id.clone(), layout: args.cluster_shard.clone() }
+        }),
         ..Config::default()
     };
     let emu = match Emulator::start_on(cfg, args.port) {
@@ -262,7 +281,9 @@ fn generate(emu: &Emulator, rate: f64, limit: Option<Duration>, running: &Atomic
                 &[b"XADD", format!("live:x:{}", k % 10).as_bytes(), b"MAXLEN", b"1000", b"*", b"v", val.as_bytes()],
             ),
         };
-        if let Err(e) = r {
+        // A cluster node refuses other nodes' keys: those writes are skipped.
+        let foreign = matches!(&r, Err(e) if e.starts_with("MOVED") || e.starts_with("CROSSSLOT"));
+        if let (Err(e), false) = (r, foreign) {
             log::warn!("journal generator: {e}");
         }
         n += 1;

@@ -102,6 +102,20 @@ pub fn shape(name: &str) -> Option<Shape> {
     })
 }
 
+/// The keys of a write command, by its [`Shape`] (for the cluster ownership check).
+pub fn keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    let name = upper(args.first().copied().unwrap_or_default());
+    let rest = args.get(1..).unwrap_or_default();
+    match shape(&name) {
+        Some(Shape::Single) if name == "XGROUP" => rest.get(1).copied().into_iter().collect(),
+        Some(Shape::Single) => rest.first().copied().into_iter().collect(),
+        Some(Shape::Keys) => rest.to_vec(),
+        Some(Shape::Pairs) => rest.iter().step_by(2).copied().collect(),
+        Some(Shape::Rename) => rest.iter().take(2).copied().collect(),
+        Some(Shape::Global) | None => Vec::new(),
+    }
+}
+
 /// Execute a single-key write on `ks` (lazy expiry already done by the caller). Returns the
 /// journal form, or `None` when nothing changed.
 pub fn apply(ks: &mut Keyspace, now: u64, args: &[&[u8]]) -> Result<Option<Argv>, String> {

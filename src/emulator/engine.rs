@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
+use super::cluster_node::ClusterState;
 use super::commands::{self, apply, Shape};
 use super::data::{now_ms, Entry, Keyspace, Value};
 use super::encode;
@@ -178,6 +179,12 @@ pub(crate) struct Core {
     pub(super) max_stall_ms: AtomicU64,
     pub(super) violations: Mutex<Vec<String>>,
     pub stopping: AtomicBool,
+    /// Cluster mode ([`Config::cluster`]); the lock is also the migration finalization's pause.
+    pub(super) cluster: Option<RwLock<ClusterState>>,
+    /// A migration from this node is forwarding its writes: journal forms of db 0 are kept
+    /// in `forward_buf` until the write that made them forwards them.
+    pub(super) forwarding: AtomicBool,
+    pub(super) forward_buf: Mutex<Vec<Vec<Vec<u8>>>>,
 }
 
 impl Core {
@@ -195,8 +202,16 @@ impl Core {
                 })
             })
             .collect();
+        let replid = random_hex();
+        let cluster = cfg.cluster.as_ref().map(|c| {
+            let me = c.node_id.clone().unwrap_or_else(|| replid.clone());
+            RwLock::new(ClusterState::new(me, c.layout.clone()))
+        });
         Core {
-            replid: random_hex(),
+            replid,
+            cluster,
+            forwarding: AtomicBool::new(false),
+            forward_buf: Mutex::new(Vec::new()),
             shards,
             sessions: Mutex::new(Sessions::default()),
             journal_on: AtomicBool::new(false),
@@ -211,7 +226,10 @@ impl Core {
         }
     }
 
+    /// In cluster mode Dragonfly hashes only the `{hashtag}` part (`Shard()`,
+    /// `IsClusterShardedByTag`).
     pub fn shard_of(&self, key: &[u8]) -> usize {
+        let key = if self.cluster.is_some() { crate::target::slots::hash_part(key) } else { key };
         (xxh64(key, SHARD_HASH_SEED) % self.cfg.shards as u64) as usize
     }
 
@@ -237,6 +255,13 @@ impl Core {
     // ---- data --------------------------------------------------------------------------------
 
     pub fn load(&self, db: u32, key: &[u8], entry: Entry) {
+        // A cluster node holds only its own slots' keys (of db 0), as Dragonfly's loader
+        // skips the others.
+        if let Some(st) = self.cluster_state() {
+            if st.check_keys(db, &[key]).is_err() {
+                return;
+            }
+        }
         let mut sh = self.shard(self.shard_of(key));
         self.touch(&mut sh, db, key);
         sh.dbs.entry(db).or_default().insert(key.to_vec(), entry);
@@ -305,7 +330,18 @@ impl Core {
         self.next_txid.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A client's write; in cluster mode refused outside the node's slots (see
+    /// `cluster_node`).
     pub fn write(&self, db: u32, args: &[&[u8]]) -> Result<(), String> {
+        match self.cluster_state() {
+            Some(st) => self.cluster_write(&st, db, args, &commands::keys(args)),
+            None => self.write_unchecked(db, args),
+        }
+    }
+
+    /// A write with no ownership check: a migration target executing what its source sends
+    /// (Dragonfly's executor connection is `is_replicating`), or a node outside cluster mode.
+    pub(super) fn write_unchecked(&self, db: u32, args: &[&[u8]]) -> Result<(), String> {
         self.write_to(db, args, &mut None)
     }
 
@@ -443,7 +479,7 @@ impl Core {
 
     /// Serialize-before-mutate: a key some flow has not serialized yet is written now, as it
     /// is before the change; an open chunked entry of the key is finished first.
-    fn touch(&self, sh: &mut Shard, db: u32, key: &[u8]) {
+    pub(super) fn touch(&self, sh: &mut Shard, db: u32, key: &[u8]) {
         let Shard { dbs, feeds, pre, stats, .. } = sh;
         *pre = None;
         *stats = None;
@@ -480,7 +516,7 @@ impl Core {
 
     /// Append a record to the shard's journal: next LSN, ring buffer, every attached flow.
     #[allow(clippy::too_many_arguments)]
-    fn journal<T: AsRef<[u8]>>(
+    pub(super) fn journal<T: AsRef<[u8]>>(
         &self,
         sh: &mut Shard,
         db: u32,
@@ -496,6 +532,7 @@ impl Core {
             part.ends.push(part.bytes.len());
             return;
         }
+        self.note_forward(db, args);
         if !self.journal_on.load(Ordering::SeqCst) {
             return;
         }

@@ -13,7 +13,17 @@
 //! (shards, write path, journal, snapshot steps), `sessions` (REPLCONF/DFLY session state),
 //! `flow` (the socket writer of one flow), `server` (TCP, RESP, command dispatch), `reads`
 //! (the read commands `df2redis check` uses), `hash` (XXH64 shard mapping), [`datasets`]
-//! (generators).
+//! (generators); cluster mode: [`cluster`] (layout, slot sets, `CLUSTER` replies),
+//! `cluster_node` (ownership check, layout pushes, `FLUSHSLOTS`, the scripted migration) and
+//! [`migration`] (the commands a migration sends for a key).
+//!
+//! Cluster mode ([`Config::cluster`], docs/protocol/dragonfly-cluster.md): the node answers
+//! `CLUSTER SHARDS|SLOTS|NODES|INFO|MYID|KEYSLOT|HELP` and `INFO cluster` as Dragonfly v1.40.1
+//! does, refuses key commands outside its slots with `MOVED` (reads too), and db n≠0. Layouts
+//! are pushed with [`Emulator::push_cluster_layout`] (Dragonfly's `DFLYCLUSTER CONFIG`, which
+//! the emulator does not take over the wire); a migration is [`Emulator::migrate_slots_to`]
+//! then [`Emulator::finalize_migration_to`] then a push of the final layout, with each step's
+//! journal records as Dragonfly writes them. Layouts carry no replicas.
 //!
 //! Threads: `emu-listen` accepts; each connection gets `emu-conn-<n>`, which after `DFLY
 //! FLOW` keeps reading ACKs and starts `emu-flow-<i>` to write the flow. All are joined by
@@ -28,6 +38,8 @@
 //! boundaries);
 //! snapshot order is per key, not per bucket; no `journal_omit_redundant_writes` LSN gaps.
 
+pub mod cluster;
+mod cluster_node;
 pub mod commands;
 pub mod data;
 pub mod datasets;
@@ -36,6 +48,7 @@ mod engine;
 mod flow;
 mod hash;
 pub mod listpack;
+pub mod migration;
 mod reads;
 mod resp;
 mod server;
@@ -138,6 +151,8 @@ pub struct Config {
     pub pre_encode: bool,
     /// Serve TLS only, with this certificate (as a Dragonfly master with `--tls`).
     pub tls: Option<TlsServerFiles>,
+    /// `--cluster_mode=yes` with this node id and initial layout; `None` = not a cluster node.
+    pub cluster: Option<cluster::ClusterOptions>,
 }
 
 /// The emulator's TLS files (PEM).
@@ -172,6 +187,7 @@ impl Default for Config {
             hold_startstable: false,
             pre_encode: false,
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -316,6 +332,37 @@ impl Emulator {
     /// Sessions created so far (`SYNC<k>` numbers handed out).
     pub fn sessions_created(&self) -> u32 {
         self.core.sessions_created()
+    }
+    /// Cluster mode: this node's id (`CLUSTER MYID`); `None` outside cluster mode.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.core.cluster_state().map(|st| st.me.clone())
+    }
+    /// Cluster mode: the layout last pushed (what `CLUSTER SHARDS` reports).
+    pub fn cluster_layout(&self) -> Vec<cluster::ShardInfo> {
+        self.core.cluster_state().map(|st| st.layout.clone()).unwrap_or_default()
+    }
+    /// Cluster mode: the slots this node serves now (finished migrations included).
+    pub fn owned_slots(&self) -> Vec<cluster::SlotRange> {
+        self.core.cluster_state().map(|st| st.mine.ranges()).unwrap_or_default()
+    }
+    /// Push a layout as a controller's `DFLYCLUSTER CONFIG` does: migrations it lists start
+    /// (waiting for [`Emulator::migrate_slots_to`]), finished ones it no longer lists end, and
+    /// the slots this node no longer serves are deleted with a `DFLYCLUSTER FLUSHSLOTS` record
+    /// on every shard's journal. Errors outside cluster mode.
+    pub fn push_cluster_layout(&self, layout: Vec<cluster::ShardInfo>) -> Result<(), String> {
+        self.core.push_layout(layout)
+    }
+    /// Copy phase of the migration this node's layout lists to `target` (whose layout must
+    /// list it as incoming): the keys of the slots are executed on `target` as Dragonfly's
+    /// migration commands (so journaled there), and later writes to those slots here are
+    /// forwarded. Returns the number of keys copied.
+    pub fn migrate_slots_to(&self, target: &Emulator) -> Result<usize, String> {
+        self.core.migrate_to(&target.core)
+    }
+    /// Finalize that migration: `target` serves the slots, this node answers `MOVED` for them
+    /// but keeps their keys until a layout without the migration is pushed. Journals nothing.
+    pub fn finalize_migration_to(&self, target: &Emulator) -> Result<(), String> {
+        self.core.finalize_to(&target.core)
     }
     /// Close the listener and all connections, join every thread.
     pub fn stop(mut self) {

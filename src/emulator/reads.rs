@@ -27,6 +27,16 @@ use super::resp;
 const HASH_BITS: u32 = 48;
 const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
 
+/// The keys a read command names (for the cluster ownership check).
+pub(super) fn keys<'a>(name: &str, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    match name {
+        "SCAN" | "DBSIZE" => Vec::new(),
+        "EXISTS" => args[1..].to_vec(),
+        "MEMORY" => args.get(2).copied().into_iter().collect(),
+        _ => args.get(1).copied().into_iter().collect(),
+    }
+}
+
 /// Whether `name` (upper case) is a read command answered by [`execute`].
 pub(super) fn is_read(name: &str) -> bool {
     matches!(

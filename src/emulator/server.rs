@@ -26,7 +26,7 @@ use super::flow::{self, Pipe};
 use super::reads;
 use super::resp::{self, ReadError};
 use super::sessions::FlowGrant;
-use super::{data, Dialect};
+use super::{cluster, data, Dialect};
 use crate::tls::Stream;
 
 pub(crate) struct Server {
@@ -247,7 +247,11 @@ impl Conn {
             "AUTH" => Outcome::Reply(self.auth(args)),
             "INFO" => Outcome::Reply(resp::bulk(self.info(args.get(1).copied()).as_bytes())),
             "SELECT" => {
-                Outcome::Reply(match args.get(1).and_then(|a| data::parse_i64(a)).and_then(|d| u32::try_from(d).ok()) {
+                let n = args.get(1).and_then(|a| data::parse_i64(a));
+                if self.core.cluster.is_some() && n.is_some_and(|n| n != 0) {
+                    return Outcome::Reply(resp::error(cluster::SELECT_REFUSED));
+                }
+                Outcome::Reply(match n.and_then(|d| u32::try_from(d).ok()) {
                     Some(db) if args.len() == 2 => {
                         self.db = db;
                         resp::simple("OK")
@@ -257,12 +261,53 @@ impl Conn {
             }
             "REPLCONF" => self.replconf(args),
             "DFLY" => self.dfly(args),
-            _ if reads::is_read(&name) => Outcome::Reply(reads::execute(&self.core, self.db, args)),
+            "CLUSTER" => Outcome::Reply(self.cluster(args)),
+            "DFLYCLUSTER" => Outcome::Reply(resp::error(match self.core.cluster {
+                None => cluster::DFLYCLUSTER_DISABLED,
+                Some(_) => "ERR the emulator takes layouts from Emulator::push_cluster_layout, not DFLYCLUSTER",
+            })),
+            _ if reads::is_read(&name) => {
+                if let Some(st) = self.core.cluster_state() {
+                    if let Err(e) = st.check_keys(self.db, &reads::keys(&name, args)) {
+                        return Outcome::Reply(resp::error(&e));
+                    }
+                }
+                Outcome::Reply(reads::execute(&self.core, self.db, args))
+            }
             _ if commands::shape(&name).is_some() => Outcome::Reply(match self.core.write(self.db, args) {
                 Ok(()) => resp::simple("OK"),
                 Err(e) => resp::error(&e),
             }),
             _ => Outcome::Reply(resp::error(&format!("ERR unknown command '{}'", String::from_utf8_lossy(args[0])))),
+        }
+    }
+
+    /// `CLUSTER <sub>` (`ClusterFamily::Cluster`).
+    fn cluster(&self, args: &[&[u8]]) -> Vec<u8> {
+        let Some(st) = self.core.cluster_state() else { return resp::error(cluster::DISABLED) };
+        let Some(sub) = args.get(1) else {
+            return resp::error("ERR wrong number of arguments for 'cluster' command");
+        };
+        let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
+        if sub == "KEYSLOT" {
+            return match args.len() {
+                3 => resp::int(cluster::key_slot(args[2]) as i64),
+                _ => resp::error("ERR wrong number of arguments for 'cluster keyslot' command"),
+            };
+        }
+        if args.len() > 2 {
+            return resp::error(&format!("ERR wrong number of arguments for 'cluster {}' command", sub.to_lowercase()));
+        }
+        let configured = !st.layout.is_empty();
+        match sub.as_str() {
+            "HELP" => cluster::help_reply(),
+            "MYID" => resp::simple(&st.me),
+            "SHARDS" if configured => cluster::shards_reply(&st.layout),
+            "SLOTS" if configured => cluster::slots_reply(&st.layout),
+            "NODES" if configured => cluster::nodes_reply(&st.layout, &st.me),
+            "SHARDS" | "SLOTS" | "NODES" => resp::error(cluster::NOT_CONFIGURED),
+            "INFO" => cluster::info_reply(&st.layout),
+            _ => resp::error(&format!("ERR Unknown subcommand or wrong number of arguments for '{sub}'. Try CLUSTER HELP.")),
         }
     }
 
@@ -314,6 +359,15 @@ impl Conn {
                 }
                 out.push_str("\r\n");
             }
+        }
+        // Printed in every mode (`ServerFamily::FormatInfoMetrics`).
+        if wants("cluster") {
+            let st = self.core.cluster_state();
+            out.push_str(&format!(
+                "# Cluster\r\ncluster_enabled:{}\r\nmigration_errors_total:0\r\ntotal_migrated_keys:{}\r\n\r\n",
+                u8::from(st.is_some()),
+                st.map_or(0, |s| s.migrated_keys)
+            ));
         }
         out
     }

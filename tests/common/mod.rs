@@ -6,6 +6,8 @@ pub mod capture_master;
 pub mod capture_replay;
 pub mod dragonfly_versions;
 #[cfg(feature = "emulator")]
+pub mod dragonfly_cluster;
+#[cfg(feature = "emulator")]
 pub mod emulator_model;
 #[cfg(feature = "emulator")]
 pub mod live;
