@@ -152,7 +152,8 @@ fn replicate_of_one_node_copies_exactly_its_keys() {
     }
     let srv = RedisServer::start(&[]);
     let target = format!("redis://{}", srv.addr());
-    let child = df2redis(&["replicate", "--source", &c.addr(0).to_string(), "--target", &target, "--progress-secs", "1"]);
+    // --discover off: only this node (by default df2redis would find and replicate node 1 too).
+    let child = df2redis(&["replicate", "--source", &c.addr(0).to_string(), "--discover", "off", "--target", &target, "--progress-secs", "1"]);
     assert!(c.nodes[0].wait_fullsync_end(Duration::from_secs(60)), "no FULLSYNC_END");
     for i in 0..300 {
         c.write(&[b"SET", format!("live:{i}").as_bytes(), b"w"]).unwrap();
