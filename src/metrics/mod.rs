@@ -74,6 +74,9 @@ impl Phase {
 /// The live figures of one flow of the running session.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlowSnapshot {
+    /// With several sources: `<source label>-<flow>`, as the flow's thread is named (the
+    /// flows of all sources are listed one after the other).
+    pub name: Option<String>,
     /// Snapshot keys decoded.
     pub keys: u64,
     /// Bytes received from the master (wire bytes, compressed as sent).

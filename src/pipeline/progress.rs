@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::shared::Shared;
+use super::shared::Stopper;
 use crate::metrics::{self, FlowSnapshot, FullSyncProgress, SessionSnapshot};
 
 /// Refresh period of the live block on a terminal.
@@ -19,7 +19,7 @@ const LIVE_TICK: Duration = Duration::from_millis(500);
 /// While an idle stable sync leaves the progress line unchanged, it is logged this often.
 const HEARTBEAT: Duration = Duration::from_secs(60);
 
-pub fn run(shared: &Shared, every: Duration) {
+pub fn run(stop: &Stopper, every: Duration) {
     let console = crate::console::global();
     let live = console.is_terminal();
     let tick = if live { LIVE_TICK.min(every) } else { every };
@@ -27,7 +27,7 @@ pub fn run(shared: &Shared, every: Duration) {
     let mut prev = (Instant::now(), SessionSnapshot::default());
     let mut quiet = Quiet::default();
     loop {
-        if shared.stop.receiver().recv_timeout(tick).is_err() && shared.stop.is_stopped() {
+        if stop.receiver().recv_timeout(tick).is_err() && stop.is_stopped() {
             console.clear();
             return;
         }
@@ -104,6 +104,11 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// `3`, or with several sources `<label>-<i>` (as its thread is named).
+fn flow_name(i: usize, f: &FlowSnapshot) -> String {
+    f.name.clone().unwrap_or_else(|| i.to_string())
+}
+
 type Before<'a> = Option<(f64, &'a SessionSnapshot)>;
 
 fn full_sync_lines(s: &SessionSnapshot, before: Before, p: &FullSyncProgress) -> Vec<String> {
@@ -131,11 +136,12 @@ fn full_sync_lines(s: &SessionSnapshot, before: Before, p: &FullSyncProgress) ->
         s.flows.len()
     )];
     for (i, f) in s.flows.iter().enumerate() {
+        let n = flow_name(i, f);
         if f.fullsync_done {
-            lines.push(format!("  flow {i}: {} keys, {}, complete", f.keys, mb(f.bytes)));
+            lines.push(format!("  flow {n}: {} keys, {}, complete", f.keys, mb(f.bytes)));
         } else {
             let (k, m) = rate(Some(i));
-            lines.push(format!("  flow {i}: {} keys, {}, {k:.0} keys/s, {m:.1} MB/s", f.keys, mb(f.bytes)));
+            lines.push(format!("  flow {n}: {} keys, {}, {k:.0} keys/s, {m:.1} MB/s", f.keys, mb(f.bytes)));
         }
     }
     lines
@@ -149,7 +155,8 @@ fn stable_lines(s: &SessionSnapshot, before: Before) -> Vec<String> {
     let mut lines = vec![format!("stable sync: {records} records ({rps:.0} records/s, {ops:.0} commands/s)")];
     for (i, f) in s.flows.iter().enumerate() {
         lines.push(format!(
-            "  flow {i} lag {} records {} ms (applied LSN {})",
+            "  flow {} lag {} records {} ms (applied LSN {})",
+            flow_name(i, f),
             f.lag_records().unwrap_or(0),
             f.lag_ms.unwrap_or(0),
             f.applied_lsn

@@ -46,6 +46,8 @@ pub struct SessionView {
     /// Each flow's replay counts (skipped/altered keys), republished by its reader.
     pub replay: Vec<Arc<Mutex<ReplayStats>>>,
     pub master: MasterSize,
+    /// With several sources: this session's source label (its flows are `<label>-<i>`).
+    pub label: Option<String>,
 }
 
 impl SessionSource for SessionView {
@@ -55,10 +57,12 @@ impl SessionSource for SessionView {
             .shared
             .flows
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 let applied_lsn = f.applied_next_lsn.load(Relaxed);
                 let stable = f.stable.load(Relaxed);
                 FlowSnapshot {
+                    name: self.label.as_ref().map(|l| format!("{l}-{i}")),
                     keys: f.keys.load(Relaxed),
                     bytes: f.bytes.load(Relaxed),
                     records: f.records.load(Relaxed),

@@ -152,6 +152,11 @@ fn run_all(cfgs: Vec<Config>, mode: Mode) -> Outcome {
         }
     }
     drop(tx);
+    // One progress display for the whole run (the metrics merge the masters' sessions).
+    let progress_stop = std::sync::Arc::new(super::shared::Stopper::new());
+    let every = std::time::Duration::from_secs(cfgs[0].progress_secs);
+    let ps = progress_stop.clone();
+    let progress = super::wiring::spawn("progress".into(), None, move || super::progress::run(&ps, every)).ok();
     let mut outcomes: Vec<Option<Outcome>> = (0..cfgs.len()).map(|_| None).collect();
     // Which source failed first, for good: its error is the run's.
     let mut first_failure: Option<usize> = None;
@@ -165,6 +170,10 @@ fn run_all(cfgs: Vec<Config>, mode: Mode) -> Outcome {
         outcomes[k] = Some(out);
     }
     for h in handles {
+        let _ = h.join();
+    }
+    progress_stop.stop();
+    if let Some(h) = progress {
         let _ = h.join();
     }
     combine(&cfgs, outcomes.into_iter().map(|o| o.expect("every supervisor reports")).collect(), first_failure, started)
