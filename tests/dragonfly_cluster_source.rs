@@ -195,3 +195,44 @@ fn a_slot_migration_during_the_journal_ends_exact() {
     assert!(log.contains("hash slots changed"), "a master whose slots changed resyncs:\n{log}");
     assert_exact(&union(&c), &read_all(&mut srv.conn()), "after a slot migration", &log);
 }
+
+/// The migration step by step, with the run watching: while the copy is in the new owner's
+/// journal (and after finalization, before the commit) its session keeps restarting without
+/// applying anything of the moving slots; writes go on elsewhere meanwhile; after the commit
+/// both masters resync their slots and the target is exact.
+#[test]
+fn a_migration_in_progress_holds_the_new_owner_until_the_layout_is_committed() {
+    let mut c = DragonflyCluster::start(3, node_config());
+    fill(&c, "", 400);
+    let srv = RedisServer::start(&[]);
+    let target = format!("redis://{}", srv.addr());
+    let run = replicate(&c, &target, &["--name", "step"]);
+    assert!(c.nodes.iter().all(|n| wait_every_flow_acked(n, MINUTE)));
+    let moving = SlotRange { start: c.layout()[2].slots[0].start, end: c.layout()[2].slots[0].start + 499 };
+    let mut n = 0;
+    for _ in 0..40 {
+        let k = DragonflyCluster::key_in(&[moving], "moving:", &mut n);
+        c.write(&[b"SET", k.as_bytes(), b"before"]).unwrap();
+    }
+    assert!(all_acked(&c));
+    let before = c.nodes[0].sessions_created();
+    c.begin_migration(2, 0, &[moving]);
+    assert!(c.copy(2, 0) >= 40);
+    // The new owner's session sees keys it does not own yet and restarts, again and again.
+    assert!(poll(MINUTE, || c.nodes[0].sessions_created() >= before + 2), "node 0's session restarts during the copy");
+    journal(&c, "meanwhile:", 100);
+    c.finalize(2, 0);
+    for _ in 0..40 {
+        let k = DragonflyCluster::key_in(&[moving], "moved:", &mut n);
+        c.write(&[b"SET", k.as_bytes(), b"after"]).unwrap();
+    }
+    c.commit(2, 0);
+    journal(&c, "after:", 100);
+    assert!(poll(MINUTE, || c.nodes.iter().all(|e| e.acked().iter().zip(e.lsns()).all(|(a, l)| *a >= l))), "every node caught up");
+    let out = terminate(run);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("a slot migration into it is in progress"), "{log}");
+    assert!(log.contains("hash slots changed"), "{log}");
+    assert_exact(&union(&c), &read_all(&mut srv.conn()), "after a watched slot migration", &log);
+}
