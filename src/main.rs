@@ -516,6 +516,11 @@ impl TargetTls {
 struct CheckArgs {
     #[command(flatten)]
     endpoints: Endpoints,
+    /// on: a --source in Dragonfly cluster mode brings every master of its cluster (CLUSTER
+    /// SLOTS), each compared as a source owning its slots. off: only the sources given.
+    /// [file: source.discover]
+    #[arg(long, value_name = "on|off")]
+    discover: Option<String>,
     /// Check about N keys of each side (shared among the dbs by their key counts, in SCAN
     /// order) instead of all of them.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -541,9 +546,11 @@ struct CheckArgs {
 
 impl CheckArgs {
     fn into_options(self) -> Result<df2redis::check::Options, config::ConfigError> {
-        let cfg = config::build(&self.endpoints.raw(Vec::new())?)?;
+        let cfg = config::build(&self.endpoints.raw(vec![("source.discover", self.discover)])?)?;
         Ok(df2redis::check::Options {
             source: cfg.source,
+            sources: cfg.sources,
+            discover: cfg.discover,
             target: cfg.target,
             db_map: cfg.db_map,
             sample: self.sample,
