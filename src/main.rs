@@ -111,6 +111,7 @@ enum Command {
     ///   type     different types
     ///   value    same type, different contents (the field, member, index or offset is named)
     ///   ttl      TTLs further apart than the tolerance, or a TTL on one side only
+    ///   conflict (several sources) in two sources with different types, values or TTLs
     ///
     /// Values are never loaded whole: strings are compared by GETRANGE windows, lists by
     /// LRANGE windows, streams by XRANGE ... COUNT; hashes, sets and sorted sets are walked on
@@ -126,8 +127,18 @@ enum Command {
     /// counted apart, not as differences; writes not yet replicated do show up. For a verdict,
     /// check after `migrate`, or after writes to the source stopped and replicate caught up.
     ///
+    /// Several sources (--source repeated, or a Dragonfly cluster node: every master of its
+    /// cluster with its slots, unless --discover off): the target is compared with their union.
+    /// Each source's keys are compared with the target; a key another source holds too is
+    /// compared once, and first with that source's copy: if they differ it is a conflict (the
+    /// target cannot match both), reported naming both sources. A target key is looked up in
+    /// the master owning its slot when slots are known, otherwise in each source in turn. The
+    /// summary lists the sources (and slots) and names the source of each finding; --sample,
+    /// --max-keys-per-s and --db-map apply over all sources. See docs/check.md.
+    ///
     /// Examples:
     ///   df2redis check --source dragonfly:6379 --target redis://redis:6379 --report check.json
+    ///   df2redis check --source df-a:6379 --source df-b:6379 --target redis://redis:6379
     ///   df2redis check --source dragonfly:6379 --target redis://10.0.0.1:7000 --db-map 0:0,1:0
     ///   df2redis check --config /etc/df2redis.ini --sample 10000 --max-keys-per-s 5000
     ///
@@ -516,6 +527,11 @@ impl TargetTls {
 struct CheckArgs {
     #[command(flatten)]
     endpoints: Endpoints,
+    /// on: a --source in Dragonfly cluster mode brings every master of its cluster (CLUSTER
+    /// SLOTS), each compared as a source owning its slots. off: only the sources given.
+    /// [file: source.discover]
+    #[arg(long, value_name = "on|off")]
+    discover: Option<String>,
     /// Check about N keys of each side (shared among the dbs by their key counts, in SCAN
     /// order) instead of all of them.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -541,9 +557,11 @@ struct CheckArgs {
 
 impl CheckArgs {
     fn into_options(self) -> Result<df2redis::check::Options, config::ConfigError> {
-        let cfg = config::build(&self.endpoints.raw(Vec::new())?)?;
+        let cfg = config::build(&self.endpoints.raw(vec![("source.discover", self.discover)])?)?;
         Ok(df2redis::check::Options {
             source: cfg.source,
+            sources: cfg.sources,
+            discover: cfg.discover,
             target: cfg.target,
             db_map: cfg.db_map,
             sample: self.sample,

@@ -1,6 +1,9 @@
 //! Comparing batches of keys: the source pass (each source key against the target) and the
 //! target pass (each target key looked up on the source).
 //!
+//! A checker compares one source with "the other side": the target, or (for a key held by
+//! two sources, see [`super::union`]) another source.
+//!
 //! A batch of source keys goes through pipelined rounds, each sent to both sides at once:
 //! `TYPE` + `PTTL`, then the sizes (and the source's `MEMORY USAGE`), then the values window by
 //! window ([`chunks`]; JSON documents whole, see `json_documents`), where every
@@ -33,31 +36,48 @@ const JSON_TYPE: &str = "ReJSON-RL";
 /// only: a document is read whole, and two of them (text and tree) are held at once.
 pub const JSON_WHOLE_MAX: u64 = 64 << 20;
 
+/// The steady progress line: when it was last printed.
+pub struct Ticker {
+    every: Duration,
+    started: Instant,
+    last: Instant,
+}
+
+impl Ticker {
+    pub fn new(every: Duration) -> Ticker {
+        let now = Instant::now();
+        Ticker { every, started: now, last: now }
+    }
+
+    /// Print the progress line if it is due.
+    pub fn tick(&mut self, report: &Report) {
+        if self.last.elapsed() < self.every {
+            return;
+        }
+        self.last = Instant::now();
+        let (s, t) = (report.source_checked(), report.target_checked());
+        let rate = (s + t) as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        log::info!("check: {s} source keys compared, {t} target keys looked up, {} differences so far, {rate:.0} keys/s", report.differences());
+    }
+}
+
 /// The two sides, what to compare with, and where the findings go.
 pub struct Checker<'a> {
     pub src: &'a mut Side,
     pub tgt: &'a mut Side,
+    /// Which source `src` is: findings go under its index in `report`.
+    pub source: usize,
     pub report: &'a mut Report,
-    pub pace: Pace,
+    pub pace: &'a mut Pace,
     pub ttl_tolerance_ms: i64,
-    pub progress_every: Duration,
-    started: Instant,
-    last_progress: Instant,
+    /// `None` for a comparison whose report is not the check's (two sources).
+    pub ticker: Option<&'a mut Ticker>,
 }
 
 impl<'a> Checker<'a> {
-    pub fn new(src: &'a mut Side, tgt: &'a mut Side, report: &'a mut Report, pace: Pace, ttl_tolerance_ms: u64, progress_every: Duration) -> Self {
-        let now = Instant::now();
-        Checker {
-            src,
-            tgt,
-            report,
-            pace,
-            ttl_tolerance_ms: ttl_tolerance_ms.min(i64::MAX as u64) as i64,
-            progress_every,
-            started: now,
-            last_progress: now,
-        }
+    /// Compare source number `source` (`src`) with `tgt`.
+    pub fn new(src: &'a mut Side, source: usize, tgt: &'a mut Side, report: &'a mut Report, pace: &'a mut Pace, ttl_tolerance_ms: u64) -> Self {
+        Checker { src, tgt, source, report, pace, ttl_tolerance_ms: ttl_tolerance_ms.min(i64::MAX as u64) as i64, ticker: None }
     }
 
     /// The same kind of round on both sides at once: both pipelines are in flight together.
@@ -90,31 +110,31 @@ impl<'a> Checker<'a> {
             let (Reply::Int(sttl), Reply::Int(tttl)) = (&s[2 * i + 1], &t[2 * i + 1]) else {
                 return Err(at("source or target", &Reply::Array(Some(vec![s[2 * i + 1].clone(), t[2 * i + 1].clone()])), "PTTL"));
             };
-            self.report.source_db(sdb).checked += 1;
+            self.report.source_db(self.source, sdb).checked += 1;
             if stype == "none" {
-                self.report.source_db(sdb).vanished += 1;
+                self.report.source_db(self.source, sdb).vanished += 1;
                 continue;
             }
             if ttype == "none" {
                 if (0..=self.ttl_tolerance_ms).contains(sttl) {
                     // About to expire on the source: the target may rightly have let it go.
-                    self.report.source_db(sdb).vanished += 1;
+                    self.report.source_db(self.source, sdb).vanished += 1;
                 } else {
-                    self.report.record(Category::Missing, sdb, key, format!("{stype} not in target db {tdb}"));
+                    self.report.record(Category::Missing, self.source, sdb, key, format!("{stype} not in target db {tdb}"));
                 }
                 continue;
             }
             if stype != ttype {
-                self.report.record(Category::Type, sdb, key, format!("source {stype}, target {ttype}"));
+                self.report.record(Category::Type, self.source, sdb, key, format!("source {stype}, target {ttype}"));
                 continue;
             }
             if let Some(d) = ttl_difference(*sttl, *tttl, self.ttl_tolerance_ms) {
-                self.report.record(Category::Ttl, sdb, key, d);
+                self.report.record(Category::Ttl, self.source, sdb, key, d);
             }
             match Kind::from_type(&stype) {
                 Some(kind) => sized.push((key, kind)),
                 None if stype == JSON_TYPE => json.push(key),
-                None => self.report.source_db(sdb).not_compared += 1,
+                None => self.report.source_db(self.source, sdb).not_compared += 1,
             }
         }
         // Sizes on both sides; on the source also what each collection takes in memory, which
@@ -127,7 +147,7 @@ impl<'a> Checker<'a> {
         let mut jobs = Vec::new();
         for ((((key, kind), sr), tr), mem) in sized.into_iter().zip(s).zip(t).zip(usage) {
             match (sr, tr) {
-                (Reply::Int(a), Reply::Int(b)) if a != b => self.report.record(Category::Value, sdb, key, kind.size_differs(a, b)),
+                (Reply::Int(a), Reply::Int(b)) if a != b => self.report.record(Category::Value, self.source, sdb, key, kind.size_differs(a, b)),
                 (Reply::Int(0), Reply::Int(_)) => {}
                 (Reply::Int(a), Reply::Int(_)) => {
                     let mut job = Job::new(key.to_vec(), kind, a.max(0) as u64);
@@ -136,7 +156,7 @@ impl<'a> Checker<'a> {
                     }
                     jobs.push(job);
                 }
-                (Reply::Error(e), _) | (_, Reply::Error(e)) if e.starts_with("WRONGTYPE") => self.report.source_db(sdb).vanished += 1,
+                (Reply::Error(e), _) | (_, Reply::Error(e)) if e.starts_with("WRONGTYPE") => self.report.source_db(self.source, sdb).vanished += 1,
                 (a, b) => {
                     return Err(CheckError::Failed(format!("size of key {} in db {sdb}: source answered {a:?}, target {b:?}", show(key))));
                 }
@@ -164,8 +184,8 @@ impl<'a> Checker<'a> {
         for ((key, sm), tm) in keys.iter().zip(s).zip(t) {
             match (sm, tm) {
                 (Reply::Int(a), Reply::Int(b)) if a.max(b).max(0) as u64 <= JSON_WHOLE_MAX => todo.push((key, a.max(b).max(0) as u64)),
-                (Reply::Bulk(None), _) | (_, Reply::Bulk(None)) => self.report.source_db(sdb).vanished += 1,
-                _ => self.report.source_db(sdb).not_compared += 1,
+                (Reply::Bulk(None), _) | (_, Reply::Bulk(None)) => self.report.source_db(self.source, sdb).vanished += 1,
+                _ => self.report.source_db(self.source, sdb).not_compared += 1,
             }
         }
         let mut rest = todo.as_slice();
@@ -189,11 +209,11 @@ impl<'a> Checker<'a> {
                             (_, Err(e)) => Some(format!("the target's document does not parse: {e}")),
                         };
                         if let Some(d) = diff {
-                            self.report.record(Category::Value, sdb, key, format!("document differs at {d}"));
+                            self.report.record(Category::Value, self.source, sdb, key, format!("document differs at {d}"));
                         }
                     }
-                    (Reply::Bulk(None), _) | (_, Reply::Bulk(None)) => self.report.source_db(sdb).vanished += 1,
-                    (Reply::Error(e), _) | (_, Reply::Error(e)) if e.starts_with("WRONGTYPE") => self.report.source_db(sdb).vanished += 1,
+                    (Reply::Bulk(None), _) | (_, Reply::Bulk(None)) => self.report.source_db(self.source, sdb).vanished += 1,
+                    (Reply::Error(e), _) | (_, Reply::Error(e)) if e.starts_with("WRONGTYPE") => self.report.source_db(self.source, sdb).vanished += 1,
                     (a, b) => {
                         return Err(CheckError::Failed(format!(
                             "JSON.GET {} in db {sdb}: source answered {a:?}, target {b:?}",
@@ -257,8 +277,8 @@ impl<'a> Checker<'a> {
                 match step.unwrap_or(Step::Changed) {
                     Step::Same => {}
                     Step::More => queue.push_back(job),
-                    Step::Differs(d) => self.report.record(Category::Value, sdb, &job.key, d),
-                    Step::Changed => self.report.source_db(sdb).vanished += 1,
+                    Step::Differs(d) => self.report.record(Category::Value, self.source, sdb, &job.key, d),
+                    Step::Changed => self.report.source_db(self.source, sdb).vanished += 1,
                 }
             }
             self.progress();
@@ -266,61 +286,10 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    /// Look target keys of db `tdb` up in the source dbs that map to it; the keys found in
-    /// none are extra. Checkpoint markers are not the master's data and are left out.
-    pub fn target_batch(&mut self, tdb: u32, sdbs: &[u32], keys: &[Vec<u8>]) -> Result<(), CheckError> {
-        let keys: Vec<&Vec<u8>> =
-            keys.iter().filter(|k| !(tdb == 0 && crate::checkpoint::is_internal(k))).collect();
-        self.pace.take(keys.len() as u64);
-        self.report.target_db(tdb).checked += keys.len() as u64;
-        let mut unseen: Vec<&Vec<u8>> = keys;
-        for &sdb in sdbs {
-            if unseen.is_empty() {
-                break;
-            }
-            let cmds: Vec<Args> = unseen.iter().map(|k| cmd(&[b"EXISTS", k])).collect();
-            let replies = self.src.run(sdb, &cmds)?;
-            let mut still = Vec::new();
-            for (k, r) in unseen.into_iter().zip(replies) {
-                match r {
-                    Reply::Int(0) => still.push(k),
-                    Reply::Int(_) => {}
-                    other => return Err(CheckError::Failed(format!("source: EXISTS {} in db {sdb} answered {other:?}", show(k)))),
-                }
-            }
-            unseen = still;
-        }
-        if unseen.is_empty() {
-            return Ok(());
-        }
-        let cmds: Vec<Args> = unseen.iter().map(|k| cmd(&[b"TYPE", k])).collect();
-        let types = self.tgt.run(tdb, &cmds)?;
-        let from: Vec<String> = sdbs.iter().map(u32::to_string).collect();
-        let from = if from.is_empty() { "no source db maps to it".to_string() } else { format!("not in source db {}", from.join(", ")) };
-        for (k, t) in unseen.into_iter().zip(types) {
-            match type_name(&t).as_deref() {
-                // Gone from the target meanwhile.
-                Some("none") => self.report.target_db(tdb).checked -= 1,
-                Some(ty) => self.report.record(Category::Extra, tdb, k, format!("{ty}, {from}")),
-                None => return Err(CheckError::Failed(format!("target: TYPE {} in db {tdb} answered {t:?}", show(k)))),
-            }
-        }
-        self.progress();
-        Ok(())
-    }
-
-    /// The steady progress line.
     fn progress(&mut self) {
-        if self.last_progress.elapsed() < self.progress_every {
-            return;
+        if let Some(t) = self.ticker.as_deref_mut() {
+            t.tick(self.report);
         }
-        self.last_progress = Instant::now();
-        let (s, t) = (self.report.source_checked(), self.report.target_checked());
-        let rate = (s + t) as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        log::info!(
-            "check: {s} source keys compared, {t} target keys looked up, {} differences so far, {rate:.0} keys/s",
-            self.report.differences()
-        );
     }
 }
 
@@ -329,7 +298,7 @@ fn value_error(j: &Job, sdb: u32, e: String) -> CheckError {
 }
 
 /// A `TYPE` reply as text.
-fn type_name(r: &Reply) -> Option<String> {
+pub fn type_name(r: &Reply) -> Option<String> {
     match r {
         Reply::Status(s) => Some(s.to_string()),
         Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),

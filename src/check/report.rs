@@ -1,9 +1,13 @@
 //! What a check found, by db and by category, with a bounded list of keys for each; printed as
 //! text and written as JSON (by hand: no serialization crate in the binary).
 //!
-//! Source-side categories (`missing`, `type`, `value`, `ttl`) are counted under the source db
-//! the key was read from (with the target db it maps to); `extra` keys under the target db
-//! they were found in.
+//! Source-side categories (`missing`, `type`, `value`, `ttl`, and with several sources
+//! `conflict`) are counted under the source and db the key was read from (with the target db
+//! it maps to); `extra` keys under the target db they were found in.
+//!
+//! With one source (and no slots known) the text and the JSON are as they always were; with
+//! several, each source db is named by its source's address, and the summary lists the
+//! sources with their slots.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +15,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::protocol::cursor::show;
+use crate::source::cluster::SlotRanges;
 
 /// A kind of difference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +30,8 @@ pub enum Category {
     Value,
     /// TTLs further apart than the tolerance, or a TTL on one side only.
     Ttl,
+    /// In two sources with different types, values or TTLs: the target cannot match both.
+    Conflict,
 }
 
 impl Category {
@@ -35,6 +42,7 @@ impl Category {
             Category::Type => "type",
             Category::Value => "value",
             Category::Ttl => "ttl",
+            Category::Conflict => "conflict",
         }
     }
     /// The categories counted per source db, in report order.
@@ -59,10 +67,13 @@ pub struct SourceDb {
     pub vanished: u64,
     /// Keys of types whose values are not read (compared by type and TTL only).
     pub not_compared: u64,
+    /// Keys also in an earlier source, compared when that source was walked.
+    pub in_earlier_source: u64,
     pub missing: Listed,
     pub type_: Listed,
     pub value: Listed,
     pub ttl: Listed,
+    pub conflict: Listed,
 }
 
 impl SourceDb {
@@ -71,6 +82,7 @@ impl SourceDb {
             Category::Missing => &self.missing,
             Category::Type => &self.type_,
             Category::Value => &self.value,
+            Category::Conflict => &self.conflict,
             Category::Ttl | Category::Extra => &self.ttl,
         }
     }
@@ -84,16 +96,28 @@ pub struct TargetDb {
     pub extra: Listed,
 }
 
+/// One source compared.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub addr: String,
+    /// A Dragonfly cluster node: the slots it owns.
+    pub slots: Option<SlotRanges>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The sources' addresses, comma-separated.
     pub source: String,
+    /// The sources, in the order they were walked (indices of `source_dbs`).
+    pub sources: Vec<SourceInfo>,
     pub target: String,
     pub target_kind: &'static str,
     pub sample: Option<u64>,
     pub ttl_tolerance_ms: u64,
     /// Keys listed per category and db.
     pub max_listed: usize,
-    pub source_dbs: BTreeMap<u32, SourceDb>,
+    /// By (source index, db).
+    pub source_dbs: BTreeMap<(usize, u32), SourceDb>,
     pub target_dbs: BTreeMap<u32, TargetDb>,
     pub elapsed: Duration,
     /// Set when the check stopped before the end.
@@ -101,9 +125,10 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(source: String, target: String, sample: Option<u64>, ttl_tolerance_ms: u64, max_listed: usize) -> Report {
+    pub fn new(sources: Vec<SourceInfo>, target: String, sample: Option<u64>, ttl_tolerance_ms: u64, max_listed: usize) -> Report {
         Report {
-            source,
+            source: sources.iter().map(|s| s.addr.as_str()).collect::<Vec<_>>().join(","),
+            sources,
             target,
             target_kind: "standalone",
             sample,
@@ -116,25 +141,45 @@ impl Report {
         }
     }
 
-    pub fn source_db(&mut self, db: u32) -> &mut SourceDb {
-        self.source_dbs.entry(db).or_default()
+    pub fn source_db(&mut self, source: usize, db: u32) -> &mut SourceDb {
+        self.source_dbs.entry((source, db)).or_default()
+    }
+
+    /// Whether sources are named in the report: several, or one whose slots are known.
+    pub fn names_sources(&self) -> bool {
+        self.sources.len() > 1 || self.sources.iter().any(|s| s.slots.is_some())
+    }
+
+    /// The categories counted per source db, in report order.
+    fn source_categories(&self) -> &'static [Category] {
+        if self.names_sources() {
+            &[Category::Missing, Category::Type, Category::Value, Category::Ttl, Category::Conflict]
+        } else {
+            &Category::SOURCE
+        }
+    }
+
+    fn source_addr(&self, source: usize) -> &str {
+        self.sources.get(source).map_or("?", |s| s.addr.as_str())
     }
 
     pub fn target_db(&mut self, db: u32) -> &mut TargetDb {
         self.target_dbs.entry(db).or_default()
     }
 
-    /// Count a difference: `db` is the source db, or the target db for [`Category::Extra`].
-    pub fn record(&mut self, cat: Category, db: u32, key: &[u8], detail: String) {
+    /// Count a difference: `db` is the db of source `source`, or the target db for
+    /// [`Category::Extra`] (`source` unused).
+    pub fn record(&mut self, cat: Category, source: usize, db: u32, key: &[u8], detail: String) {
         let max = self.max_listed;
         let listed = match cat {
             Category::Extra => &mut self.target_db(db).extra,
-            Category::Missing => &mut self.source_db(db).missing,
-            Category::Type => &mut self.source_db(db).type_,
-            Category::Value => &mut self.source_db(db).value,
-            Category::Ttl => &mut self.source_db(db).ttl,
+            Category::Missing => &mut self.source_db(source, db).missing,
+            Category::Type => &mut self.source_db(source, db).type_,
+            Category::Value => &mut self.source_db(source, db).value,
+            Category::Ttl => &mut self.source_db(source, db).ttl,
+            Category::Conflict => &mut self.source_db(source, db).conflict,
         };
-        log::debug!("{} {}: {} ({detail})", cat.name(), db, show(key));
+        log::debug!("{} {source}/{db}: {} ({detail})", cat.name(), show(key));
         listed.count += 1;
         if listed.keys.len() < max {
             listed.keys.push((key.to_vec(), detail));
@@ -149,7 +194,7 @@ impl Report {
     }
 
     pub fn differences(&self) -> u64 {
-        Category::SOURCE.iter().map(|&c| self.count(c)).sum::<u64>() + self.count(Category::Extra)
+        Category::SOURCE.iter().map(|&c| self.count(c)).sum::<u64>() + self.count(Category::Conflict) + self.count(Category::Extra)
     }
 
     /// Consistent: the check ran to its end and found no difference.
@@ -169,14 +214,24 @@ impl Report {
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "---- check summary ----")?;
         writeln!(out, "source {} -> target {} ({})", self.source, self.target, self.target_kind)?;
+        if self.names_sources() {
+            let each: Vec<String> = self.sources.iter().map(|s| format!("{} ({})", s.addr, slots_text(&s.slots))).collect();
+            let n = self.sources.len();
+            writeln!(out, "{n} source{} compared: {}", if n == 1 { "" } else { "s" }, each.join(", "))?;
+        }
         let mode = match self.sample {
             Some(n) => format!("sample of about {n} keys per side"),
             None => "full pass".to_string(),
         };
         writeln!(out, "{mode}; TTL tolerance {} ms; elapsed {:.1} s", self.ttl_tolerance_ms, self.elapsed.as_secs_f64())?;
-        for (db, d) in &self.source_dbs {
-            let counts: Vec<String> = Category::SOURCE.iter().map(|&c| format!("{} {}", d.get(c).count, c.name())).collect();
-            write!(out, "source db {db} -> target db {}: {} keys compared: {}", d.target_db, d.checked, counts.join(", "))?;
+        let cats = self.source_categories();
+        for (&(src, db), d) in &self.source_dbs {
+            let counts: Vec<String> = cats.iter().map(|&c| format!("{} {}", d.get(c).count, c.name())).collect();
+            let which = if self.names_sources() { format!("source {} db {db}", self.source_addr(src)) } else { format!("source db {db}") };
+            write!(out, "{which} -> target db {}: {} keys compared: {}", d.target_db, d.checked, counts.join(", "))?;
+            if d.in_earlier_source > 0 {
+                write!(out, "; {} also in an earlier source, compared there", d.in_earlier_source)?;
+            }
             if d.vanished > 0 {
                 write!(out, "; {} changed or vanished on the source meanwhile", d.vanished)?;
             }
@@ -184,12 +239,13 @@ impl Report {
                 write!(out, "; {} of types compared by type and TTL only", d.not_compared)?;
             }
             writeln!(out)?;
-            for &c in &Category::SOURCE {
+            for &c in cats {
                 list(out, c, d.get(c))?;
             }
         }
+        let on = if self.names_sources() { "sources" } else { "source" };
         for (db, d) in &self.target_dbs {
-            writeln!(out, "target db {db}: {} keys looked up on the source: {} extra", d.checked, d.extra.count)?;
+            writeln!(out, "target db {db}: {} keys looked up on the {on}: {} extra", d.checked, d.extra.count)?;
             list(out, Category::Extra, &d.extra)?;
         }
         match (&self.error, self.differences()) {
@@ -210,6 +266,14 @@ impl Report {
         let _ = writeln!(j, "  \"mode\": \"{}\",", if self.sample.is_some() { "sample" } else { "full" });
         let _ = writeln!(j, "  \"sample\": {},", self.sample.map_or("null".to_string(), |n| n.to_string()));
         let _ = writeln!(j, "  \"source\": {},", json_str(&self.source));
+        if self.names_sources() {
+            let each: Vec<String> = self
+                .sources
+                .iter()
+                .map(|s| format!("{{\"addr\": {}, \"slots\": {}}}", json_str(&s.addr), s.slots.as_ref().map_or("null".to_string(), |r| json_str(&r.to_string()))))
+                .collect();
+            let _ = writeln!(j, "  \"sources\": [{}],", each.join(", "));
+        }
         let _ = writeln!(j, "  \"target\": {},", json_str(&self.target));
         let _ = writeln!(j, "  \"target_kind\": \"{}\",", self.target_kind);
         let _ = writeln!(j, "  \"ttl_tolerance_ms\": {},", self.ttl_tolerance_ms);
@@ -224,18 +288,25 @@ impl Report {
         for c in [Category::Missing, Category::Extra, Category::Type, Category::Value, Category::Ttl] {
             let _ = write!(j, ", \"{}\": {}", c.name(), self.count(c));
         }
+        if self.names_sources() {
+            let _ = write!(j, ", \"conflict\": {}", self.count(Category::Conflict));
+        }
         let vanished: u64 = self.source_dbs.values().map(|d| d.vanished).sum();
         let not_compared: u64 = self.source_dbs.values().map(|d| d.not_compared).sum();
         let _ = writeln!(j, ", \"vanished\": {vanished}, \"not_compared\": {not_compared}}},");
         j.push_str("  \"source_dbs\": [");
-        for (i, (db, d)) in self.source_dbs.iter().enumerate() {
+        for (i, (&(src, db), d)) in self.source_dbs.iter().enumerate() {
             j.push_str(if i == 0 { "\n" } else { ",\n" });
+            j.push_str("    {");
+            if self.names_sources() {
+                let _ = write!(j, "\"source\": {}, \"in_earlier_source\": {}, ", json_str(self.source_addr(src)), d.in_earlier_source);
+            }
             let _ = write!(
                 j,
-                "    {{\"db\": {db}, \"target_db\": {}, \"keys_checked\": {}, \"vanished\": {}, \"not_compared\": {}",
+                "\"db\": {db}, \"target_db\": {}, \"keys_checked\": {}, \"vanished\": {}, \"not_compared\": {}",
                 d.target_db, d.checked, d.vanished, d.not_compared
             );
-            for &c in &Category::SOURCE {
+            for &c in self.source_categories() {
                 let _ = write!(j, ",\n      \"{}\": {}", c.name(), listed_json(d.get(c)));
             }
             j.push('}');
@@ -248,6 +319,10 @@ impl Report {
         j.push_str("\n  ]\n}\n");
         j
     }
+}
+
+fn slots_text(slots: &Option<SlotRanges>) -> String {
+    slots.as_ref().map_or("not a cluster node".to_string(), |r| format!("slots {r}"))
 }
 
 fn list(out: &mut impl Write, c: Category, l: &Listed) -> io::Result<()> {
@@ -294,13 +369,13 @@ mod tests {
 
     #[test]
     fn json_escapes_and_parses() {
-        let mut r = Report::new("s:1".into(), "t:2".into(), None, 2000, 2);
-        r.source_db(0).checked = 5;
-        r.record(Category::Missing, 0, b"a\"b\\c\n", "type string".into());
-        r.record(Category::Value, 0, b"\xff\x00", "differs".into());
-        r.record(Category::Value, 0, b"v2", "x".into());
-        r.record(Category::Value, 0, b"v3", "x".into());
-        r.record(Category::Extra, 1, b"e", "not on the source".into());
+        let mut r = Report::new(one("s:1"), "t:2".into(), None, 2000, 2);
+        r.source_db(0, 0).checked = 5;
+        r.record(Category::Missing, 0, 0, b"a\"b\\c\n", "type string".into());
+        r.record(Category::Value, 0, 0, b"\xff\x00", "differs".into());
+        r.record(Category::Value, 0, 0, b"v2", "x".into());
+        r.record(Category::Value, 0, 0, b"v3", "x".into());
+        r.record(Category::Extra, 0, 1, b"e", "not on the source".into());
         let j = r.to_json();
         let v: serde_json::Value = serde_json::from_str(&j).unwrap_or_else(|e| panic!("{e}\n{j}"));
         assert_eq!(v["consistent"], false);
@@ -319,10 +394,51 @@ mod tests {
 
     #[test]
     fn empty_report_is_consistent_json() {
-        let r = Report::new("s".into(), "t".into(), Some(10), 0, 5);
+        let r = Report::new(one("s"), "t".into(), Some(10), 0, 5);
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["consistent"], true);
         assert_eq!(v["mode"], "sample");
         assert_eq!(v["source_dbs"].as_array().unwrap().len(), 0);
+    }
+
+    fn one(addr: &str) -> Vec<SourceInfo> {
+        vec![SourceInfo { addr: addr.into(), slots: None }]
+    }
+
+    #[test]
+    fn one_source_is_not_named_several_are() {
+        let mut r = Report::new(one("s:1"), "t:2".into(), None, 2000, 5);
+        r.source_db(0, 0).checked = 1;
+        let mut text = Vec::new();
+        r.write_text(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("source db 0 -> target db 0: 1 keys compared: 0 missing, 0 type, 0 value, 0 ttl\n"), "{text}");
+        assert!(!text.contains("source compared") && !text.contains("sources compared"), "{text}");
+        assert!(!r.to_json().contains("\"sources\""));
+
+        let sources = vec![
+            SourceInfo { addr: "a:1".into(), slots: None },
+            SourceInfo { addr: "b:2".into(), slots: SlotRanges::parse("0-8191") },
+        ];
+        let mut r = Report::new(sources, "t:2".into(), None, 2000, 5);
+        r.source_db(0, 0).checked = 2;
+        r.source_db(1, 0).in_earlier_source = 1;
+        r.record(Category::Missing, 1, 0, b"m", "string not in target db 0".into());
+        r.record(Category::Conflict, 0, 0, b"c", "also in b:2 db 0, and they differ: value".into());
+        let mut text = Vec::new();
+        r.write_text(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("source a:1,b:2 -> target t:2"), "{text}");
+        assert!(text.contains("2 sources compared: a:1 (not a cluster node), b:2 (slots 0-8191)"), "{text}");
+        assert!(text.contains("source b:2 db 0 -> target db 0: 0 keys compared: 1 missing, 0 type, 0 value, 0 ttl, 0 conflict; 1 also in an earlier source"), "{text}");
+        assert!(text.contains("  conflict: \"c\""), "{text}");
+        assert!(text.contains("result: 2 differences"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["sources"][1]["slots"], "0-8191");
+        assert_eq!(v["sources"][0]["slots"], serde_json::Value::Null);
+        assert_eq!(v["totals"]["conflict"], 1);
+        assert_eq!(v["source_dbs"][1]["source"], "b:2");
+        assert_eq!(v["source_dbs"][1]["missing"]["keys"][0]["key"], "m");
+        assert_eq!(v["source_dbs"][0]["conflict"]["count"], 1);
     }
 }

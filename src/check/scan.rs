@@ -41,9 +41,9 @@ pub fn keyspace(side: &mut Side) -> Result<BTreeMap<u32, u64>, CheckError> {
     Ok(out)
 }
 
-/// Share `sample` keys among the dbs in proportion to their key counts (rounded up, so every
+/// Share `sample` keys among the dbs (of every source) in proportion to their key counts (rounded up, so every
 /// db with keys gets at least one).
-pub fn shares(sample: u64, counts: &BTreeMap<u32, u64>) -> BTreeMap<u32, u64> {
+pub fn shares<K: Ord + Copy>(sample: u64, counts: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
     let total: u64 = counts.values().sum();
     counts
         .iter()

@@ -67,7 +67,13 @@ impl Side {
         Err(last.unwrap_or_else(|| CheckError::Usage(format!("no {side} address given"))))
     }
 
-    pub fn is_cluster(&self) -> bool {
+    /// One server, whatever it is: a master of a Dragonfly cluster is read alone, its
+    /// cluster's other masters being sources of their own.
+    pub fn one(side: &'static str, addr: &str, auth: Option<(&str, &str)>, tls: Option<&TlsClient>) -> Result<Side, CheckError> {
+        Ok(Side::One(Conn::connect(side, addr, auth, tls)?))
+    }
+
+        pub fn is_cluster(&self) -> bool {
         matches!(self, Side::Cluster(_))
     }
 

@@ -26,23 +26,14 @@ use super::retry;
 use super::session::{Outcome, Summary};
 use super::shared::Fault;
 use crate::config::Config;
-use crate::source::cluster::{self, Membership, SlotRanges};
-
-/// One master of the run.
-#[derive(Debug, Clone, PartialEq)]
-struct Planned {
-    addr: String,
-    /// A cluster node: the slots it owns now.
-    slots: Option<SlotRanges>,
-    /// How it was found, for the log.
-    via: Option<String>,
-}
+use crate::source::cluster::{self, Planned};
 
 /// Run every source; with one, exactly as before.
 pub fn run(cfg: &Config, mode: Mode) -> Outcome {
-    let plan = match plan(cfg) {
+    let given = if cfg.sources.is_empty() { std::slice::from_ref(&cfg.source.addr) } else { cfg.sources.as_slice() };
+    let plan = match cluster::plan(&cfg.source, given, cfg.discover) {
         Ok(p) => p,
-        Err(e) => return Outcome::Failed(e, Summary::default(), Fault::Fatal),
+        Err(e) => return Outcome::Failed(format!("{e}. No session has started (check --source)"), Summary::default(), Fault::Fatal),
     };
     let cfgs = configs(cfg, &plan);
     if cfgs.len() == 1 {
@@ -60,52 +51,6 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
         );
     }
     run_all(cfgs, mode)
-}
-
-/// The masters: each source given; a cluster node brings its cluster's masters (`--discover`).
-/// A single source that cannot be probed is left to the session, which reports (or waits for)
-/// it as before.
-fn plan(cfg: &Config) -> Result<Vec<Planned>, String> {
-    let given = if cfg.sources.is_empty() { vec![cfg.source.addr.clone()] } else { cfg.sources.clone() };
-    let mut plan: Vec<Planned> = Vec::new();
-    for addr in &given {
-        let mut ep = cfg.source.clone();
-        ep.addr = addr.clone();
-        let membership = match cluster::probe(&ep) {
-            Ok(m) => m,
-            Err(_) if given.len() == 1 => return Ok(vec![Planned { addr: addr.clone(), slots: None, via: None }]),
-            Err(e) => return Err(format!("source {addr}: cannot be reached: {e}. No session has started (check --source)")),
-        };
-        let add = |plan: &mut Vec<Planned>, p: Planned| {
-            if let Some(have) = plan.iter_mut().find(|q| q.addr == p.addr) {
-                // Given and also discovered: the given entry keeps its name.
-                if have.slots.is_none() {
-                    have.slots = p.slots;
-                }
-            } else {
-                plan.push(p);
-            }
-        };
-        match &membership {
-            Membership::Standalone => add(&mut plan, Planned { addr: addr.clone(), slots: None, via: None }),
-            Membership::Cluster { myid, masters } => {
-                let own = membership.own_slots().unwrap_or_default();
-                add(&mut plan, Planned { addr: addr.clone(), slots: Some(own), via: None });
-                if cfg.discover {
-                    for m in masters.iter().filter(|m| &m.id != myid) {
-                        // The node given may be a replica: its masters are what to replicate.
-                        add(&mut plan, Planned { addr: m.addr.clone(), slots: Some(m.slots.clone()), via: Some(addr.clone()) });
-                    }
-                }
-            }
-        }
-    }
-    // A replica given (or a node that owns nothing) has no slots to replicate when its
-    // cluster's masters are in the run too.
-    if plan.len() > 1 {
-        plan.retain(|p| p.slots.as_ref().is_none_or(|s| !s.is_empty()));
-    }
-    Ok(plan)
 }
 
 /// Each master's config: its address, and with several, its own run name and label.
@@ -240,6 +185,7 @@ fn add(total: &mut Summary, s: Summary, addr: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::cluster::SlotRanges;
 
     #[test]
     fn several_masters_get_their_own_names_and_labels() {

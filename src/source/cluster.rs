@@ -169,6 +169,63 @@ pub fn probe(ep: &Endpoint) -> Result<Membership, SourceError> {
     }
 }
 
+/// One master to read, as [`plan`] found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub addr: String,
+    /// A cluster node: the slots it owns now.
+    pub slots: Option<SlotRanges>,
+    /// How it was found (the node given that listed it), for the log.
+    pub via: Option<String>,
+}
+
+/// The masters to read, shared by `replicate`/`migrate` (one session each) and `check` (one
+/// source each): each address `given` (with `ep`'s credentials and TLS); a node in cluster
+/// mode also brings its cluster's other masters when `discover`. A single source that
+/// cannot be probed is returned as given, so that its user reports (or waits for) it as
+/// before; one of several is an error naming it.
+pub fn plan(ep: &Endpoint, given: &[String], discover: bool) -> Result<Vec<Planned>, String> {
+    let mut plan: Vec<Planned> = Vec::new();
+    for addr in given {
+        let mut ep = ep.clone();
+        ep.addr = addr.clone();
+        let membership = match probe(&ep) {
+            Ok(m) => m,
+            Err(_) if given.len() == 1 => return Ok(vec![Planned { addr: addr.clone(), slots: None, via: None }]),
+            Err(e) => return Err(format!("source {addr}: cannot be reached: {e}")),
+        };
+        let add = |plan: &mut Vec<Planned>, p: Planned| {
+            if let Some(have) = plan.iter_mut().find(|q| q.addr == p.addr) {
+                // Given and also discovered: the given entry keeps its place.
+                if have.slots.is_none() {
+                    have.slots = p.slots;
+                }
+            } else {
+                plan.push(p);
+            }
+        };
+        match &membership {
+            Membership::Standalone => add(&mut plan, Planned { addr: addr.clone(), slots: None, via: None }),
+            Membership::Cluster { myid, masters } => {
+                let own = membership.own_slots().unwrap_or_default();
+                add(&mut plan, Planned { addr: addr.clone(), slots: Some(own), via: None });
+                if discover {
+                    for m in masters.iter().filter(|m| &m.id != myid) {
+                        // The node given may be a replica: its masters are what to read.
+                        add(&mut plan, Planned { addr: m.addr.clone(), slots: Some(m.slots.clone()), via: Some(addr.clone()) });
+                    }
+                }
+            }
+        }
+    }
+    // A replica given (or a node that owns nothing) has no slots to read when its cluster's
+    // masters are in the list too.
+    if plan.len() > 1 {
+        plan.retain(|p| p.slots.as_ref().is_none_or(|s| !s.is_empty()));
+    }
+    Ok(plan)
+}
+
 /// The rows of `CLUSTER SLOTS`: `[start, end, [ip, port, id, ...], replicas...]`, grouped
 /// by master.
 fn parse_slots(rows: &[Reply]) -> Result<Vec<ClusterMaster>, String> {
