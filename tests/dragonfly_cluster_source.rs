@@ -136,6 +136,11 @@ fn a_three_node_cluster_into_a_redis_cluster_and_two_named_runs() {
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_exact(&union(&c), &rc.read_all(), "3 nodes into a Redis Cluster", &log);
+    // check, given one node, compares the target with every master of the cluster.
+    let out = wait_bounded(df2redis(&["check", "--source", &c.addr(0).to_string(), "--target", &target]), MINUTE, "check");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains("3 sources compared"), "{report}");
 
     // One process per node, each under its own (default) name, into another target: both safe.
     let srv = RedisServer::start(&[]);
