@@ -124,7 +124,7 @@ fn a_three_node_cluster_into_a_standalone_redis_with_a_kill_and_a_node_restart()
 
 #[test]
 fn a_three_node_cluster_into_a_redis_cluster_and_two_named_runs() {
-    let c = DragonflyCluster::start(3, node_config());
+    let mut c = DragonflyCluster::start(3, node_config());
     fill(&c, "", 500);
     let rc = RedisCluster::start();
     let target = format!("redis://{}", rc.seed());
@@ -132,9 +132,18 @@ fn a_three_node_cluster_into_a_redis_cluster_and_two_named_runs() {
     assert!(c.nodes.iter().all(|n| wait_every_flow_acked(n, MINUTE)));
     journal(&c, "j:", 300);
     assert!(all_acked(&c));
+    // Node 1 restarts with other data: its slots are emptied slot by slot on the Redis
+    // Cluster and reloaded; the other nodes' keys stay.
+    let (port, id, layout) = (c.addr(1).port(), c.id(1), c.layout().to_vec());
+    c.nodes.remove(1).stop();
+    let cfg = Config { cluster: Some(ClusterOptions { node_id: Some(id), layout }), ..node_config() };
+    c.nodes.insert(1, Emulator::start_on(cfg, port).unwrap());
+    fill(&c, "re:", 60);
+    assert!(all_acked(&c));
     let out = terminate(run);
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("deleting only the keys in the master's hash slots"), "{log}");
     assert_exact(&union(&c), &rc.read_all(), "3 nodes into a Redis Cluster", &log);
     // check, given one node, compares the target with every master of the cluster.
     let out = wait_bounded(df2redis(&["check", "--source", &c.addr(0).to_string(), "--target", &target]), MINUTE, "check");

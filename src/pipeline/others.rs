@@ -13,7 +13,6 @@ use super::shared::Fault;
 use crate::checkpoint::{self, Owner};
 use crate::config::Config;
 use crate::source::cluster::SlotRanges;
-use crate::target::slots::key_slot;
 use crate::target::{Target, TargetError};
 
 /// The names of the other runs that have markers or a lease on the target.
@@ -90,14 +89,15 @@ pub fn delete_own_keys(
 
 /// A Dragonfly cluster node's resync: delete the keys of the slots it owns (and, with key
 /// rules, only those they select). Other masters own the other slots, so nothing of theirs
-/// is touched.
+/// is touched. On a Redis Cluster target this goes slot by slot (the cost is this master's
+/// keys); on a server it is one SCAN.
 fn delete_slots(target: &mut Target, cfg: &Config, owned: &SlotRanges, why: &str, others: &str) -> Result<(), StartError> {
     let dbs = target_dbs(target, cfg)?;
     let with_rules = if cfg.filter.has_key_rules() { format!(" and selected by this run's rules ({})", cfg.filter.describe()) } else { String::new() };
     let others = if others.is_empty() { String::new() } else { format!(" (other writers: {others})") };
     log::warn!("full resync: {why}; deleting only the keys in the master's hash slots {owned}{with_rules}, not flushing{others}");
     let n = target
-        .unlink_where(&dbs, &|k| owned.contains(key_slot(k)) && cfg.filter.key_passes(k))
+        .unlink_in_slots(&dbs, owned, &|k| cfg.filter.key_passes(k))
         .map_err(|e| format!("deleting the keys of slots {owned} for the full resync: {e}"))?;
     log::info!("full resync: deleted {n} keys in slots {owned}; keys of other slots untouched");
     Ok(())

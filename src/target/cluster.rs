@@ -769,6 +769,48 @@ impl Cluster {
         Ok(total)
     }
 
+    /// UNLINK the keys `pick` selects in the slots `ranges`, slot by slot on the master that
+    /// owns each (`CLUSTER GETKEYSINSLOT`): the work is the keys of those slots, not a SCAN of
+    /// every master. Keys `pick` leaves stay in the slot and come back in the next page, so each
+    /// page asks for as many more as were kept. Returns how many were deleted.
+    pub fn unlink_in_slots(&mut self, ranges: &[(u16, u16)], pick: &dyn Fn(&[u8]) -> bool) -> Result<u64, TargetError> {
+        const PAGE: usize = 1000;
+        let mut deleted = 0;
+        for &(a, b) in ranges {
+            for slot in a..=b {
+                let n = self.owner[slot as usize] as usize;
+                let conn = &mut self.nodes[n].conn;
+                let mut kept = 0;
+                loop {
+                    let want = PAGE + kept;
+                    let reply = conn.query(&[b"CLUSTER", b"GETKEYSINSLOT", slot.to_string().as_bytes(), want.to_string().as_bytes()])?;
+                    let Reply::Array(Some(keys)) = reply else {
+                        return Err(err(conn.addr(), format!("CLUSTER GETKEYSINSLOT {slot} answered {reply:?}")));
+                    };
+                    let got = keys.len();
+                    let cmds: Vec<Cmd> = keys
+                        .into_iter()
+                        .filter_map(|k| if let Reply::Bulk(Some(k)) = k { Some(k) } else { None })
+                        .filter(|k| pick(k))
+                        .map(|k| Cmd::new(0, &[b"UNLINK", &k]))
+                        .collect();
+                    kept = got - cmds.len();
+                    for r in conn.apply_raw(cmds.iter())? {
+                        match r {
+                            Reply::Int(d) => deleted += d as u64,
+                            Reply::Error(e) => return Err(err(conn.addr(), format!("UNLINK in slot {slot}: {e}"))),
+                            _ => {}
+                        }
+                    }
+                    if got < want {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Run a keyless command (FLUSHALL/FLUSHDB) once on every master.
     pub fn on_every_master(&mut self, c: &Cmd) -> Result<(), TargetError> {
         for addr in self.masters() {

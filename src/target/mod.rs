@@ -291,6 +291,16 @@ impl Target {
         }
     }
 
+    /// Delete (UNLINK) the keys in the hash slots `owned` that `pick` selects: on a server a
+    /// SCAN of the dbs `dbs`; on a cluster slot by slot on each slot's master. Never
+    /// df2redis's own keys. Returns how many.
+    pub fn unlink_in_slots(&mut self, dbs: &[u32], owned: &crate::source::cluster::SlotRanges, pick: &dyn Fn(&[u8]) -> bool) -> Result<u64, TargetError> {
+        match self {
+            Target::Standalone(_) => self.unlink_where(dbs, &|k| owned.contains(slots::key_slot(k)) && pick(k)),
+            Target::Cluster(c) => c.unlink_in_slots(owned.ranges(), &|k| !crate::checkpoint::is_internal(k) && pick(k)),
+        }
+    }
+
     /// The dbs of a standalone target that hold keys (INFO KEYSPACE); `[0]` for a cluster.
     pub fn dbs_with_keys(&mut self) -> Result<Vec<u32>, TargetError> {
         match self {
