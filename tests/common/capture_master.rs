@@ -155,9 +155,14 @@ fn serve(
 ) {
     let mut out = conn.try_clone().unwrap();
     let mut inp = BufReader::new(conn);
+    // A connection becomes the session's main connection with its first REPLCONF; before
+    // that it is a client (df2redis's cluster probe: CLUSTER MYID, refused as by a Dragonfly
+    // outside cluster mode), whose close ends nothing.
+    let mut main = false;
     loop {
         let r = match read_reply(&mut inp) {
             Ok(r) => r,
+            Err(_) if !main => return,
             Err(e) => {
                 // The main connection closed (or reset): the session ends.
                 let clean = e.kind() == std::io::ErrorKind::UnexpectedEof;
@@ -167,10 +172,14 @@ fn serve(
             }
         };
         let Some(args) = args_of(r) else { return };
-        update(&st, |s| s.commands.push(args.join(" ")));
         let up: Vec<String> = args.iter().map(|a| a.to_ascii_uppercase()).collect();
         let up: Vec<&str> = up.iter().map(String::as_str).collect();
+        main |= matches!(up.first(), Some(&"REPLCONF") | Some(&"DFLY"));
+        if main {
+            update(&st, |s| s.commands.push(args.join(" ")));
+        }
         let reply: Vec<u8> = match up.as_slice() {
+            ["CLUSTER", ..] => b"-ERR Cluster is disabled. Enabled via passing --cluster_mode=emulated|yes\r\n".to_vec(),
             ["PING"] => b"+PONG\r\n".to_vec(),
             ["INFO", "KEYSPACE"] => {
                 let v: String = keyspace.iter().map(|(db, n)| format!("db{db}:keys={n},expires=0,avg_ttl=0\r\n")).collect();
