@@ -564,6 +564,21 @@ mod tests {
     }
 
     #[test]
+    fn several_sources_from_the_file_or_flags() {
+        let r = parse_ini("[source]\naddr = a:1\naddr = b:2\ndiscover = off\n[target]\nurl = h:3\n", Path::new("c.ini")).unwrap();
+        let c = build(&r).unwrap();
+        assert_eq!(c.sources, ["a:1", "b:2"]);
+        assert_eq!((c.source.addr.as_str(), c.discover), ("a:1", false));
+        assert_eq!(c.name, "df2redis-a-1", "the default name comes from the first source");
+        let c = build(&raw(&[("source.addr", "a:1"), ("target.url", "h:3")])).unwrap();
+        assert!(c.discover && c.sources == ["a:1"]);
+        let e = build(&raw(&[("source.addr", "a:1\na:1"), ("target.url", "h:3")])).unwrap_err();
+        assert!(e.0.contains("a:1 is given twice") && e.0.contains("--source"), "{e}");
+        let e = build(&raw(&[("source.addr", "a:1\nb"), ("target.url", "h:3")])).unwrap_err();
+        assert!(e.0.contains("expected host:port, got \"b\""), "{e}");
+    }
+
+    #[test]
     fn flags_and_file_validate_with_names() {
         let c = build(&raw(&[("source.addr", "127.0.0.1:6379"), ("target.url", "redis://u:p@h:7000")])).unwrap();
         assert_eq!(
