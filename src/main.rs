@@ -17,12 +17,16 @@ use df2redis::pipeline::{self, Mode, Outcome, Summary};
 /// df2redis connects to a Dragonfly master (v1.34 to v1.40) as a replica does: one connection
 /// per master shard ("flow"), a full snapshot of every shard, then the live journal. It writes
 /// the equivalent Redis commands to the target; source db N goes to target db N (--db-map to
-/// change that; a cluster has only db 0).
+/// change that; a cluster has only db 0). Several masters (--source repeated, or every master
+/// of a Dragonfly cluster found from one node) each get their own replication session.
 ///
 /// Examples:
 ///   df2redis migrate   --source dragonfly:6379 --target redis://redis:6379
 ///   df2redis replicate --source dragonfly:6379 --target redis://:secret@10.0.0.1:7000,10.0.0.2:7000
 ///   df2redis replicate --config /etc/df2redis.ini --pin-flows 0-3 --pin-writers 4-7
+///   df2redis replicate --source dfly-node-1:6379 --target redis://10.0.0.1:7000 --name dfly-prod
+///                      (a Dragonfly cluster: every master found from one node, one session each)
+///   df2redis migrate   --source dfly-a:6379 --source dfly-b:6379 --target redis://redis:6379
 ///   df2redis migrate   --source dragonfly:6379 --target redis://redis:6379 --include 'prefix:user:' \
 ///                      --dbs 0,2 --db-map 2:1 --max-ops-per-s 20000
 ///   df2redis inspect flow-0.bin --token <40 hex>
@@ -349,7 +353,8 @@ struct RunArgs {
     progress_secs: Option<String>,
     /// Mirror the applied LSNs of every flow in FILE (rewritten atomically every progress
     /// interval and at the end), for diagnostics. The resume point itself is kept in the
-    /// target, in the marker keys df2redis:checkpoint:* (db 0).  [file: checkpoint.file]
+    /// target, in the marker keys df2redis:checkpoint:* (db 0). Several masters: one file
+    /// each, FILE.<host>-<port>.  [file: checkpoint.file]
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<String>,
     /// The run's name, which keeps several df2redis runs sharing one target apart (one per

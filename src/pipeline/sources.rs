@@ -71,6 +71,12 @@ fn configs(cfg: &Config, plan: &[Planned]) -> Vec<Config> {
                 let host_port = crate::checkpoint::name::default_for(&p.addr);
                 let host_port = host_port.strip_prefix("df2redis-").unwrap_or(&host_port);
                 c.name = format!("{}+{host_port}", cfg.name);
+                // Each master's applied LSNs in its own file: FILE.<host>-<port>.
+                c.checkpoint_file = cfg.checkpoint_file.as_ref().map(|f| {
+                    let mut s = f.clone().into_os_string();
+                    s.push(format!(".{host_port}"));
+                    std::path::PathBuf::from(s)
+                });
                 c.source_label = Some(if unique_ports { ports[k].to_string() } else { format!("s{k}") });
             }
             c
@@ -189,7 +195,7 @@ mod tests {
 
     #[test]
     fn several_masters_get_their_own_names_and_labels() {
-        let mut cfg = Config { name: "mig".into(), ..Default::default() };
+        let mut cfg = Config { name: "mig".into(), checkpoint_file: Some("/tmp/lsns".into()), ..Default::default() };
         cfg.source.addr = "10.0.0.1:7000".into();
         let plan = vec![
             Planned { addr: "10.0.0.1:7000".into(), slots: SlotRanges::parse("0-8191"), via: None },
@@ -199,6 +205,7 @@ mod tests {
         assert_eq!(c[0].name, "mig+10.0.0.1-7000");
         assert_eq!(c[1].name, "mig+10.0.0.2-7001");
         assert_eq!(c[1].source_label.as_deref(), Some("7001"));
+        assert_eq!(c[1].checkpoint_file.as_deref(), Some(std::path::Path::new("/tmp/lsns.10.0.0.2-7001")));
         assert_eq!((c[1].source_index, c[1].multi_source), (1, true));
         assert_eq!(c[1].own_slots.as_ref().unwrap().to_string(), "8192-16383");
         let same_port = vec![Planned { addr: "a:7000".into(), slots: None, via: None }, Planned { addr: "b:7000".into(), slots: None, via: None }];
