@@ -144,3 +144,33 @@ fn a_resync_of_one_unfiltered_master_is_refused_and_touches_nothing() {
     let (diffs, compared, _) = compare(&expected(&a), &only_a, &mut c, 1000, &BTreeSet::new());
     assert!(diffs.is_empty() && compared >= 120, "{compared} {diffs:?}");
 }
+
+/// One of two masters is down at the start: without `--wait-for-source` the run exits 1 at
+/// once naming it; with it, the other master is replicated meanwhile and the late one joins
+/// when it comes up.
+#[test]
+fn a_master_down_at_the_start_is_named_or_waited_for() {
+    let a = master("a:", 50);
+    let srv = RedisServer::start(&[]);
+    let port = common::redis_server::free_port();
+    let (sa, sb) = (a.addr().to_string(), format!("127.0.0.1:{port}"));
+    let target = format!("redis://{}", srv.addr());
+    let out = wait_bounded(df2redis(&["replicate", "--source", &sa, "--source", &sb, "--target", &target]), MINUTE, "the run to refuse");
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!("source {sb}: cannot be reached")) && log.contains("No session has started"), "{log}");
+
+    let run = df2redis(&[
+        "replicate", "--source", &sa, "--source", &sb, "--target", &target, "--wait-for-source", "--retry-backoff-ms", "50",
+    ]);
+    assert!(wait_every_flow_acked(&a, MINUTE), "the reachable master is replicated meanwhile");
+    let b = Emulator::start_on(Config { shards: 2, backlog_len: 1 << 20, ..Config::default() }, port).unwrap();
+    b.write(0, &[b"SET", b"b:late", b"1"]).unwrap();
+    assert!(wait_every_flow_acked(&b, MINUTE) && b.wait_acked_all(MINUTE), "the late master joins");
+    let out = terminate(run);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let mut c = srv.conn();
+    let (diffs, compared, _) = compare(&union(&a, &b), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
+    assert!(diffs.is_empty() && compared == 50 + 20 + 1, "{compared} {diffs:?}");
+}

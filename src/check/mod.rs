@@ -103,7 +103,7 @@ fn source_dbs_of(map: &BTreeMap<u32, u32>, tdb: u32) -> Vec<u32> {
 /// The masters to compare, as `replicate` would read them.
 fn plan(opts: &Options) -> Result<Vec<Planned>, CheckError> {
     let given = if opts.sources.is_empty() { std::slice::from_ref(&opts.source.addr) } else { opts.sources.as_slice() };
-    cluster::plan(&opts.source, given, opts.discover).map_err(|e| CheckError::Failed(format!("{e} (check --source)")))
+    cluster::plan(&opts.source, given, opts.discover, false).map_err(|e| CheckError::Failed(format!("{e} (check --source)")))
 }
 
 /// Connect to every source: one given server as it always was (a Redis Cluster as a whole);

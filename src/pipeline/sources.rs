@@ -31,7 +31,8 @@ use crate::source::cluster::{self, Planned};
 /// Run every source; with one, exactly as before.
 pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     let given = if cfg.sources.is_empty() { std::slice::from_ref(&cfg.source.addr) } else { cfg.sources.as_slice() };
-    let plan = match cluster::plan(&cfg.source, given, cfg.discover) {
+    let wait = cfg.wait_for_source && mode == Mode::Replicate;
+    let plan = match cluster::plan(&cfg.source, given, cfg.discover, wait) {
         Ok(p) => p,
         Err(e) => return Outcome::Failed(format!("{e}. No session has started (check --source)"), Summary::default(), Fault::Fatal),
     };

@@ -183,8 +183,9 @@ pub struct Planned {
 /// source each): each address `given` (with `ep`'s credentials and TLS); a node in cluster
 /// mode also brings its cluster's other masters when `discover`. A single source that
 /// cannot be probed is returned as given, so that its user reports (or waits for) it as
-/// before; one of several is an error naming it.
-pub fn plan(ep: &Endpoint, given: &[String], discover: bool) -> Result<Vec<Planned>, String> {
+/// before; one of several is an error naming it, unless `wait_for_unreachable` (replicate
+/// --wait-for-source): then it is planned as given, its session waiting for it.
+pub fn plan(ep: &Endpoint, given: &[String], discover: bool, wait_for_unreachable: bool) -> Result<Vec<Planned>, String> {
     let mut plan: Vec<Planned> = Vec::new();
     for addr in given {
         let mut ep = ep.clone();
@@ -192,6 +193,13 @@ pub fn plan(ep: &Endpoint, given: &[String], discover: bool) -> Result<Vec<Plann
         let membership = match probe(&ep) {
             Ok(m) => m,
             Err(_) if given.len() == 1 => return Ok(vec![Planned { addr: addr.clone(), slots: None, via: None }]),
+            Err(e) if wait_for_unreachable => {
+                // replicate --wait-for-source: its session keeps trying; it is taken as a
+                // standalone master (its cluster membership cannot be asked now).
+                log::warn!("source {addr}: cannot be reached now ({e}); its session waits for it (taken as a master outside cluster mode)");
+                plan.push(Planned { addr: addr.clone(), slots: None, via: None });
+                continue;
+            }
             Err(e) => return Err(format!("source {addr}: cannot be reached: {e}")),
         };
         let add = |plan: &mut Vec<Planned>, p: Planned| {
