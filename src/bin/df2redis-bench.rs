@@ -59,6 +59,8 @@ Figures (MB = 10^6 bytes of payload: key, field and value bytes; the wire MB df2
 are in the table):
   <ds>.fullsync_keys_per_s  <ds>.fullsync_mb_per_s  <ds>.pipe_keys_per_s  <ds>.fullsync_vs_pipe
   <ds>.peak_rss_mb  <ds>.df2redis_cpu_pct  <ds>.redis_cpu_pct  <ds>.emulator_cpu_pct
+  <ds>.df2redis_cpu_s_per_100k_keys (median over the runs; also for cluster_<ds>: df2redis's own
+      cost, which the machine's other load hardly moves)
       for <ds> in small, hashes, zsets, lists20, sets, lists, big (and small_4x: peak_rss_mb,
       fullsync_keys_per_s); hashes, zsets, lists20 and sets are 20-element collections
   <ds>_vs_pipe  <ds>_vs_restore_pipe  <ds>.restore_pipe_keys_per_s  and the same for
@@ -298,6 +300,10 @@ struct Migrate {
     emulator_cpu: f64,
     /// Busy CPU of the machine not used by df2redis, Redis or the bench (interference).
     other_cpu: f64,
+    /// df2redis CPU seconds per 100 000 keys: unlike the wall time, this hardly moves with the
+    /// machine's other load, so it is the figure for df2redis's own cost (the median over runs
+    /// once [`median_migrate`] has combined them).
+    cpu_per_100k: f64,
     /// df2redis CPU seconds by thread group (flow-*, writer-*, ...).
     threads: BTreeMap<String, f64>,
     /// What Redis executed (INFO commandstats).
@@ -533,6 +539,7 @@ impl Bench {
             redis_cpu: r1 - r0,
             emulator_cpu: e1 - e0,
             other_cpu: ((s1 - s0) - exit.cpu_s - (r1 - r0) - (e1 - e0)).max(0.0),
+            cpu_per_100k: exit.cpu_s * 1e5 / ds.keys.max(1) as f64,
             threads: p.thread_cpu_s(),
             cmds,
         };
@@ -547,7 +554,7 @@ impl Bench {
             pct(m.emulator_cpu, wall),
             pct(m.other_cpu, wall)
         ));
-        say(format!("{label}: df2redis CPU by thread: {}", thread_line(&m)));
+        say(format!("{label}: df2redis CPU by thread: {} ({:.3} CPU-s per 100k keys)", thread_line(&m), m.cpu_per_100k));
         say(format!("{label}: Redis executed: {}", cmd_line(&m.cmds)));
         Ok(m)
     }
@@ -1006,6 +1013,9 @@ impl Bench {
             figure(&format!("{}.restore_vs_pipe", r.name), format!("{:.3}", p.wall / f.wall));
             figure(&format!("{}.restore_peak_rss_mb", r.name), format!("{:.1}", mb(f.peak_rss)));
         }
+        for r in &self.rows {
+            figure(&format!("{}.df2redis_cpu_s_per_100k_keys", r.name), format!("{:.3}", r.migrate.cpu_per_100k));
+        }
         // Against the pipe and the RESTORE ceiling: <ds>_vs_pipe, <ds>_vs_restore_pipe.
         for r in &self.rows {
             let (Some(p), Some(rp)) = (&r.pipe, &r.restore_pipe) else { continue };
@@ -1155,8 +1165,11 @@ fn median_by_wall<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> T {
 /// The median migrate by wall time, with the highest peak RSS of all its runs.
 fn median_migrate(runs: Vec<Migrate>) -> Migrate {
     let peak = runs.iter().map(|m| m.peak_rss).max().unwrap_or(0);
+    let mut cpu: Vec<f64> = runs.iter().map(|m| m.cpu_per_100k).collect();
+    cpu.sort_by(f64::total_cmp);
     let mut m = median_by_wall(runs, |m| m.wall);
     m.peak_rss = peak;
+    m.cpu_per_100k = cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN);
     m
 }
 
