@@ -17,9 +17,6 @@ use crate::protocol::{rdb_type as t, Argv, JournalRecord, RecordKind};
 pub const COLLECTION_TYPES: &[u8] =
     &[t::HASH_LISTPACK, t::ZSET_LISTPACK, t::LIST_QUICKLIST_2, t::SET_INTSET, t::HASH, t::ZSET_2, t::SET];
 
-/// Slice-by-16: the checksum runs over every byte of every RESTORE payload on the hot path.
-const CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
-
 /// The oldest RDB version that has value type `ty` (Redis 5.0-6.2 write 9, 7.0 writes 10,
 /// 7.2 writes 11).
 pub fn rdb_version_for(ty: u8) -> u16 {
@@ -137,10 +134,7 @@ fn rstr(out: &mut Vec<u8>, s: &[u8]) {
 /// key and carrying its expiry as an absolute time.
 pub fn restore(db: u32, key: &[u8], expire_at_ms: Option<u64>, encoded: &[u8]) -> Cmd {
     let version = rdb_version_for(encoded[0]).to_le_bytes();
-    let mut crc = CRC64.digest();
-    crc.update(encoded);
-    crc.update(&version);
-    let crc = crc.finalize().to_le_bytes();
+    let crc = crate::crc64::update(crate::crc64::update(0, encoded), &version).to_le_bytes();
     let ttl = expire_at_ms.unwrap_or(0).to_string();
     let mut a = Argv::with_capacity(key.len() + encoded.len() + 48, 6);
     a.push(b"RESTORE");

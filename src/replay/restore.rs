@@ -9,8 +9,6 @@ use super::{Cmd, ReplayError, Replayer};
 use crate::protocol::cursor::{show, Cursor, Stop};
 use crate::protocol::{EntryParser, Item, JournalRecord, Space};
 
-const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
-
 pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) -> Result<(), ReplayError> {
     let argv = &rec.argv;
     let bad = |why: String| ReplayError(format!("journal record RESTORE in db {}: {why}", rec.db));
@@ -53,7 +51,7 @@ pub fn decode(
     }
     let (body, crc) = payload.split_at(payload.len() - 8);
     let crc = u64::from_le_bytes(crc.try_into().unwrap());
-    if CRC64.checksum(body) != crc {
+    if crate::crc64::update(0, body) != crc {
         return Err("payload CRC-64 does not match".into());
     }
     let value = &body[1..body.len() - 2];
