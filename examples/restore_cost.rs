@@ -72,9 +72,9 @@ fn main() {
         for read in stream.chunks(64 * 1024) {
             dec.feed(read, &mut items).expect("the snapshot decodes");
             for item in items.drain(..) {
-                if let Item::Value(v) = item {
+                if let Item::Value(mut v) = item {
                     keys += v.last as usize;
-                    rep.value(&v, &mut cmds);
+                    rep.value(&mut v, &mut cmds);
                 }
                 if cmds.len() >= 2000 {
                     flush(&mut cmds, &mut buf, &mut bytes);

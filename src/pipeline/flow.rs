@@ -308,12 +308,12 @@ impl FlowReader {
         let st = &self.shared.flows[i];
         let batch = &mut rs.batch;
         match item {
-            Item::Value(v) => {
+            Item::Value(mut v) => {
                 if v.last {
                     st.keys.fetch_add(1, Relaxed);
                 }
                 batch.bytes += v.wire_bytes as usize;
-                self.replayer.value(&v, &mut batch.cmds);
+                self.replayer.value(&mut v, &mut batch.cmds);
                 if self.slot_hints {
                     // Every command a snapshot entry becomes is about its key.
                     batch.slots.resize(batch.cmds.len(), crate::target::slots::key_slot(&v.head.key));

@@ -26,10 +26,10 @@ pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) 
         (t, true) => Some(t as u64),
         (t, false) => Some(r.clock.now_ms() + t as u64),
     };
-    let pieces = decode(rec.db, key, expire, payload, r.limits).map_err(|e| bad(format!("key {}: {e}", show(key))))?;
+    let mut pieces = decode(rec.db, key, expire, payload, r.limits).map_err(|e| bad(format!("key {}: {e}", show(key))))?;
     // A RESTORE replaces the key whether or not the target started empty.
     let from = out.len();
-    for p in &pieces {
+    for p in &mut pieces {
         if let Item::Value(v) = p {
             super::value::piece(r, v, out, true);
         }
