@@ -72,6 +72,9 @@ hashes: `df2redis restore` of the piped copy's own RDB file (SAVE), against the 
   rss_growth  benchmark_set_ops_per_s  journal_max_ops_per_s  lag_p99_ms  journal_vs_benchmark
       (information only: a one-key SET benchmark, about twice as fast as the journal's mix)
   journal.peak_rss_mb  max_source_stall_ms
+  journal_ops_per_df2redis_core_s  journal.df2redis_cpu_pct  journal.redis_cpu_pct
+      journal.source_cpu_pct (at journal_max_ops_per_s: ops/s per core df2redis used, and each
+      process's CPU; the table shows them for every step, and why the ladder stopped)
   journal_catchup_ops_per_s  journal_catchup_nocheckpoints_ops_per_s  checkpoint_cost (1 - on/off:
       a backlog of --catchup-ops journal operations released at once, applied with and without
       the exactly-once MULTI/EXEC checkpoints)
@@ -264,9 +267,12 @@ impl Plan {
                 if s {
                     vec![2000, 5000]
                 } else {
+                    // Up to the mix pipe's own rate here (1.6M-2.1M ops/s): the ladder stops at
+                    // the first rate that does not hold, and the table shows which process ran
+                    // out of CPU there.
                     vec![
-                        5000, 10_000, 20_000, 40_000, 80_000, 120_000, 160_000, 200_000, 240_000, 320_000, 480_000,
-                        640_000,
+                        50_000, 100_000, 200_000, 400_000, 600_000, 800_000, 1_000_000, 1_200_000, 1_400_000, 1_600_000,
+                        1_800_000,
                     ]
                 }
             }),
@@ -966,13 +972,13 @@ impl Bench {
             );
             let _ = writeln!(
                 t,
-                "{:>8} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>5} {:>5} {:>5} {:>5}  verdict",
-                "rate", "achieved", "probes", "lost", "p50 ms", "p99 ms", "max ms", "df%", "red%", "src%", "oth%"
+                "{:>8} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>5} {:>5} {:>5} {:>5} {:>5} {:>10}  verdict",
+                "rate", "achieved", "probes", "lost", "p50 ms", "p99 ms", "max ms", "df%", "red%", "src%", "oth%", "busy%", "ops/df-core"
             );
             for s in &j.steps {
                 let _ = writeln!(
                     t,
-                    "{:>8} {:>9.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>5.0} {:>5.0} {:>5.0} {:>5.0}  {}",
+                    "{:>8} {:>9.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>10.0}  {}",
                     s.rate,
                     s.achieved,
                     s.probes,
@@ -984,10 +990,15 @@ impl Bench {
                     s.redis_cpu_pct,
                     s.source_cpu_pct,
                     s.other_cpu_pct,
+                    busy_pct(s),
+                    s.ops_per_df2redis_core(),
                     if s.pass { "holds".to_string() } else { format!("missed: {}", s.why) }
                 );
             }
-            let _ = writeln!(t, "(src = the bench process: paced release of the pre-encoded journal, emulator flow writers, live probe writes and probe poller)");
+            let _ = writeln!(t, "(src = the bench process: paced release of the pre-encoded journal, emulator flow writers, live probe writes and probe poller; busy = all four, of {} % for this machine's {} cores; ops/df-core = achieved ops/s per core df2redis used)", 100 * cpus, cpus);
+            if let Some(s) = j.steps.last().filter(|s| !s.pass) {
+                let _ = writeln!(t, "{}", journal_limit(s));
+            }
             if j.steps.last().is_some_and(|s| !s.pass && s.achieved < s.rate as f64 * 0.95) {
                 let _ = writeln!(
                     t,
@@ -1053,6 +1064,13 @@ impl Bench {
             };
             figure("journal_max_ops_per_s", max.to_string());
             figure("lag_p99_ms", format!("{p99:.1}"));
+            if let Some(s) = j.best.map(|i| &j.steps[i]) {
+                // df2redis's own cost, which the other processes' load hardly moves.
+                figure("journal_ops_per_df2redis_core_s", format!("{:.0}", s.ops_per_df2redis_core()));
+                figure("journal.df2redis_cpu_pct", format!("{:.0}", s.df2redis_cpu_pct));
+                figure("journal.redis_cpu_pct", format!("{:.0}", s.redis_cpu_pct));
+                figure("journal.source_cpu_pct", format!("{:.0}", s.source_cpu_pct));
+            }
             if let Some(rps) = self.benchmark_rps {
                 // Information only: a one-key SET benchmark runs about twice as fast as the
                 // journal's mix itself; journal_vs_mix_pipe is the target.
@@ -1163,6 +1181,28 @@ fn median_by_wall<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> T {
 }
 
 /// The median migrate by wall time, with the highest peak RSS of all its runs.
+/// The CPU the step's processes and the rest of the machine used, % of one core.
+fn busy_pct(s: &journal::Step) -> f64 {
+    s.df2redis_cpu_pct + s.redis_cpu_pct + s.source_cpu_pct + s.other_cpu_pct
+}
+
+/// Why the journal ladder stopped at step `s` (one that missed), as far as the CPU shows it:
+/// Redis's one core, or the whole machine, or neither (then it is df2redis's latency).
+fn journal_limit(s: &journal::Step) -> String {
+    let machine = 100.0 * sys::cpus() as f64;
+    let who = format!(
+        "df2redis {:.0}%, Redis {:.0}%, source {:.0}%, other {:.0}% of {machine:.0}%",
+        s.df2redis_cpu_pct, s.redis_cpu_pct, s.source_cpu_pct, s.other_cpu_pct
+    );
+    if s.redis_cpu_pct >= 90.0 {
+        format!("limit at {} ops/s: Redis's one thread was busy ({who})", s.rate)
+    } else if busy_pct(s) >= 0.9 * machine {
+        format!("limit at {} ops/s: the machine's {} cores were busy, shared by the three processes ({who})", s.rate, sys::cpus())
+    } else {
+        format!("limit at {} ops/s: neither Redis nor the machine was saturated ({who}): df2redis's latency", s.rate)
+    }
+}
+
 fn median_migrate(runs: Vec<Migrate>) -> Migrate {
     let peak = runs.iter().map(|m| m.peak_rss).max().unwrap_or(0);
     let mut cpu: Vec<f64> = runs.iter().map(|m| m.cpu_per_100k).collect();
