@@ -176,7 +176,7 @@ fn piece_bytes(p: &Piece) -> u64 {
         Piece::StreamEntries(v) => v.iter().flat_map(|e| e.fields.iter()).map(Vec::len).sum(),
         Piece::StreamMeta(_) | Piece::StreamGroup(_) => 0,
         Piece::Opaque(n) => return *n,
-        Piece::Encoded(e) => e.len().saturating_sub(1),
+        Piece::Encoded { bytes, start } => (bytes.len() - start).saturating_sub(1),
     };
     n as u64
 }

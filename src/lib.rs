@@ -15,6 +15,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod console;
+pub mod crc64;
 pub mod inspect;
 pub mod json;
 pub mod lease;

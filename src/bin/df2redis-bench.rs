@@ -59,6 +59,8 @@ Figures (MB = 10^6 bytes of payload: key, field and value bytes; the wire MB df2
 are in the table):
   <ds>.fullsync_keys_per_s  <ds>.fullsync_mb_per_s  <ds>.pipe_keys_per_s  <ds>.fullsync_vs_pipe
   <ds>.peak_rss_mb  <ds>.df2redis_cpu_pct  <ds>.redis_cpu_pct  <ds>.emulator_cpu_pct
+  <ds>.df2redis_cpu_s_per_100k_keys (median over the runs; also for cluster_<ds>: df2redis's own
+      cost, which the machine's other load hardly moves)
       for <ds> in small, hashes, zsets, lists20, sets, lists, big (and small_4x: peak_rss_mb,
       fullsync_keys_per_s); hashes, zsets, lists20 and sets are 20-element collections
   <ds>_vs_pipe  <ds>_vs_restore_pipe  <ds>.restore_pipe_keys_per_s  and the same for
@@ -70,6 +72,9 @@ hashes: `df2redis restore` of the piped copy's own RDB file (SAVE), against the 
   rss_growth  benchmark_set_ops_per_s  journal_max_ops_per_s  lag_p99_ms  journal_vs_benchmark
       (information only: a one-key SET benchmark, about twice as fast as the journal's mix)
   journal.peak_rss_mb  max_source_stall_ms
+  journal_ops_per_df2redis_core_s  journal.df2redis_cpu_pct  journal.redis_cpu_pct
+      journal.source_cpu_pct (at journal_max_ops_per_s: ops/s per core df2redis used, and each
+      process's CPU; the table shows them for every step, and why the ladder stopped)
   journal_catchup_ops_per_s  journal_catchup_nocheckpoints_ops_per_s  checkpoint_cost (1 - on/off:
       a backlog of --catchup-ops journal operations released at once, applied with and without
       the exactly-once MULTI/EXEC checkpoints)
@@ -265,9 +270,12 @@ impl Plan {
                 if s {
                     vec![2000, 5000]
                 } else {
+                    // Up to the mix pipe's own rate here (1.6M-2.1M ops/s): the ladder stops at
+                    // the first rate that does not hold, and the table shows which process ran
+                    // out of CPU there.
                     vec![
-                        5000, 10_000, 20_000, 40_000, 80_000, 120_000, 160_000, 200_000, 240_000, 320_000, 480_000,
-                        640_000,
+                        50_000, 100_000, 200_000, 400_000, 600_000, 800_000, 1_000_000, 1_200_000, 1_400_000, 1_600_000,
+                        1_800_000,
                     ]
                 }
             }),
@@ -303,6 +311,10 @@ struct Migrate {
     emulator_cpu: f64,
     /// Busy CPU of the machine not used by df2redis, Redis or the bench (interference).
     other_cpu: f64,
+    /// df2redis CPU seconds per 100 000 keys: unlike the wall time, this hardly moves with the
+    /// machine's other load, so it is the figure for df2redis's own cost (the median over runs
+    /// once [`median_migrate`] has combined them).
+    cpu_per_100k: f64,
     /// df2redis CPU seconds by thread group (flow-*, writer-*, ...).
     threads: BTreeMap<String, f64>,
     /// What Redis executed (INFO commandstats).
@@ -550,6 +562,7 @@ impl Bench {
             redis_cpu: r1 - r0,
             emulator_cpu: e1 - e0,
             other_cpu: ((s1 - s0) - exit.cpu_s - (r1 - r0) - (e1 - e0)).max(0.0),
+            cpu_per_100k: exit.cpu_s * 1e5 / ds.keys.max(1) as f64,
             threads: p.thread_cpu_s(),
             cmds,
         };
@@ -564,7 +577,7 @@ impl Bench {
             pct(m.emulator_cpu, wall),
             pct(m.other_cpu, wall)
         ));
-        say(format!("{label}: df2redis CPU by thread: {}", thread_line(&m)));
+        say(format!("{label}: df2redis CPU by thread: {} ({:.3} CPU-s per 100k keys)", thread_line(&m), m.cpu_per_100k));
         say(format!("{label}: Redis executed: {}", cmd_line(&m.cmds)));
         Ok(m)
     }
@@ -1015,13 +1028,13 @@ impl Bench {
             );
             let _ = writeln!(
                 t,
-                "{:>8} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>5} {:>5} {:>5} {:>5}  verdict",
-                "rate", "achieved", "probes", "lost", "p50 ms", "p99 ms", "max ms", "df%", "red%", "src%", "oth%"
+                "{:>8} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>5} {:>5} {:>5} {:>5} {:>5} {:>10}  verdict",
+                "rate", "achieved", "probes", "lost", "p50 ms", "p99 ms", "max ms", "df%", "red%", "src%", "oth%", "busy%", "ops/df-core"
             );
             for s in &j.steps {
                 let _ = writeln!(
                     t,
-                    "{:>8} {:>9.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>5.0} {:>5.0} {:>5.0} {:>5.0}  {}",
+                    "{:>8} {:>9.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>10.0}  {}",
                     s.rate,
                     s.achieved,
                     s.probes,
@@ -1033,10 +1046,15 @@ impl Bench {
                     s.redis_cpu_pct,
                     s.source_cpu_pct,
                     s.other_cpu_pct,
+                    busy_pct(s),
+                    s.ops_per_df2redis_core(),
                     if s.pass { "holds".to_string() } else { format!("missed: {}", s.why) }
                 );
             }
-            let _ = writeln!(t, "(src = the bench process: paced release of the pre-encoded journal, emulator flow writers, live probe writes and probe poller)");
+            let _ = writeln!(t, "(src = the bench process: paced release of the pre-encoded journal, emulator flow writers, live probe writes and probe poller; busy = all four, of {} % for this machine's {} cores; ops/df-core = achieved ops/s per core df2redis used)", 100 * cpus, cpus);
+            if let Some(s) = j.steps.last().filter(|s| !s.pass) {
+                let _ = writeln!(t, "{}", journal_limit(s));
+            }
             if j.steps.last().is_some_and(|s| !s.pass && s.achieved < s.rate as f64 * 0.95) {
                 let _ = writeln!(
                     t,
@@ -1061,6 +1079,9 @@ impl Bench {
             figure(&format!("{}.restore_keys_per_s", r.name), format!("{:.0}", r.keys as f64 / f.wall));
             figure(&format!("{}.restore_vs_pipe", r.name), format!("{:.3}", p.wall / f.wall));
             figure(&format!("{}.restore_peak_rss_mb", r.name), format!("{:.1}", mb(f.peak_rss)));
+        }
+        for r in &self.rows {
+            figure(&format!("{}.df2redis_cpu_s_per_100k_keys", r.name), format!("{:.3}", r.migrate.cpu_per_100k));
         }
         // Against the pipe and the RESTORE ceiling: <ds>_vs_pipe, <ds>_vs_restore_pipe.
         for r in &self.rows {
@@ -1099,6 +1120,13 @@ impl Bench {
             };
             figure("journal_max_ops_per_s", max.to_string());
             figure("lag_p99_ms", format!("{p99:.1}"));
+            if let Some(s) = j.best.map(|i| &j.steps[i]) {
+                // df2redis's own cost, which the other processes' load hardly moves.
+                figure("journal_ops_per_df2redis_core_s", format!("{:.0}", s.ops_per_df2redis_core()));
+                figure("journal.df2redis_cpu_pct", format!("{:.0}", s.df2redis_cpu_pct));
+                figure("journal.redis_cpu_pct", format!("{:.0}", s.redis_cpu_pct));
+                figure("journal.source_cpu_pct", format!("{:.0}", s.source_cpu_pct));
+            }
             if let Some(rps) = self.benchmark_rps {
                 // Information only: a one-key SET benchmark runs about twice as fast as the
                 // journal's mix itself; journal_vs_mix_pipe is the target.
@@ -1214,10 +1242,35 @@ fn median_by_wall<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> T {
 }
 
 /// The median migrate by wall time, with the highest peak RSS of all its runs.
+/// The CPU the step's processes and the rest of the machine used, % of one core.
+fn busy_pct(s: &journal::Step) -> f64 {
+    s.df2redis_cpu_pct + s.redis_cpu_pct + s.source_cpu_pct + s.other_cpu_pct
+}
+
+/// Why the journal ladder stopped at step `s` (one that missed), as far as the CPU shows it:
+/// Redis's one core, or the whole machine, or neither (then it is df2redis's latency).
+fn journal_limit(s: &journal::Step) -> String {
+    let machine = 100.0 * sys::cpus() as f64;
+    let who = format!(
+        "df2redis {:.0}%, Redis {:.0}%, source {:.0}%, other {:.0}% of {machine:.0}%",
+        s.df2redis_cpu_pct, s.redis_cpu_pct, s.source_cpu_pct, s.other_cpu_pct
+    );
+    if s.redis_cpu_pct >= 90.0 {
+        format!("limit at {} ops/s: Redis's one thread was busy ({who})", s.rate)
+    } else if busy_pct(s) >= 0.9 * machine {
+        format!("limit at {} ops/s: the machine's {} cores were busy, shared by the three processes ({who})", s.rate, sys::cpus())
+    } else {
+        format!("limit at {} ops/s: neither Redis nor the machine was saturated ({who}): df2redis's latency", s.rate)
+    }
+}
+
 fn median_migrate(runs: Vec<Migrate>) -> Migrate {
     let peak = runs.iter().map(|m| m.peak_rss).max().unwrap_or(0);
+    let mut cpu: Vec<f64> = runs.iter().map(|m| m.cpu_per_100k).collect();
+    cpu.sort_by(f64::total_cmp);
     let mut m = median_by_wall(runs, |m| m.wall);
     m.peak_rss = peak;
+    m.cpu_per_100k = cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN);
     m
 }
 

@@ -310,7 +310,7 @@ impl FlowReader {
         let st = &self.shared.flows[i];
         let batch = &mut rs.batch;
         match item {
-            Item::Value(v) => {
+            Item::Value(mut v) => {
                 if v.last {
                     st.keys.fetch_add(1, Relaxed);
                 }
@@ -320,7 +320,7 @@ impl FlowReader {
                     // slot, the old owner's session writes it (this snapshot's copy may be older).
                     self.replayer.skip_value(&v, super::slots::NOT_OWNED);
                 } else {
-                    self.replayer.value(&v, &mut batch.cmds);
+                    self.replayer.value(&mut v, &mut batch.cmds);
                 }
                 if self.slot_hints {
                     // Every command a snapshot entry becomes is about its key.

@@ -238,11 +238,9 @@ impl EntryParser {
             St::Whole => {
                 let start = cur.pos();
                 if whole::scan(self.ty, cur, self.limits.whole.max_bytes)? {
-                    let value = cur.since(start);
-                    let mut encoded = Vec::with_capacity(1 + value.len());
-                    encoded.push(self.ty);
-                    encoded.extend_from_slice(value);
-                    self.emit(cur, out, Piece::Encoded(encoded), true);
+                    let key = self.head.as_ref().map_or(&[][..], |h| h.key.as_slice());
+                    let piece = Piece::encoded(self.ty, cur.since(start), key);
+                    self.emit(cur, out, piece, true);
                 } else {
                     // Too big or empty: the element path reads it from its start.
                     cur.rewind();

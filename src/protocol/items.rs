@@ -180,17 +180,20 @@ pub enum Piece {
     Json(Vec<u8>),
     /// Bytes of a Dragonfly-only probabilistic type (33-37) that were parsed and skipped.
     Opaque(u64),
-    /// A whole value as the master encoded it: its RDB type byte, then the value's bytes (a
-    /// DUMP payload without its version and checksum). Only for the types named in
+    /// A whole value as the master encoded it: `bytes[start..]` is its RDB type byte, then the
+    /// value's bytes (a DUMP payload without its version and checksum). `bytes[..start]` is
+    /// room, and the vector has [`ENCODED_TAIL`] bytes of spare capacity: the replayer frames
+    /// the value as a RESTORE command in this buffer ([`Argv::from_framed`]), so the value is
+    /// copied once between the socket's buffer and the writer's. Only for the types named in
     /// [`Limits::whole`](super::Limits::whole); always the key's only piece.
-    Encoded(Vec<u8>),
+    Encoded { bytes: Vec<u8>, start: usize },
 }
 
 impl Piece {
     /// Number of elements (members, fields, entries) in this piece.
     pub fn elements(&self) -> usize {
         match self {
-            Piece::String(_) | Piece::Json(_) | Piece::StreamMeta(_) | Piece::Opaque(_) | Piece::Encoded(_) => 0,
+            Piece::String(_) | Piece::Json(_) | Piece::StreamMeta(_) | Piece::Opaque(_) | Piece::Encoded { .. } => 0,
             Piece::ListElems(v) | Piece::SetMembers(v) => v.len(),
             Piece::SetMembersTtl(v) => v.len(),
             Piece::HashFields(v) => v.len(),
@@ -199,6 +202,25 @@ impl Piece {
             Piece::StreamEntries(v) => v.len(),
             Piece::StreamGroup(_) => 1,
         }
+    }
+}
+
+/// Room in front of a [`Piece::Encoded`] value besides its key's length: a RESTORE's name,
+/// key and TTL arguments and the payload's length as RESP (at most 69 bytes and the key).
+pub const ENCODED_ROOM: usize = 80;
+/// Spare capacity after a [`Piece::Encoded`] value: the DUMP trailer (RDB version and CRC-64),
+/// and `REPLACE ABSTTL` as RESP (37 bytes).
+pub const ENCODED_TAIL: usize = 48;
+
+impl Piece {
+    /// A [`Piece::Encoded`] of RDB type `ty` and value bytes `value`, with its room for `key`.
+    pub fn encoded(ty: u8, value: &[u8], key: &[u8]) -> Piece {
+        let start = ENCODED_ROOM + key.len();
+        let mut bytes = Vec::with_capacity(start + 1 + value.len() + ENCODED_TAIL);
+        bytes.resize(start, 0);
+        bytes.push(ty);
+        bytes.extend_from_slice(value);
+        Piece::Encoded { bytes, start }
     }
 }
 
@@ -232,12 +254,23 @@ pub enum RecordKind {
 /// each), written by the thread that decodes them while the bytes are in its cache; sending
 /// the command is then its `*<n>` header and one copy of the buffer ([`Argv::write_resp`]),
 /// where encoding argument by argument on the writer's core was ~15% of the cluster path.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct Argv {
     data: Vec<u8>,
+    /// Where the arguments start in `data` (0 but for [`Argv::from_framed`], whose buffer
+    /// may have room left in front).
+    start: u32,
     /// Per argument, the end of its bytes (its trailing CRLF follows).
     ends: Ends,
 }
+
+/// Two commands are equal when their arguments are (whatever room a buffer has in front).
+impl PartialEq for Argv {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+impl Eq for Argv {}
 
 /// The decimal digits of `n`, right-aligned in `buf` (RESP lengths, here and in
 /// [`crate::target::resp`]).
@@ -295,13 +328,27 @@ impl Argv {
     /// Room for `args` arguments of `bytes` bytes in all.
     pub fn with_capacity(bytes: usize, args: usize) -> Self {
         let ends = if args > INLINE_ARGS { Ends::Heap(Vec::with_capacity(args)) } else { Ends::default() };
-        Argv { data: Vec::with_capacity(bytes + args * 8), ends }
+        Argv { data: Vec::with_capacity(bytes + args * 8), start: 0, ends }
     }
     pub fn from_slices<S: AsRef<[u8]>>(args: &[S]) -> Self {
         let mut a = Argv::with_capacity(args.iter().map(|s| s.as_ref().len()).sum(), args.len());
         for s in args {
             a.push(s.as_ref());
         }
+        a
+    }
+    /// A command whose arguments were written as RESP bulk strings into `data[start..]` by
+    /// the caller, argument `i` ending (before its CRLF) at `ends[i]`: the buffer becomes the
+    /// command's without a copy (see [`crate::replay::dump::restore_framed`]). The caller
+    /// guarantees the framing; it is checked in debug builds.
+    pub fn from_framed(data: Vec<u8>, start: usize, ends: &[u32]) -> Self {
+        let mut e = if ends.len() > INLINE_ARGS { Ends::Heap(Vec::with_capacity(ends.len())) } else { Ends::default() };
+        for &end in ends {
+            e.push(end);
+        }
+        let a = Argv { data, start: start as u32, ends: e };
+        debug_assert!(a.ends.as_slice().last().is_some_and(|&end| end as usize + 2 == a.data.len()));
+        debug_assert!(a.ends.as_slice().iter().all(|&end| a.data[end as usize..].starts_with(b"\r\n")));
         a
     }
     /// Append an argument. Arguments total at most 4 GiB (a Redis command is far smaller).
@@ -320,9 +367,9 @@ impl Argv {
         header + self.data[header..].iter().position(|&b| b == b'\n').map_or(0, |p| p + 1)
     }
     /// The header start of argument `i`: just past the previous argument's CRLF.
-    fn header_start(ends: &[u32], i: usize) -> usize {
+    fn header_start(&self, ends: &[u32], i: usize) -> usize {
         if i == 0 {
-            0
+            self.start as usize
         } else {
             ends[i - 1] as usize + 2
         }
@@ -333,7 +380,7 @@ impl Argv {
         out.push(b'*');
         out.extend_from_slice(digits(&mut num, self.len()));
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.data);
+        out.extend_from_slice(&self.data[self.start as usize..]);
     }
     /// Append one argument made of several slices (a payload and its trailer) without
     /// joining them first.
@@ -351,7 +398,7 @@ impl Argv {
     /// The arguments as RESP bulk strings, without the `*<n>` header (to embed them in a
     /// longer command, such as a script's arguments).
     pub fn write_args_resp(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.data);
+        out.extend_from_slice(&self.data[self.start as usize..]);
     }
     pub fn len(&self) -> usize {
         self.ends.as_slice().len()
@@ -362,15 +409,15 @@ impl Argv {
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         let ends = self.ends.as_slice();
         let end = *ends.get(i)? as usize;
-        Some(&self.data[self.arg_start(Self::header_start(ends, i))..end])
+        Some(&self.data[self.arg_start(self.header_start(ends, i))..end])
     }
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         let ends = self.ends.as_slice();
-        (0..ends.len()).map(move |i| &self.data[self.arg_start(Self::header_start(ends, i))..ends[i] as usize])
+        (0..ends.len()).map(move |i| &self.data[self.arg_start(self.header_start(ends, i))..ends[i] as usize])
     }
     /// Bytes of the arguments as RESP bulk strings (the payload plus ~5 bytes each).
     pub fn byte_len(&self) -> usize {
-        self.data.len()
+        self.data.len() - self.start as usize
     }
     /// The command name, upper-cased.
     pub fn name_upper(&self) -> String {

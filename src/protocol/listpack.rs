@@ -26,6 +26,25 @@ impl LpElem<'_> {
 
 /// Decode a listpack into its elements. Every length is checked against the blob.
 pub fn listpack(blob: &[u8]) -> Result<Vec<LpElem<'_>>, String> {
+    let mut out = Vec::with_capacity(declared_len(blob).unwrap_or(16));
+    listpack_each(blob, |e| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The element count a listpack's header declares, when it declares one (`u16::MAX` means
+/// "count them").
+fn declared_len(blob: &[u8]) -> Option<usize> {
+    let d = u16::from_le_bytes(blob.get(4..6)?.try_into().unwrap());
+    (d != u16::MAX).then_some(d as usize)
+}
+
+/// Walk a listpack, checking it exactly as [`listpack`] does, and hand each element to `each`
+/// without collecting them; returns the element count. The RESTORE path checks every value
+/// it forwards this way: a vector per value was a tenth of the flow threads' time.
+pub fn listpack_each<'a>(blob: &'a [u8], mut each: impl FnMut(LpElem<'a>) -> Result<(), String>) -> Result<usize, String> {
     if blob.len() < 7 {
         return Err(format!("listpack of {} bytes is shorter than its 7-byte frame", blob.len()));
     }
@@ -33,8 +52,7 @@ pub fn listpack(blob: &[u8]) -> Result<Vec<LpElem<'_>>, String> {
     if total != blob.len() {
         return Err(format!("listpack header says {total} bytes, the string holds {}", blob.len()));
     }
-    let declared = u16::from_le_bytes(blob[4..6].try_into().unwrap());
-    let mut out = Vec::with_capacity(if declared == u16::MAX { 16 } else { declared as usize });
+    let mut n = 0;
     let mut p = 6;
     loop {
         let Some(&b) = blob.get(p) else {
@@ -52,12 +70,15 @@ pub fn listpack(blob: &[u8]) -> Result<Vec<LpElem<'_>>, String> {
         if p > blob.len() {
             return Err("listpack element passes the end of the blob".into());
         }
-        out.push(elem);
+        each(elem)?;
+        n += 1;
     }
-    if declared != u16::MAX && declared as usize != out.len() {
-        return Err(format!("listpack declares {declared} elements, holds {}", out.len()));
+    if let Some(declared) = declared_len(blob) {
+        if declared != n {
+            return Err(format!("listpack declares {declared} elements, holds {n}"));
+        }
     }
-    Ok(out)
+    Ok(n)
 }
 
 /// Size of the back-length field that follows an element of `len` encoded bytes. The
@@ -130,6 +151,20 @@ fn element(b: &[u8]) -> Result<(LpElem<'_>, usize), String> {
 
 /// Decode an intset: `u32 encoding (2|4|8)`, `u32 length`, then signed LE integers.
 pub fn intset(blob: &[u8]) -> Result<Vec<i64>, String> {
+    let enc = intset_check(blob)?.0;
+    Ok(blob[8..]
+        .chunks_exact(enc)
+        .map(|c| match enc {
+            2 => i16::from_le_bytes(c.try_into().unwrap()) as i64,
+            4 => i32::from_le_bytes(c.try_into().unwrap()) as i64,
+            _ => i64::from_le_bytes(c.try_into().unwrap()),
+        })
+        .collect())
+}
+
+/// Check an intset's frame: (element width, element count). Every width-sized slice of its
+/// body is a valid integer, so this is all there is to check.
+pub fn intset_check(blob: &[u8]) -> Result<(usize, usize), String> {
     if blob.len() < 8 {
         return Err(format!("intset of {} bytes is shorter than its 8-byte header", blob.len()));
     }
@@ -145,14 +180,7 @@ pub fn intset(blob: &[u8]) -> Result<Vec<i64>, String> {
             blob.len()
         ));
     }
-    Ok(blob[8..]
-        .chunks_exact(enc)
-        .map(|c| match enc {
-            2 => i16::from_le_bytes(c.try_into().unwrap()) as i64,
-            4 => i32::from_le_bytes(c.try_into().unwrap()) as i64,
-            _ => i64::from_le_bytes(c.try_into().unwrap()),
-        })
-        .collect())
+    Ok((enc, n))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use super::cursor::{Cursor, PResult, RstrHeader, Stop};
 use super::items::rdb_type as t;
-use super::listpack::{intset, listpack};
+use super::listpack::{intset_check, listpack_each};
 
 /// The default bound on a whole value's encoded size. A RESTORE is loaded by the target in
 /// one go (it blocks the server meanwhile), and the flow's buffer holds the value until it
@@ -98,18 +98,25 @@ fn value(ty: u8, cur: &mut Cursor, start: usize, max: usize) -> PResult<bool> {
             let blob = cur.rstr_body(h)?;
             let bad = |e: String| cur.err_at(at, e);
             let elems = match ty {
-                t::SET_INTSET => intset(&blob).map_err(bad)?.len(),
+                t::SET_INTSET => intset_check(&blob).map_err(bad)?.1,
                 _ => {
-                    let e = listpack(&blob).map_err(bad)?;
-                    if e.len() % 2 != 0 {
-                        return Err(cur.err_at(at, format!("{} listpack has an odd {} elements", t::name(ty), e.len())));
-                    }
-                    if ty == t::ZSET_LISTPACK {
-                        for s in e.iter().skip(1).step_by(2) {
-                            super::entry::lp_score(s).map_err(|e| cur.err_at(at, e))?;
+                    // Every element is checked (framing, encodings, lengths) and every score
+                    // parsed: Redis loads a payload without looking inside it (unless
+                    // sanitize-dump-payload is on), so this check is what keeps a damaged
+                    // entry from reaching the target.
+                    let mut i = 0usize;
+                    let n = listpack_each(&blob, |e| {
+                        i += 1;
+                        if ty == t::ZSET_LISTPACK && i % 2 == 0 {
+                            super::entry::lp_score(&e)?;
                         }
+                        Ok(())
+                    })
+                    .map_err(bad)?;
+                    if n % 2 != 0 {
+                        return Err(cur.err_at(at, format!("{} listpack has an odd {n} elements", t::name(ty))));
                     }
-                    e.len()
+                    n
                 }
             };
             if elems == 0 {
@@ -141,7 +148,7 @@ fn value(ty: u8, cur: &mut Cursor, start: usize, max: usize) -> PResult<bool> {
                             1 => cur.skip_rstr()?,
                             2 => {
                                 let node = cur.rstr()?;
-                                listpack(&node).map_err(|e| cur.err_at(at, format!("list node: {e}")))?;
+                                listpack_each(&node, |_| Ok(())).map_err(|e| cur.err_at(at, format!("list node: {e}")))?;
                             }
                             c => {
                                 return Err(cur.err_at(

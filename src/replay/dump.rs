@@ -17,9 +17,6 @@ use crate::protocol::{rdb_type as t, Argv, JournalRecord, RecordKind};
 pub const COLLECTION_TYPES: &[u8] =
     &[t::HASH_LISTPACK, t::ZSET_LISTPACK, t::LIST_QUICKLIST_2, t::SET_INTSET, t::HASH, t::ZSET_2, t::SET];
 
-/// Slice-by-16: the checksum runs over every byte of every RESTORE payload on the hot path.
-const CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
-
 /// The oldest RDB version that has value type `ty` (Redis 5.0-6.2 write 9, 7.0 writes 10,
 /// 7.2 writes 11).
 pub fn rdb_version_for(ty: u8) -> u16 {
@@ -137,10 +134,7 @@ fn rstr(out: &mut Vec<u8>, s: &[u8]) {
 /// key and carrying its expiry as an absolute time.
 pub fn restore(db: u32, key: &[u8], expire_at_ms: Option<u64>, encoded: &[u8]) -> Cmd {
     let version = rdb_version_for(encoded[0]).to_le_bytes();
-    let mut crc = CRC64.digest();
-    crc.update(encoded);
-    crc.update(&version);
-    let crc = crc.finalize().to_le_bytes();
+    let crc = crate::crc64::update(crate::crc64::update(0, encoded), &version).to_le_bytes();
     let ttl = expire_at_ms.unwrap_or(0).to_string();
     let mut a = Argv::with_capacity(key.len() + encoded.len() + 48, 6);
     a.push(b"RESTORE");
@@ -150,6 +144,57 @@ pub fn restore(db: u32, key: &[u8], expire_at_ms: Option<u64>, encoded: &[u8]) -
     a.push(b"REPLACE");
     a.push(b"ABSTTL");
     Cmd { db, argv: a }
+}
+
+/// [`restore`] of a [`Piece::Encoded`](crate::protocol::Piece::Encoded) value, framed in
+/// its own buffer: the RESTORE's leading arguments go into the room in front of the value,
+/// the DUMP trailer and `REPLACE ABSTTL` after it, and the buffer becomes the command's
+/// ([`Argv::from_framed`]). The value is not copied again (it was, with the allocation this
+/// saves, a tenth of the RESTORE path's time). `None` when the room does not suffice (the
+/// caller then uses [`restore`]).
+pub fn restore_framed(db: u32, key: &[u8], expire_at_ms: Option<u64>, mut bytes: Vec<u8>, start: usize) -> Result<Cmd, Vec<u8>> {
+    let ty = bytes[start];
+    let version = rdb_version_for(ty).to_le_bytes();
+    let crc = crate::crc64::update(crate::crc64::update(0, &bytes[start..]), &version).to_le_bytes();
+    let (mut num, mut ttl) = ([0u8; 20], [0u8; 20]);
+    let ttl = crate::protocol::items::digits(&mut ttl, expire_at_ms.unwrap_or(0) as usize);
+    let payload_len = bytes.len() - start + version.len() + crc.len();
+    // The head, written right-aligned before the value: name, key, TTL, then the payload's
+    // length line. Its length first, to know where it starts.
+    let bulk = |n: usize, num: &mut [u8; 20]| 3 + crate::protocol::items::digits(num, n).len();
+    let head = bulk(7, &mut num) + 7 + 2 + bulk(key.len(), &mut num) + key.len() + 2 + bulk(ttl.len(), &mut num) + ttl.len() + 2
+        + bulk(payload_len, &mut num);
+    if head > start || u32::try_from(bytes.len() + 64).is_err() {
+        return Err(bytes);
+    }
+    let mut at = start - head;
+    let first = at;
+    let mut ends = [0u32; 6];
+    let put = |bytes: &mut Vec<u8>, at: &mut usize, s: &[u8]| {
+        bytes[*at..*at + s.len()].copy_from_slice(s);
+        *at += s.len();
+    };
+    for (i, arg) in [&b"RESTORE"[..], key, ttl].into_iter().enumerate() {
+        put(&mut bytes, &mut at, b"$");
+        put(&mut bytes, &mut at, crate::protocol::items::digits(&mut num, arg.len()));
+        put(&mut bytes, &mut at, b"\r\n");
+        put(&mut bytes, &mut at, arg);
+        ends[i] = at as u32;
+        put(&mut bytes, &mut at, b"\r\n");
+    }
+    put(&mut bytes, &mut at, b"$");
+    put(&mut bytes, &mut at, crate::protocol::items::digits(&mut num, payload_len));
+    put(&mut bytes, &mut at, b"\r\n");
+    debug_assert_eq!(at, start);
+    bytes.extend_from_slice(&version);
+    bytes.extend_from_slice(&crc);
+    ends[3] = bytes.len() as u32;
+    bytes.extend_from_slice(b"\r\n$7\r\nREPLACE");
+    ends[4] = bytes.len() as u32;
+    bytes.extend_from_slice(b"\r\n$6\r\nABSTTL");
+    ends[5] = bytes.len() as u32;
+    bytes.extend_from_slice(b"\r\n");
+    Ok(Cmd { db, argv: Argv::from_framed(bytes, first, &ends) })
 }
 
 /// Whether `cmd` is a RESTORE (the only command a refusal of which is handled by
@@ -193,6 +238,32 @@ mod tests {
         assert!(back.iter().all(|c| c.db == 3));
         assert_eq!(rdb_version_for(t::HASH_LISTPACK), 10);
         assert_eq!(rdb_version_for(t::SET_INTSET), 9);
+    }
+
+    #[test]
+    fn a_framed_restore_is_the_same_command_in_its_value_buffer() {
+        let value = [t::SET, 2, 1, b'a', 0, 0xFF];
+        for key in [&b"k"[..], &[b'x'; 300][..], b""] {
+            for ttl in [None, Some(1_900_000_000_000u64), Some(u64::MAX)] {
+                let want = restore(0, key, ttl, &value[..]);
+                let crate::protocol::Piece::Encoded { bytes, start } = crate::protocol::Piece::encoded(value[0], &value[1..], key)
+                else {
+                    unreachable!()
+                };
+                let got = restore_framed(0, key, ttl, bytes, start).expect("room enough");
+                assert_eq!(got.argv, want.argv);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                got.argv.write_resp(&mut a);
+                want.argv.write_resp(&mut b);
+                assert_eq!(a, b);
+                assert_eq!(got.argv.byte_len(), want.argv.byte_len());
+                assert_eq!(got.argv.get(3).unwrap().len(), value.len() + 10);
+            }
+        }
+        // Too little room in front: the buffer is handed back for the copying path.
+        let mut small = vec![0u8; 4];
+        small.extend_from_slice(&value);
+        assert!(restore_framed(0, b"key", None, small, 4).is_err());
     }
 
     #[test]

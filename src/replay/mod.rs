@@ -300,8 +300,10 @@ impl Replayer {
         &self.stats
     }
 
-    /// Commands for one piece of a snapshot value, appended to `out`.
-    pub fn value(&mut self, v: &ValuePiece, out: &mut Vec<Cmd>) {
+    /// Commands for one piece of a snapshot value, appended to `out`. A whole value's buffer
+    /// ([`Piece::Encoded`](crate::protocol::Piece::Encoded)) may be taken: it becomes the
+    /// RESTORE command, without a copy.
+    pub fn value(&mut self, v: &mut ValuePiece, out: &mut Vec<Cmd>) {
         if let Some(f) = &self.filter {
             // Each piece is judged (a cheap test), so no per-key state is kept for the filter.
             if !f.passes(v.head.db, &v.head.key) {

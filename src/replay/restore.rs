@@ -9,8 +9,6 @@ use super::{Cmd, ReplayError, Replayer};
 use crate::protocol::cursor::{show, Cursor, Stop};
 use crate::protocol::{EntryParser, Item, JournalRecord, Space};
 
-const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
-
 pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) -> Result<(), ReplayError> {
     let argv = &rec.argv;
     let bad = |why: String| ReplayError(format!("journal record RESTORE in db {}: {why}", rec.db));
@@ -28,10 +26,10 @@ pub(super) fn record(r: &mut Replayer, rec: &JournalRecord, out: &mut Vec<Cmd>) 
         (t, true) => Some(t as u64),
         (t, false) => Some(r.clock.now_ms() + t as u64),
     };
-    let pieces = decode(rec.db, key, expire, payload, r.limits).map_err(|e| bad(format!("key {}: {e}", show(key))))?;
+    let mut pieces = decode(rec.db, key, expire, payload, r.limits).map_err(|e| bad(format!("key {}: {e}", show(key))))?;
     // A RESTORE replaces the key whether or not the target started empty.
     let from = out.len();
-    for p in &pieces {
+    for p in &mut pieces {
         if let Item::Value(v) = p {
             super::value::piece(r, v, out, true);
         }
@@ -53,7 +51,7 @@ pub fn decode(
     }
     let (body, crc) = payload.split_at(payload.len() - 8);
     let crc = u64::from_le_bytes(crc.try_into().unwrap());
-    if CRC64.checksum(body) != crc {
+    if crate::crc64::update(0, body) != crc {
         return Err("payload CRC-64 does not match".into());
     }
     let value = &body[1..body.len() - 2];

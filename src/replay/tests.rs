@@ -34,10 +34,10 @@ fn record(args: &[&str]) -> JournalRecord {
 fn strings_overwrite_and_carry_absolute_ttls() {
     let mut r = rp(Policy::default());
     let mut out = vec![];
-    r.value(&piece(&head(t::STRING, "k", Some(1_900_000_000_000)), Piece::String(b"v".to_vec()), true, true), &mut out);
+    r.value(&mut piece(&head(t::STRING, "k", Some(1_900_000_000_000)), Piece::String(b"v".to_vec()), true, true), &mut out);
     let h = head(t::STRING, "big", None);
-    r.value(&piece(&h, Piece::String(b"ab".to_vec()), true, false), &mut out);
-    r.value(&piece(&h, Piece::String(b"cd".to_vec()), false, true), &mut out);
+    r.value(&mut piece(&h, Piece::String(b"ab".to_vec()), true, false), &mut out);
+    r.value(&mut piece(&h, Piece::String(b"cd".to_vec()), false, true), &mut out);
     assert_eq!(strs(&out), ["3:SET k v PXAT 1900000000000", "3:SET big ab", "3:APPEND big cd"]);
 }
 
@@ -46,8 +46,8 @@ fn keys_expired_on_arrival_are_removed_not_written() {
     let mut r = rp(Policy::default());
     let mut out = vec![];
     let h = head(t::LIST_QUICKLIST_2, "old", Some(1_700_000_000_000));
-    r.value(&piece(&h, Piece::ListElems(vec![b"a".to_vec()]), true, false), &mut out);
-    r.value(&piece(&h, Piece::ListElems(vec![b"b".to_vec()]), false, true), &mut out);
+    r.value(&mut piece(&h, Piece::ListElems(vec![b"a".to_vec()]), true, false), &mut out);
+    r.value(&mut piece(&h, Piece::ListElems(vec![b"b".to_vec()]), false, true), &mut out);
     assert_eq!(strs(&out), ["3:DEL old"]);
     assert_eq!(r.stats().expired_on_arrival, 1);
 }
@@ -58,7 +58,7 @@ fn collections_start_from_nothing_and_scores_are_exact() {
     let mut out = vec![];
     let h = head(t::ZSET_2, "z", None);
     let members = vec![(b"lo".to_vec(), f64::NEG_INFINITY), (b"x".to_vec(), 0.1), (b"y".to_vec(), 1e21), (b"hi".to_vec(), f64::INFINITY)];
-    r.value(&piece(&h, Piece::ZsetMembers(members), true, true), &mut out);
+    r.value(&mut piece(&h, Piece::ZsetMembers(members), true, true), &mut out);
     assert_eq!(strs(&out), ["3:DEL z", "3:ZADD z -inf lo 0.1 x 1000000000000000000000 y inf hi"]);
     for s in ["0.1", "1000000000000000000000", "0.00018352938754621442", "-999834216.5494006"] {
         let f: f64 = s.parse().unwrap();
@@ -72,7 +72,7 @@ fn an_empty_stream_still_exists_with_its_ids() {
     let mut out = vec![];
     let h = head(t::STREAM_LISTPACKS_3, "s", None);
     let meta = StreamMeta { length: 0, last_id: StreamId { ms: 5, seq: 1 }, entries_added: 3, max_deleted_id: StreamId { ms: 5, seq: 1 }, ..Default::default() };
-    r.value(&piece(&h, Piece::StreamMeta(meta), true, true), &mut out);
+    r.value(&mut piece(&h, Piece::StreamMeta(meta), true, true), &mut out);
     assert_eq!(
         strs(&out),
         [
@@ -88,19 +88,19 @@ fn an_empty_stream_still_exists_with_its_ids() {
 fn dragonfly_only_values_follow_the_policy_and_are_counted() {
     let mut r = rp(Policy::default());
     let mut out = vec![];
-    r.value(&piece(&head(t::JSON, "j", None), Piece::Json(b"{}".to_vec()), true, true), &mut out);
-    r.value(&piece(&head(t::SBF2, "bf", None), Piece::Opaque(10), true, true), &mut out);
+    r.value(&mut piece(&head(t::JSON, "j", None), Piece::Json(b"{}".to_vec()), true, true), &mut out);
+    r.value(&mut piece(&head(t::SBF2, "bf", None), Piece::Opaque(10), true, true), &mut out);
     let h = head(t::SET_WITH_EXPIRY, "st", None);
     let now_s = 1_800_000_000;
-    r.value(&piece(&h, Piece::SetMembersTtl(vec![(b"gone".to_vec(), Some(now_s - 1)), (b"live".to_vec(), Some(now_s + 60)), (b"forever".to_vec(), None)]), true, true), &mut out);
+    r.value(&mut piece(&h, Piece::SetMembersTtl(vec![(b"gone".to_vec(), Some(now_s - 1)), (b"live".to_vec(), Some(now_s + 60)), (b"forever".to_vec(), None)]), true, true), &mut out);
     assert_eq!(strs(&out), ["3:DEL j", "3:DEL bf", "3:DEL st", "3:SADD st live forever"]);
     assert_eq!(r.stats().skipped.values().sum::<u64>(), 2);
     assert_eq!(r.stats().altered.values().sum::<u64>(), 1);
 
     let mut r = rp(Policy { json: JsonPolicy::JsonSet, member_ttl: MemberTtlPolicy::Skip });
     let mut out = vec![];
-    r.value(&piece(&head(t::JSON, "j", None), Piece::Json(b"{}".to_vec()), true, true), &mut out);
-    r.value(&piece(&h, Piece::SetMembersTtl(vec![(b"m".to_vec(), None)]), true, true), &mut out);
+    r.value(&mut piece(&head(t::JSON, "j", None), Piece::Json(b"{}".to_vec()), true, true), &mut out);
+    r.value(&mut piece(&h, Piece::SetMembersTtl(vec![(b"m".to_vec(), None)]), true, true), &mut out);
     assert_eq!(strs(&out), ["3:DEL j", "3:JSON.SET j $ {}", "3:DEL st"]);
     assert!(r.stats().altered.is_empty());
 }
@@ -134,7 +134,7 @@ fn json_integers_beyond_64_bits_are_written_and_counted_as_altered() {
     let mut r = rp(Policy { json: JsonPolicy::JsonSet, member_ttl: MemberTtlPolicy::DropTtl });
     let mut out = vec![];
     let doc = br#"{"n":123456789012345678901234567890}"#.to_vec();
-    r.value(&piece(&head(t::JSON, "j", None), Piece::Json(doc), true, true), &mut out);
+    r.value(&mut piece(&head(t::JSON, "j", None), Piece::Json(doc), true, true), &mut out);
     for rec in [record(&["JSON.SET", "j", "$.m", "-9223372036854775809"]), record(&["JSON.SET", "j", "$.k", "18446744073709551615"])] {
         r.record(&rec, &mut out).unwrap();
     }
@@ -195,9 +195,9 @@ fn the_filter_applies_to_snapshot_and_journal_before_the_db_map() {
     let mut out = vec![];
     // Snapshot: head() puts keys in db 3, mapped to 0; a big key's pieces all follow its first.
     let big = head(t::LIST_QUICKLIST_2, "b:big", None);
-    r.value(&piece(&big, Piece::ListElems(vec![b"x".to_vec()]), true, false), &mut out);
-    r.value(&piece(&head(t::STRING, "a:1", None), Piece::String(b"v".to_vec()), true, true), &mut out);
-    r.value(&piece(&big, Piece::ListElems(vec![b"y".to_vec()]), false, true), &mut out);
+    r.value(&mut piece(&big, Piece::ListElems(vec![b"x".to_vec()]), true, false), &mut out);
+    r.value(&mut piece(&head(t::STRING, "a:1", None), Piece::String(b"v".to_vec()), true, true), &mut out);
+    r.value(&mut piece(&big, Piece::ListElems(vec![b"y".to_vec()]), false, true), &mut out);
     assert_eq!(strs(&out), ["0:SET a:1 v"]);
     // Journal (record() is in db 1, mapped to 0).
     let mut out = vec![];
@@ -245,7 +245,7 @@ fn a_redis_6_2_target_gets_streams_without_7_0_metadata_counted_as_altered() {
     let mut out = vec![];
     let h = head(t::STREAM_LISTPACKS_3, "s", None);
     let meta = StreamMeta { length: 0, last_id: StreamId { ms: 5, seq: 1 }, entries_added: 3, max_deleted_id: StreamId { ms: 5, seq: 1 }, ..Default::default() };
-    r.value(&piece(&h, Piece::StreamMeta(meta), true, false), &mut out);
+    r.value(&mut piece(&h, Piece::StreamMeta(meta), true, false), &mut out);
     let g = StreamGroup {
         name: b"g".to_vec(),
         last_id: StreamId { ms: 5, seq: 1 },
@@ -253,7 +253,7 @@ fn a_redis_6_2_target_gets_streams_without_7_0_metadata_counted_as_altered() {
         consumers: vec![StreamConsumer { name: b"c".to_vec(), seen_time_ms: 0, active_time_ms: None }],
         pending: vec![],
     };
-    r.value(&piece(&h, Piece::StreamGroup(g), false, true), &mut out);
+    r.value(&mut piece(&h, Piece::StreamGroup(g), false, true), &mut out);
     assert_eq!(
         strs(&out),
         [

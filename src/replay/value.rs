@@ -13,7 +13,7 @@ use crate::protocol::{rdb_type as t, Argv, Piece, StreamGroup, StreamMeta, Value
 const TMP_GROUP: &[u8] = b"df2redis-tmp";
 
 /// `replace`: make the key's first piece replace whatever the target holds (a `DEL` first).
-pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replace: bool) {
+pub(super) fn piece(r: &mut Replayer, v: &mut ValuePiece, out: &mut Vec<Cmd>, replace: bool) {
     let h = &v.head;
     let ptr = Arc::as_ptr(h) as usize;
     let decision = if v.first {
@@ -45,11 +45,11 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
         a
     };
     // A string's SET replaces the old value by itself; everything else starts from nothing.
-    if v.first && replace && !matches!(v.piece, Piece::String(_) | Piece::Encoded(_)) {
+    if v.first && replace && !matches!(v.piece, Piece::String(_) | Piece::Encoded { .. }) {
         out.push(cmd(&[b"DEL", key]));
     }
     let mut ttl_done = false;
-    match &v.piece {
+    match &mut v.piece {
         Piece::String(s) => {
             if v.first {
                 let mut a = with(b"SET", 3);
@@ -106,8 +106,17 @@ pub(super) fn piece(r: &mut Replayer, v: &ValuePiece, out: &mut Vec<Cmd>, replac
         Piece::StreamGroup(g) => stream_group(r, out, db, key, g),
         Piece::Json(doc) => out.push(cmd(&[b"JSON.SET", key, b"$", doc])),
         Piece::Opaque(_) => {}
-        Piece::Encoded(e) => {
+        Piece::Encoded { bytes, start } => {
             // RESTORE ... REPLACE ABSTTL replaces the key and sets its expiry in one command.
+            if super::dump::rdb_version_for(bytes[*start]) <= r.target_rdb {
+                // The target loads the value as it is: its buffer becomes the command.
+                match super::dump::restore_framed(db, key, h.expire_at_ms, std::mem::take(bytes), *start) {
+                    Ok(c) => out.push(c),
+                    Err(b) => out.push(super::dump::restore(db, key, h.expire_at_ms, &b[*start..])),
+                }
+                return;
+            }
+            let e = &bytes[*start..];
             match super::dump::for_target(e, r.target_rdb) {
                 Ok(payload) => out.push(super::dump::restore(db, key, h.expire_at_ms, &payload)),
                 // The parser checked the value, so this is not expected; the element path

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use crate::protocol::cursor::show;
 use crate::protocol::{FlowDecoder, Item, Limits};
 
-static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 /// Dragonfly's write block: the most a file may hold after its checksum.
 const BLOCK: u64 = 4096;
 /// Bytes read from a file at a time.
@@ -210,7 +209,8 @@ pub fn read_stream(
 /// first; the checksum over exactly the bytes up to and including EOF; nothing after the
 /// checksum but Dragonfly's block padding. Errors are (byte offset, what was expected).
 pub struct FileCheck {
-    digest: crc::Digest<'static, u64>,
+    /// The CRC-64 of the bytes hashed so far ([`crate::crc64`]).
+    crc: u64,
     /// Bytes the decoder holds of an incomplete unit (at most one unit), not hashed until it
     /// is known which side of EOF they are on. Bytes consumed without meeting EOF are hashed
     /// at once.
@@ -230,7 +230,7 @@ impl Default for FileCheck {
 
 impl FileCheck {
     pub fn new() -> Self {
-        FileCheck { digest: CRC64.digest(), unhashed: Vec::new(), hashed: 0, computed: None, stored: None, read: 0 }
+        FileCheck { crc: 0, unhashed: Vec::new(), hashed: 0, computed: None, stored: None, read: 0 }
     }
 
     /// Before feeding `chunk`: a file that does not start as an RDB file is refused at once,
@@ -258,11 +258,11 @@ impl FileCheck {
                 None => dec.consumed(),
             };
             let k = (upto - self.hashed) as usize;
-            self.digest.update(&self.unhashed[..k]);
+            self.crc = crate::crc64::update(self.crc, &self.unhashed[..k]);
             self.unhashed.drain(..k);
             self.hashed = upto;
             if dec.eof_at().is_some() {
-                self.computed = Some(self.digest.clone().finalize());
+                self.computed = Some(self.crc);
                 self.unhashed = Vec::new();
             }
         }

@@ -50,7 +50,7 @@ fn advance(f: &mut Flow, w: &mut Standalone, stop_at_token: bool, late: &mut Lat
     let mut cmds: Vec<Cmd> = Vec::new();
     let mut blocked = None;
     while f.pos < f.items.len() {
-        match &f.items[f.pos] {
+        match &mut f.items[f.pos] {
             Item::Value(v) => f.replayer.value(v, &mut cmds),
             Item::Journal(r) => match f.replayer.record(r, &mut cmds).unwrap() {
                 RecordClass::Normal => {}

@@ -53,6 +53,18 @@ pub struct Step {
     pub why: String,
 }
 
+impl Step {
+    /// Operations applied per second of df2redis CPU (its cost per op, which the machine's
+    /// other load hardly moves).
+    pub fn ops_per_df2redis_core(&self) -> f64 {
+        if self.df2redis_cpu_pct > 0.0 {
+            self.achieved / (self.df2redis_cpu_pct / 100.0)
+        } else {
+            0.0
+        }
+    }
+}
+
 pub struct JournalResult {
     pub steps: Vec<Step>,
     /// Index of the highest step that held.
