@@ -39,6 +39,9 @@ impl RedisServer {
                 .arg("--dir")
                 .arg(dir);
             if let Some(bus) = bus_port {
+                // A port an earlier cluster of this run used may come round again: its node
+                // file would make this node remember that cluster ("is not empty").
+                let _ = std::fs::remove_file(dir.join(format!("nodes-{port}.conf")));
                 cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf")]).args([
                     "--cluster-port",
                     &bus.to_string(),
