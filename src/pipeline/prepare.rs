@@ -10,6 +10,7 @@ use crate::source::SourceError;
 use crate::target::server::Version;
 use crate::target::{resp::Reply, Standalone, Target, TargetError};
 
+#[derive(Debug)]
 pub enum StartError {
     Usage(String),
     Failed(String, Fault),

@@ -137,9 +137,12 @@ impl Claim {
     /// The session's threads are running: another session taking these slots over stops them
     /// through `shared`.
     pub fn attach(&self, shared: Arc<Shared>) {
-        if let Some(o) = registry().0.lock().owners.get_mut(&self.source) {
+        let (m, cv) = registry();
+        if let Some(o) = m.lock().owners.get_mut(&self.source) {
             o.shared = Some(shared);
         }
+        // A session waiting for these slots while this one was starting can stop it now.
+        cv.notify_all();
     }
 }
 
@@ -203,6 +206,30 @@ mod tests {
 
     fn argv(parts: &[&str]) -> Argv {
         Argv::from_slices(parts)
+    }
+
+    #[test]
+    fn a_new_owner_stops_the_old_one_and_waits_for_it() {
+        let cfg = |k: usize, addr: &str| {
+            let mut c = Config { source_index: 100 + k, multi_source: true, ..Default::default() };
+            c.source.addr = addr.into();
+            c
+        };
+        let old = claim(&cfg(0, "old:1"), &SlotRanges::parse("0-99").unwrap()).unwrap();
+        let shared = Arc::new(Shared::new(1));
+        old.attach(shared.clone());
+        // Disjoint slots: no wait.
+        drop(claim(&cfg(1, "other:1"), &SlotRanges::parse("100-199").unwrap()).unwrap());
+        let new = std::thread::spawn(move || claim(&cfg(2, "new:1"), &SlotRanges::parse("50-60").unwrap()).map(|_| ()).is_ok());
+        // The old owner's session is told to stop (transient, naming both) ...
+        while !shared.stop.is_stopped() {
+            std::thread::yield_now();
+        }
+        let e = shared.error().unwrap();
+        assert!(e.contains("source old:1") && e.contains("master new:1 now owns some of its hash slots (50-60)"), "{e}");
+        // ... and the new one goes on once it has ended.
+        drop(old);
+        assert!(new.join().unwrap());
     }
 
     #[test]
