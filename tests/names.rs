@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::emulator_model::expected;
-use common::live::{kill9, poll, wait_acked_beyond, wait_every_flow_acked};
+use common::live::{prefixed_master, prefixed_writer, union_of, kill9, poll, wait_acked_beyond, wait_every_flow_acked};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::{compare, read_all, RedisServer};
 use common::run::{df2redis, terminate, text, wait_bounded};
@@ -23,34 +23,7 @@ use df2redis::emulator::{Config, Emulator};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// An emulator whose keys all start with `prefix`.
-fn master(prefix: &str, keys: usize) -> Arc<Emulator> {
-    let emu = Arc::new(Emulator::start(Config { shards: 2, backlog_len: 1 << 20, ..Config::default() }).unwrap());
-    for i in 0..keys {
-        emu.write(0, &[b"SET", format!("{prefix}s:{i}").as_bytes(), format!("v{i}").as_bytes()]).unwrap();
-        emu.write(0, &[b"RPUSH", format!("{prefix}l:{}", i % 20).as_bytes(), format!("e{i}").as_bytes()]).unwrap();
-    }
-    emu
-}
 
-/// Keep writing non-idempotent commands on `prefix` keys until `stop`.
-fn writer(emu: Arc<Emulator>, prefix: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut n = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            let k = n % 31;
-            let (a, b) = (format!("{prefix}ctr:{k}"), format!("{prefix}list:{}", k % 7));
-            let r = if n % 2 == 0 { emu.write(0, &[b"INCR", a.as_bytes()]) } else { emu.write(0, &[b"LPUSH", b.as_bytes(), b"x"]) };
-            r.unwrap();
-            n += 1;
-            if n % 64 == 0 {
-                // Pace the journal (a few thousand records a second), not a synchronization.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        n
-    })
-}
 
 fn replicate(emu: &Emulator, srv: &RedisServer, extra: &[&str]) -> Child {
     replicate_to(emu, &format!("redis://{}", srv.addr()), extra)
@@ -71,14 +44,6 @@ fn markers_of(c: &mut redis::Connection, name: &str) -> Vec<String> {
     k
 }
 
-/// Both masters' data together (their prefixes are disjoint).
-fn union(a: &Emulator, b: &Emulator) -> Dataset {
-    let mut all = expected(a);
-    for (db, keys) in expected(b) {
-        all.entry(db).or_default().extend(keys);
-    }
-    all
-}
 
 fn assert_holds(srv: &RedisServer, exp: &Dataset, at_least: usize, what: &str) {
     let mut c = srv.conn();
@@ -94,15 +59,15 @@ fn assert_holds(srv: &RedisServer, exp: &Dataset, at_least: usize, what: &str) {
 /// its run's full resync deletes only its keys, the other's untouched.
 #[test]
 fn two_runs_into_one_target_keep_apart_through_a_kill_and_a_resync() {
-    let (a, b) = (master("a:", 200), master("b:", 200));
+    let (a, b) = (prefixed_master("a:", 200), prefixed_master("b:", 200));
     let srv = RedisServer::start(&[]);
     let (name_a, name_b) = (default_for(&a.addr().to_string()), default_for(&b.addr().to_string()));
     assert_ne!(name_a, name_b, "the default names of two sources must differ");
     let mut run_a = replicate(&a, &srv, &["--include", "prefix:a:"]);
     let run_b = replicate(&b, &srv, &["--include", "prefix:b:"]);
     let stop = Arc::new(AtomicBool::new(false));
-    let wa = writer(a.clone(), "a:", stop.clone());
-    let wb = writer(b.clone(), "b:", stop.clone());
+    let wa = prefixed_writer(a.clone(), "a:", stop.clone());
+    let wb = prefixed_writer(b.clone(), "b:", stop.clone());
     assert!(wait_every_flow_acked(&a, MINUTE) && wait_every_flow_acked(&b, MINUTE), "both runs reach stable sync");
     assert!(wait_acked_beyond(&a, 0, 300, MINUTE) && wait_acked_beyond(&b, 0, 300, MINUTE));
     let mut c = srv.conn();
@@ -145,7 +110,7 @@ fn two_runs_into_one_target_keep_apart_through_a_kill_and_a_resync() {
     assert!(!log_a.contains("emptying the target"), "{log_a}");
     assert!(!log_b.contains("full resync") && !log_b.contains("an earlier writer left"), "run B was never disturbed:\n{log_b}");
     // Exactly the new A's keys (the old a:* are gone) and every B key.
-    assert_holds(&srv, &union(&a, &b), 50 + 200 + 20, "after A's resync");
+    assert_holds(&srv, &union_of(&a, &b), 50 + 200 + 20, "after A's resync");
     assert_eq!(markers_of(&mut c, &name_a).len(), 2);
     assert_eq!(markers_of(&mut c, &name_b).len(), 2);
     // A clean exit releases the leases.
@@ -158,15 +123,15 @@ fn two_runs_into_one_target_keep_apart_through_a_kill_and_a_resync() {
 /// run's keys on every master, the other run's untouched.
 #[test]
 fn on_a_cluster_a_resync_deletes_only_its_runs_keys_on_every_master() {
-    let (a, b) = (master("a:", 200), master("b:", 200));
+    let (a, b) = (prefixed_master("a:", 200), prefixed_master("b:", 200));
     let cluster = RedisCluster::start();
     let target = format!("redis://{}", cluster.seed());
     let (name_a, name_b) = (default_for(&a.addr().to_string()), default_for(&b.addr().to_string()));
     let run_a = replicate_to(&a, &target, &["--include", "prefix:a:"]);
     let run_b = replicate_to(&b, &target, &["--include", "prefix:b:"]);
     let stop = Arc::new(AtomicBool::new(false));
-    let wa = writer(a.clone(), "a:", stop.clone());
-    let wb = writer(b.clone(), "b:", stop.clone());
+    let wa = prefixed_writer(a.clone(), "a:", stop.clone());
+    let wb = prefixed_writer(b.clone(), "b:", stop.clone());
     assert!(wait_every_flow_acked(&a, MINUTE) && wait_every_flow_acked(&b, MINUTE), "both runs reach stable sync");
     assert!(wait_acked_beyond(&a, 0, 300, MINUTE) && wait_acked_beyond(&b, 0, 300, MINUTE));
     // Every master holds both runs' node markers (2 flows each), in its own slots.
@@ -194,7 +159,7 @@ fn on_a_cluster_a_resync_deletes_only_its_runs_keys_on_every_master() {
     assert!(log_a.contains("deleting only the keys this run's rules select"), "{log_a}");
     assert!(!log_b.contains("full resync"), "{log_b}");
     let scratch = RedisServer::start(&[]);
-    let (diffs, compared, _) = compare(&union(&a, &b), &cluster.read_all(), &mut scratch.conn(), 1000, &BTreeSet::new());
+    let (diffs, compared, _) = compare(&union_of(&a, &b), &cluster.read_all(), &mut scratch.conn(), 1000, &BTreeSet::new());
     assert!(diffs.is_empty(), "{} differences:\n{}\n{log_a}", diffs.len(), diffs.join("\n"));
     assert!(compared >= 60 + 200 + 20, "{compared}");
 }
@@ -204,11 +169,11 @@ fn on_a_cluster_a_resync_deletes_only_its_runs_keys_on_every_master() {
 /// and the other run's keys and stream are untouched.
 #[test]
 fn an_unfiltered_resync_beside_another_run_is_refused() {
-    let (a, b) = (master("a:", 100), master("b:", 100));
+    let (a, b) = (prefixed_master("a:", 100), prefixed_master("b:", 100));
     let srv = RedisServer::start(&[]);
     let run_b = replicate(&b, &srv, &[]);
     let stop = Arc::new(AtomicBool::new(false));
-    let wb = writer(b.clone(), "b:", stop.clone());
+    let wb = prefixed_writer(b.clone(), "b:", stop.clone());
     assert!(wait_every_flow_acked(&b, MINUTE));
     // Run A's markers from an earlier master: its next start must fully resync.
     let name_a = default_for(&a.addr().to_string());
@@ -238,11 +203,11 @@ fn an_unfiltered_resync_beside_another_run_is_refused() {
 /// name is free again once the first exits cleanly.
 #[test]
 fn a_second_run_with_the_same_name_refuses_to_start() {
-    let (a, b) = (master("a:", 50), master("b:", 50));
+    let (a, b) = (prefixed_master("a:", 50), prefixed_master("b:", 50));
     let srv = RedisServer::start(&[]);
     let first = replicate(&a, &srv, &["--name", "shared", "--include", "prefix:a:"]);
     let stop = Arc::new(AtomicBool::new(false));
-    let wa = writer(a.clone(), "a:", stop.clone());
+    let wa = prefixed_writer(a.clone(), "a:", stop.clone());
     assert!(wait_every_flow_acked(&a, MINUTE));
     stop.store(true, Ordering::SeqCst);
     wa.join().unwrap();
@@ -305,7 +270,7 @@ fn cleanup_removes_only_the_named_runs_markers() {
 /// resyncs (the target it owned alone is flushed), and they are deleted.
 #[test]
 fn markers_without_a_run_name_mean_a_full_resync() {
-    let a = master("a:", 100);
+    let a = prefixed_master("a:", 100);
     let srv = RedisServer::start(&[]);
     let mut c = srv.conn();
     for f in 0..2 {
@@ -315,7 +280,7 @@ fn markers_without_a_run_name_mean_a_full_resync() {
     redis::cmd("SET").arg("a:stale").arg("deleted on the master meanwhile").query::<()>(&mut c).unwrap();
     let run = replicate(&a, &srv, &[]);
     let stop = Arc::new(AtomicBool::new(false));
-    let wa = writer(a.clone(), "a:", stop.clone());
+    let wa = prefixed_writer(a.clone(), "a:", stop.clone());
     assert!(wait_every_flow_acked(&a, MINUTE));
     stop.store(true, Ordering::SeqCst);
     wa.join().unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::emulator_model::expected;
-use common::live::{poll, wait_acked_beyond, wait_every_flow_acked};
+use common::live::{prefixed_master, prefixed_writer, union_of, poll, wait_acked_beyond, wait_every_flow_acked};
 use common::redis_server::{compare, read_all, RedisServer};
 use common::run::{df2redis, terminate, text, wait_bounded};
 use common::Dataset;
@@ -20,41 +20,8 @@ use df2redis::emulator::{Config, Emulator};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn master(prefix: &str, keys: usize) -> Arc<Emulator> {
-    let emu = Arc::new(Emulator::start(Config { shards: 2, backlog_len: 1 << 20, ..Config::default() }).unwrap());
-    for i in 0..keys {
-        emu.write(0, &[b"SET", format!("{prefix}s:{i}").as_bytes(), format!("v{i}").as_bytes()]).unwrap();
-        emu.write(0, &[b"RPUSH", format!("{prefix}l:{}", i % 20).as_bytes(), format!("e{i}").as_bytes()]).unwrap();
-    }
-    emu
-}
 
-/// Non-idempotent writes on `prefix` keys until `stop`.
-fn writer(emu: Arc<Emulator>, prefix: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut n = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            let k = n % 31;
-            let (a, b) = (format!("{prefix}ctr:{k}"), format!("{prefix}list:{}", k % 7));
-            let r = if n % 2 == 0 { emu.write(0, &[b"INCR", a.as_bytes()]) } else { emu.write(0, &[b"LPUSH", b.as_bytes(), b"x"]) };
-            r.unwrap();
-            n += 1;
-            if n % 64 == 0 {
-                // Pace the journal (a few thousand records a second), not a synchronization.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        n
-    })
-}
 
-fn union(a: &Emulator, b: &Emulator) -> Dataset {
-    let mut all = expected(a);
-    for (db, keys) in expected(b) {
-        all.entry(db).or_default().extend(keys);
-    }
-    all
-}
 
 fn markers_of(c: &mut redis::Connection, name: &str) -> Vec<String> {
     let mut k: Vec<String> = redis::cmd("KEYS").arg(format!("df2redis:checkpoint:{name}:*")).query(c).unwrap();
@@ -75,7 +42,7 @@ fn thread_names(pid: u32) -> BTreeSet<String> {
 
 #[test]
 fn two_masters_in_one_run_are_replicated_exactly_with_their_own_sessions() {
-    let (a, b) = (master("a:", 300), master("b:", 300));
+    let (a, b) = (prefixed_master("a:", 300), prefixed_master("b:", 300));
     let srv = RedisServer::start(&[]);
     let (sa, sb) = (a.addr().to_string(), b.addr().to_string());
     let target = format!("redis://{}", srv.addr());
@@ -83,8 +50,8 @@ fn two_masters_in_one_run_are_replicated_exactly_with_their_own_sessions() {
         "replicate", "--source", &sa, "--source", &sb, "--target", &target, "--name", "merge", "--progress-secs", "1",
     ]);
     let stop = Arc::new(AtomicBool::new(false));
-    let wa = writer(a.clone(), "a:", stop.clone());
-    let wb = writer(b.clone(), "b:", stop.clone());
+    let wa = prefixed_writer(a.clone(), "a:", stop.clone());
+    let wb = prefixed_writer(b.clone(), "b:", stop.clone());
     assert!(wait_every_flow_acked(&a, MINUTE) && wait_every_flow_acked(&b, MINUTE), "both masters reach stable sync");
     assert!(wait_acked_beyond(&a, 0, 300, MINUTE) && wait_acked_beyond(&b, 0, 300, MINUTE));
     // One session per master, each with its own flow, ACK and writer threads.
@@ -106,7 +73,7 @@ fn two_masters_in_one_run_are_replicated_exactly_with_their_own_sessions() {
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(log.contains("2 masters into one target, one session each"), "{log}");
-    let (diffs, compared, _) = compare(&union(&a, &b), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
+    let (diffs, compared, _) = compare(&union_of(&a, &b), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
     assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
     assert!(compared >= 2 * (300 + 20), "{compared}");
     // The summary counts both masters' flows.
@@ -118,7 +85,7 @@ fn two_masters_in_one_run_are_replicated_exactly_with_their_own_sessions() {
 /// refused: the run stops (exit 1) naming the choices, and A's keys are untouched.
 #[test]
 fn a_resync_of_one_unfiltered_master_is_refused_and_touches_nothing() {
-    let (a, b) = (master("a:", 100), master("b:", 100));
+    let (a, b) = (prefixed_master("a:", 100), prefixed_master("b:", 100));
     let srv = RedisServer::start(&[]);
     let (sa, sb) = (a.addr().to_string(), b.addr().to_string());
     let target = format!("redis://{}", srv.addr());
@@ -150,7 +117,7 @@ fn a_resync_of_one_unfiltered_master_is_refused_and_touches_nothing() {
 /// when it comes up.
 #[test]
 fn a_master_down_at_the_start_is_named_or_waited_for() {
-    let a = master("a:", 50);
+    let a = prefixed_master("a:", 50);
     let srv = RedisServer::start(&[]);
     let port = common::redis_server::free_port();
     let (sa, sb) = (a.addr().to_string(), format!("127.0.0.1:{port}"));
@@ -171,6 +138,6 @@ fn a_master_down_at_the_start_is_named_or_waited_for() {
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     let mut c = srv.conn();
-    let (diffs, compared, _) = compare(&union(&a, &b), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
+    let (diffs, compared, _) = compare(&union_of(&a, &b), &read_all(&mut c), &mut c, 1000, &BTreeSet::new());
     assert!(diffs.is_empty() && compared == 50 + 20 + 1, "{compared} {diffs:?}");
 }

@@ -160,3 +160,43 @@ pub fn poll(within: Duration, mut pred: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// An emulated master (2 shards, a deep backlog) whose keys all start with `prefix`: `keys`
+/// strings and 20 lists. Several of them share one target without overlapping keys.
+pub fn prefixed_master(prefix: &str, keys: usize) -> Arc<Emulator> {
+    let cfg = df2redis::emulator::Config { shards: 2, backlog_len: 1 << 20, ..Default::default() };
+    let emu = Arc::new(Emulator::start(cfg).unwrap());
+    for i in 0..keys {
+        emu.write(0, &[b"SET", format!("{prefix}s:{i}").as_bytes(), format!("v{i}").as_bytes()]).unwrap();
+        emu.write(0, &[b"RPUSH", format!("{prefix}l:{}", i % 20).as_bytes(), format!("e{i}").as_bytes()]).unwrap();
+    }
+    emu
+}
+
+/// Keep writing non-idempotent commands (INCR, LPUSH) on `prefix` keys until `stop`.
+pub fn prefixed_writer(emu: Arc<Emulator>, prefix: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let k = n % 31;
+            let (a, b) = (format!("{prefix}ctr:{k}"), format!("{prefix}list:{}", k % 7));
+            let r = if n % 2 == 0 { emu.write(0, &[b"INCR", a.as_bytes()]) } else { emu.write(0, &[b"LPUSH", b.as_bytes(), b"x"]) };
+            r.unwrap();
+            n += 1;
+            if n % 64 == 0 {
+                // Pace the journal (a few thousand records a second), not a synchronization.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        n
+    })
+}
+
+/// Two masters' data together (their keys are disjoint).
+pub fn union_of(a: &Emulator, b: &Emulator) -> super::Dataset {
+    let mut all = super::emulator_model::expected(a);
+    for (db, keys) in super::emulator_model::expected(b) {
+        all.entry(db).or_default().extend(keys);
+    }
+    all
+}
