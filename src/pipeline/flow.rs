@@ -315,16 +315,22 @@ impl FlowReader {
                     st.keys.fetch_add(1, Relaxed);
                 }
                 batch.bytes += v.wire_bytes as usize;
-                if self.owned.as_ref().is_some_and(|o| !o.contains(crate::target::slots::key_slot(&v.head.key))) {
+                // The key's slot, once, for a cluster node's ownership and a cluster target's hints.
+                let slot = (self.owned.is_some() || self.slot_hints).then(|| crate::target::slots::key_slot(&v.head.key));
+                let not_owned = match (&self.owned, slot) {
+                    (Some(o), Some(s)) => !o.contains(s),
+                    _ => false,
+                };
+                if not_owned {
                     // A key being migrated into this master: until the layout says it owns the
                     // slot, the old owner's session writes it (this snapshot's copy may be older).
                     self.replayer.skip_value(&v, super::slots::NOT_OWNED);
                 } else {
                     self.replayer.value(&mut v, &mut batch.cmds);
                 }
-                if self.slot_hints {
+                if let (true, Some(s)) = (self.slot_hints, slot) {
                     // Every command a snapshot entry becomes is about its key.
-                    batch.slots.resize(batch.cmds.len(), crate::target::slots::key_slot(&v.head.key));
+                    batch.slots.resize(batch.cmds.len(), s);
                 }
             }
             Item::Journal(rec) => {
