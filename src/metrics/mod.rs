@@ -128,7 +128,8 @@ pub trait SessionSource: Send + Sync {
 /// Counters of ended sessions, per flow index and by reason.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Totals {
-    flows: Vec<[u64; 4]>, // keys, bytes, records, commands
+    /// Per source, per flow: keys, bytes, records, commands.
+    flows: BTreeMap<usize, Vec<[u64; 4]>>,
     skipped: BTreeMap<String, u64>,
     altered: BTreeMap<String, u64>,
     expired_on_arrival: u64,
@@ -144,11 +145,12 @@ fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
 }
 
 impl Totals {
-    fn add_session(&mut self, s: &SessionSnapshot) {
-        if self.flows.len() < s.flows.len() {
-            self.flows.resize(s.flows.len(), [0; 4]);
+    fn add_session(&mut self, source: usize, s: &SessionSnapshot) {
+        let flows = self.flows.entry(source).or_default();
+        if flows.len() < s.flows.len() {
+            flows.resize(s.flows.len(), [0; 4]);
         }
-        for (t, f) in self.flows.iter_mut().zip(&s.flows) {
+        for (t, f) in flows.iter_mut().zip(&s.flows) {
             for (a, b) in t.iter_mut().zip([f.keys, f.bytes, f.records, f.commands]) {
                 *a += b;
             }
@@ -375,26 +377,16 @@ impl Metrics {
         log::debug!("phase: {}", p.name());
     }
 
-    /// A session starts reporting through `src` (the only source's, or source 0's).
-    pub fn attach(&self, src: Arc<dyn SessionSource>) {
-        self.attach_source(0, src)
-    }
-
-    /// Source `source`'s new session starts reporting through `src`.
-    pub fn attach_source(&self, source: usize, src: Arc<dyn SessionSource>) {
+    /// Source `source`'s new session starts reporting through `src` (0 with one source).
+    pub fn attach(&self, source: usize, src: Arc<dyn SessionSource>) {
         self.sessions.fetch_add(1, Relaxed);
         self.writers.lock().retain(|b, _| b / BOARDS_PER_SOURCE != source);
         self.current.lock().insert(source, src);
     }
 
-    /// The session ended: its final figures become part of the process totals. Call it
-    /// after its threads are joined, so that nothing changes afterwards.
-    pub fn detach(&self) {
-        self.detach_source(0)
-    }
-
-    /// Source `source`'s session ended (see [`detach`](Self::detach)).
-    pub fn detach_source(&self, source: usize) {
+    /// Source `source`'s session ended: its final figures become part of the process totals.
+    /// Call it after its threads are joined, so that nothing changes afterwards.
+    pub fn detach(&self, source: usize) {
         let Some(src) = self.current.lock().remove(&source) else { return };
         let last = src.snapshot();
         let boards: Vec<WriterBoard> = {
@@ -403,7 +395,7 @@ impl Metrics {
             mine.into_iter().filter_map(|b| all.remove(&b)).collect()
         };
         let mut base = self.base.lock();
-        base.add_session(&last);
+        base.add_session(source, &last);
         for b in &boards {
             add_map(&mut base.node_writes, &b.node_writes);
             base.redirects.0 += b.redirects.0;
@@ -412,10 +404,15 @@ impl Metrics {
         *self.last.lock() = Some(last);
     }
 
+    /// Each running session's figures, by source.
+    fn current_snapshots(&self) -> BTreeMap<usize, SessionSnapshot> {
+        let current: Vec<(usize, Arc<dyn SessionSource>)> = self.current.lock().iter().map(|(k, s)| (*k, s.clone())).collect();
+        current.into_iter().map(|(k, s)| (k, s.snapshot())).collect()
+    }
+
     /// The running sessions' figures as one: flows in source order, counts added up.
-    fn current_snapshot(&self) -> Option<SessionSnapshot> {
-        let current: Vec<Arc<dyn SessionSource>> = self.current.lock().values().cloned().collect();
-        let mut it = current.iter().map(|s| s.snapshot());
+    fn merged(current: &BTreeMap<usize, SessionSnapshot>) -> Option<SessionSnapshot> {
+        let mut it = current.values().cloned();
         let mut all = it.next()?;
         for s in it {
             all.flows.extend(s.flows);
@@ -447,7 +444,8 @@ impl Metrics {
     /// Read everything now.
     pub fn report(&self) -> Report {
         let now = Instant::now();
-        let session = self.current_snapshot();
+        let current = self.current_snapshots();
+        let session = Self::merged(&current);
         let phase = self.phase();
         let base = self.base.lock().clone();
         let mut r = Report {
@@ -465,15 +463,19 @@ impl Metrics {
             latency: self.pipeline_latency.snapshot(),
             ..Default::default()
         };
-        let n = base.flows.len().max(session.as_ref().map_or(0, |s| s.flows.len()));
-        r.flows = (0..n)
-            .map(|i| {
-                let t = base.flows.get(i).copied().unwrap_or_default();
-                let now = session.as_ref().and_then(|s| s.flows.get(i)).cloned();
+        // Source by source (as the merged session lists them): ended sessions' totals plus the
+        // running one's counters, per flow.
+        let sources: std::collections::BTreeSet<usize> = base.flows.keys().chain(current.keys()).copied().collect();
+        for k in sources {
+            let totals = base.flows.get(&k).map_or(&[][..], |v| v.as_slice());
+            let running = current.get(&k).map_or(&[][..], |s| s.flows.as_slice());
+            for i in 0..totals.len().max(running.len()) {
+                let t = totals.get(i).copied().unwrap_or_default();
+                let now = running.get(i).cloned();
                 let cur = now.as_ref().map_or([0; 4], |f| [f.keys, f.bytes, f.records, f.commands]);
-                FlowReport { keys: t[0] + cur[0], bytes: t[1] + cur[1], records: t[2] + cur[2], commands: t[3] + cur[3], now }
-            })
-            .collect();
+                r.flows.push(FlowReport { keys: t[0] + cur[0], bytes: t[1] + cur[1], records: t[2] + cur[2], commands: t[3] + cur[3], now });
+            }
+        }
         if let Some(s) = &session {
             add_map(&mut r.skipped, &s.skipped);
             add_map(&mut r.altered, &s.altered);
@@ -549,24 +551,48 @@ mod tests {
     #[test]
     fn counters_survive_sessions_and_gauges_follow_the_running_one() {
         let m = Metrics::new();
-        m.attach(Arc::new(Fixed(session(5, 7))));
+        m.attach(0, Arc::new(Fixed(session(5, 7))));
         m.publish_node_writes(0, false, || ([("n1".to_string(), 3)].into(), (1, 0)));
         // Not due again within a second: the closure is not called.
         m.publish_node_writes(0, false, || unreachable!());
         let r = m.report();
         assert_eq!((r.flows[0].keys, r.flows[1].commands, r.skipped["Bloom filter"]), (5, 7, 1));
         assert_eq!((r.node_writes["n1"], r.redirects), (3, (1, 0)));
-        m.detach();
-        m.attach(Arc::new(Fixed(session(2, 1))));
+        m.detach(0);
+        m.attach(0, Arc::new(Fixed(session(2, 1))));
         m.publish_node_writes(0, true, || ([("n1".to_string(), 1)].into(), (0, 2)));
         let r = m.report();
         assert_eq!((r.flows[0].keys, r.flows[0].commands, r.skipped["Bloom filter"]), (7, 8, 2));
         assert_eq!((r.node_writes["n1"], r.redirects, r.sessions), (4, (1, 2), 2));
         assert_eq!(r.flows[0].now.as_ref().unwrap().keys, 2, "gauges are the running session's");
-        m.detach();
+        m.detach(0);
         let r = m.report();
         assert!(r.flows[0].now.is_none() && r.session.is_none());
         assert_eq!(r.full_sync.unwrap().keys, 4, "the last session's full sync stays visible");
+    }
+
+    #[test]
+    fn several_sources_merge_and_show_the_least_advanced_phase() {
+        let m = Metrics::new();
+        m.attach(0, Arc::new(Fixed(session(5, 7))));
+        m.attach(1, Arc::new(Fixed(session(2, 1))));
+        m.publish_node_writes(0, true, || ([("n1".to_string(), 3)].into(), (0, 0)));
+        m.publish_node_writes(BOARDS_PER_SOURCE, true, || ([("n1".to_string(), 4)].into(), (0, 0)));
+        let r = m.report();
+        assert_eq!(r.flows.len(), 4, "both sources' flows, one after the other");
+        assert_eq!((r.flows[0].keys, r.flows[2].keys, r.skipped["Bloom filter"], r.node_writes["n1"]), (5, 2, 2, 7));
+        m.set_source_phase(0, Phase::StableSync);
+        m.set_source_phase(1, Phase::FullSync);
+        assert_eq!(m.phase(), Phase::FullSync, "the run is in full sync while a source is");
+        m.set_source_phase(1, Phase::StableSync);
+        assert_eq!(m.phase(), Phase::StableSync);
+        // Source 1's session ends: its figures (and only its writer board) go to the totals.
+        m.detach(1);
+        let r = m.report();
+        assert_eq!((r.flows.len(), r.flows[2].keys, r.flows[2].now.is_none()), (4, 2, true));
+        assert_eq!(r.node_writes["n1"], 7);
+        m.attach(1, Arc::new(Fixed(session(1, 0))));
+        assert_eq!(m.report().node_writes["n1"], 7, "source 0's board survives source 1's new session");
     }
 
     #[test]

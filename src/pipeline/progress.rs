@@ -202,6 +202,10 @@ mod tests {
         let l = one_line(&stable_lines(&s, Some((2.0, &b))));
         assert!(l.starts_with("stable sync: 20 records (0 records/s, 12 commands/s); flow 0 lag 5 records 7 ms"), "{l}");
         assert_eq!(duration(Duration::from_secs(725)), "12 min 5 s");
+        // Several sources: flows carry their thread's name.
+        s.flows[1].name = Some("7001-0".into());
+        let l = one_line(&stable_lines(&s, None));
+        assert!(l.contains("flow 0 lag") && l.contains("flow 7001-0 lag"), "{l}");
         assert_eq!(duration(Duration::from_secs(12_000)), "3 h 20 min");
     }
 

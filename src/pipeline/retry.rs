@@ -43,7 +43,7 @@ pub fn run(cfg: &Config, mode: Mode) -> Outcome {
     loop {
         let outcome = session::run(cfg, mode, prior.as_deref());
         // Also after a start that failed half-way: the session's counters join the totals.
-        crate::metrics::global().detach_source(cfg.source_index);
+        crate::metrics::global().detach(cfg.source_index);
         let (error, summary) = match outcome {
             Outcome::Failed(e, s, Fault::Transient) if crate::signals::received().is_none() => (e, s),
             Outcome::Ok(s) => return Outcome::Ok(finish(total, s, started)),
@@ -159,6 +159,7 @@ fn finish(total: Option<Summary>, last: Summary, started: Instant) -> Summary {
 
 fn add(total: Option<Summary>, s: Summary) -> Summary {
     let Some(mut t) = total else { return s };
+    t.add_counts(&s);
     if s.flows.len() == t.flows.len() {
         for (a, b) in t.flows.iter_mut().zip(&s.flows) {
             a.keys += b.keys;
@@ -171,19 +172,8 @@ fn add(total: Option<Summary>, s: Summary) -> Summary {
         // Another master (or one with another shard count): its positions replace the old.
         t.flows = s.flows;
     }
-    t.stats.merge(&s.stats);
-    t.rejected += s.rejected;
-    for (k, v) in s.restore_fallbacks {
-        *t.restore_fallbacks.entry(k).or_default() += v;
-    }
     t.json = s.json.or(t.json);
     t.stopped_by = s.stopped_by;
-    for (k, v) in s.node_writes {
-        *t.node_writes.entry(k).or_default() += v;
-    }
-    t.redirects.0 += s.redirects.0;
-    t.redirects.1 += s.redirects.1;
-    t.sessions += s.sessions;
     t.reconnects.extend(s.reconnects);
     t
 }

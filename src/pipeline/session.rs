@@ -62,6 +62,25 @@ pub struct Summary {
     pub reconnects: Vec<String>,
 }
 
+impl Summary {
+    /// Add `s`'s counts (replay stats, rejections, RESTORE fallbacks, per-node writes,
+    /// redirects, sessions) to these. Flows, positions, reasons and flags are the caller's:
+    /// a run's successive sessions add up per flow, several masters' flows go side by side.
+    pub fn add_counts(&mut self, s: &Summary) {
+        self.stats.merge(&s.stats);
+        self.rejected += s.rejected;
+        for (k, v) in &s.restore_fallbacks {
+            *self.restore_fallbacks.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &s.node_writes {
+            *self.node_writes.entry(k.clone()).or_default() += v;
+        }
+        self.redirects.0 += s.redirects.0;
+        self.redirects.1 += s.redirects.1;
+        self.sessions += s.sessions;
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct FlowSummary {
     pub keys: u64,

@@ -169,23 +169,13 @@ fn combine(cfgs: &[Config], outcomes: Vec<Outcome>, first_failure: Option<usize>
 
 /// Add one master's summary to the run's: its flows after the others'.
 fn add(total: &mut Summary, s: Summary, addr: &str) {
+    total.add_counts(&s);
     total.flows.extend(s.flows);
-    total.stats.merge(&s.stats);
-    total.rejected += s.rejected;
-    for (k, v) in s.restore_fallbacks {
-        *total.restore_fallbacks.entry(k).or_default() += v;
-    }
     total.json = total.json.or(s.json);
     total.stopped_by = total.stopped_by.or(s.stopped_by);
-    for (k, v) in s.node_writes {
-        *total.node_writes.entry(k).or_default() += v;
-    }
-    total.redirects.0 += s.redirects.0;
-    total.redirects.1 += s.redirects.1;
     total.touched_target |= s.touched_target;
     total.reached_stable |= s.reached_stable;
     total.unreachable = total.unreachable.or(s.unreachable);
-    total.sessions += s.sessions;
     total.reconnects.extend(s.reconnects.into_iter().map(|r| format!("{addr}: {r}")));
 }
 

@@ -226,7 +226,7 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
         let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(wi + cfg.source_index));
         w.writers.push(spawn(thread_name("writer", cfg, wi), cpu, move || writer.run())?);
     }
-    crate::metrics::global().attach_source(cfg.source_index, Arc::new(SessionView { shared: shared.clone(), replay: w.replayers.clone(), master: size, label: cfg.source_label.clone() }));
+    crate::metrics::global().attach(cfg.source_index, Arc::new(SessionView { shared: shared.clone(), replay: w.replayers.clone(), master: size, label: cfg.source_label.clone() }));
     // Signals and progress.
     let sh = shared.clone();
     w.helpers.push(spawn("signals".into(), None, move || loop {
