@@ -84,7 +84,8 @@ pub struct Config {
     pub source_index: usize,
     /// With several sources: this one's short label in thread names (`flow-<label>-<i>`).
     pub source_label: Option<String>,
-    /// A Dragonfly cluster node: the hash slots it owned when the session started.
+    /// A Dragonfly cluster node: the hash slots it owned when the run planned its masters
+    /// (for the log). Each session asks the node again at its start: slots move.
     pub own_slots: Option<crate::source::cluster::SlotRanges>,
     /// Several sources write to the target in this process (a resync never flushes it all).
     pub multi_source: bool,

@@ -29,13 +29,13 @@ fn markers_of(c: &mut redis::Connection, name: &str) -> Vec<String> {
     k
 }
 
-/// The names of the threads of process `pid`.
-fn thread_names(pid: u32) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
+/// The threads of process `pid`: name -> the CPUs it may run on.
+fn threads(pid: u32) -> std::collections::BTreeMap<String, String> {
+    let mut names = std::collections::BTreeMap::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        if let Ok(n) = std::fs::read_to_string(t.path().join("comm")) {
-            names.insert(n.trim().to_string());
-        }
+        let (Ok(n), Ok(status)) = (std::fs::read_to_string(t.path().join("comm")), std::fs::read_to_string(t.path().join("status"))) else { continue };
+        let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim().to_string();
+        names.insert(n.trim().to_string(), allowed);
     }
     names
 }
@@ -46,8 +46,13 @@ fn two_masters_in_one_run_are_replicated_exactly_with_their_own_sessions() {
     let srv = RedisServer::start(&[]);
     let (sa, sb) = (a.addr().to_string(), b.addr().to_string());
     let target = format!("redis://{}", srv.addr());
+    // Two CPUs (or the one there is): master k's flows start k CPUs later in the list.
+    let cpus = df2redis::affinity::available_cpus();
+    let cpu = |j: usize| cpus[j % cpus.len()].to_string();
+    let pin = format!("{},{}", cpu(0), cpu(1));
     let run = df2redis(&[
         "replicate", "--source", &sa, "--source", &sb, "--target", &target, "--name", "merge", "--progress-secs", "1",
+        "--pin-flows", &pin,
     ]);
     let stop = Arc::new(AtomicBool::new(false));
     let wa = prefixed_writer(a.clone(), "a:", stop.clone());
@@ -55,12 +60,14 @@ fn two_masters_in_one_run_are_replicated_exactly_with_their_own_sessions() {
     assert!(wait_every_flow_acked(&a, MINUTE) && wait_every_flow_acked(&b, MINUTE), "both masters reach stable sync");
     assert!(wait_acked_beyond(&a, 0, 300, MINUTE) && wait_acked_beyond(&b, 0, 300, MINUTE));
     // One session per master, each with its own flow, ACK and writer threads.
-    let names = thread_names(run.id());
-    for emu in [&a, &b] {
+    let names = threads(run.id());
+    for (k, emu) in [&a, &b].into_iter().enumerate() {
         let port = emu.addr().port();
         for t in [format!("flow-{port}-0"), format!("flow-{port}-1"), format!("ack-{port}-0"), format!("writer-{port}-0")] {
-            assert!(names.contains(&t), "thread {t} missing: {names:?}");
+            assert!(names.contains_key(&t), "thread {t} missing: {names:?}");
         }
+        assert_eq!(names[&format!("flow-{port}-0")], cpu(k), "master {k}'s first flow: {names:?}");
+        assert_eq!(names[&format!("flow-{port}-1")], cpu(k + 1), "{names:?}");
     }
     let mut c = srv.conn();
     let (na, nb) = (format!("merge+127.0.0.1-{}", a.addr().port()), format!("merge+127.0.0.1-{}", b.addr().port()));
