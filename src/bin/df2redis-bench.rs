@@ -674,7 +674,8 @@ impl Bench {
             say(format!("{}: warm-up fill done in {:.1} s (untimed)", spec.name, t.elapsed().as_secs_f64()));
             if ceiling {
                 let path = self.dir.join(format!("{}.restore.resp", spec.name));
-                let n = data::dump_as_restores(&mut redis.conn()?, &path)?;
+                let keys = data::keys_in_order(ds.resp.as_deref().expect("RESP file"))?;
+                let n = data::dump_as_restores(&mut redis.conn()?, &keys, &path)?;
                 say(format!("{}: DUMPed the piped copy into {n} RESTORE commands (the RESTORE ceiling)", spec.name));
                 restore_file = Some(path);
             }

@@ -346,41 +346,55 @@ pub fn verify_samples(samples: &[Sample], mut conn_for: impl FnMut(&[u8]) -> R<r
     Ok(())
 }
 
-/// Write every key of db 0 of `conn` as `RESTORE key 0 <DUMP payload>` into `dst` (the
-/// RESTORE ceiling: what the target takes when fed its own DUMP format). Returns commands.
-pub fn dump_as_restores(conn: &mut redis::Connection, dst: &Path) -> R<u64> {
+/// Write every key of `keys` as `RESTORE key 0 <DUMP payload>` (from `conn`) into `dst`, in
+/// that order (the RESTORE ceiling: what the target takes when fed its own DUMP format).
+/// Returns commands.
+///
+/// The order matters. The ceiling is piped into the same server it was DUMPed from, and in the
+/// SCAN order of that server the keys would arrive bucket by bucket of its own hash table
+/// (same process, same hash seed): each insert then touches the bucket next to the last one,
+/// which made 200k lists20 RESTOREs 16% faster (385k against 331k keys/s, 3 runs each) than
+/// the same payloads in any order a fresh server would see. No copy from a master arrives in
+/// that order, so the keys go in the dataset's own order, as the commands pipe sends them.
+pub fn dump_as_restores(conn: &mut redis::Connection, keys: &[Vec<u8>], dst: &Path) -> R<u64> {
     let e = |e: redis::RedisError| format!("DUMP: {e}");
     let mut w = Resp {
         w: BufWriter::with_capacity(1 << 20, File::create(dst).map_err(|e| format!("{}: {e}", dst.display()))?),
         cmds: 0,
         bytes: 0,
     };
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) =
-            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query(conn).map_err(e)?;
+    for part in keys.chunks(1000) {
         let mut p = redis::pipe();
-        for k in &keys {
+        for k in part {
             p.cmd("DUMP").arg(k);
         }
-        let payloads: Vec<Vec<u8>> = p.query(conn).map_err(e)?;
-        for (k, v) in keys.iter().zip(&payloads) {
+        let payloads: Vec<Option<Vec<u8>>> = p.query(conn).map_err(e)?;
+        for (k, v) in part.iter().zip(&payloads) {
+            let v = v.as_ref().ok_or_else(|| format!("DUMP {}: no such key", String::from_utf8_lossy(k)))?;
             w.cmd(&[b"RESTORE", k, b"0", v]).map_err(|e| e.to_string())?;
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     w.w.flush().map_err(|e| e.to_string())?;
     Ok(w.cmds)
 }
 
+/// The keys of a RESP file's commands (each command's first key), in the order they first
+/// appear.
+pub fn keys_in_order(src: &Path) -> R<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for_each_command(src, |_, key| {
+        if seen.insert(key.to_vec()) {
+            keys.push(key.to_vec());
+        }
+        Ok(())
+    })?;
+    Ok(keys)
+}
+
 /// Split a RESP file into one file per cluster master, each command to the master owning the
 /// slot of its first key (`owner[slot]`), keeping the order. Returns commands per file.
 pub fn split_by_slot(src: &Path, owner: &[u8], dst: &[PathBuf]) -> R<Vec<u64>> {
-    let bad = |what: &str| format!("{}: malformed RESP ({what})", src.display());
-    let mut r = BufReader::with_capacity(1 << 20, File::open(src).map_err(|e| format!("{}: {e}", src.display()))?);
     let mut outs = dst
         .iter()
         .map(|p| {
@@ -388,13 +402,29 @@ pub fn split_by_slot(src: &Path, owner: &[u8], dst: &[PathBuf]) -> R<Vec<u64>> {
         })
         .collect::<R<Vec<_>>>()?;
     let mut counts = vec![0u64; dst.len()];
+    for_each_command(src, |cmd, key| {
+        let node = owner[df2redis::target::slots::key_slot(key) as usize] as usize;
+        outs[node].write_all(cmd).map_err(|e| e.to_string())?;
+        counts[node] += 1;
+        Ok(())
+    })?;
+    for o in outs.iter_mut() {
+        o.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(counts)
+}
+
+/// Call `f(command, first key)` for every command of the RESP file `src`, in order.
+fn for_each_command(src: &Path, mut f: impl FnMut(&[u8], &[u8]) -> R<()>) -> R<()> {
+    let bad = |what: &str| format!("{}: malformed RESP ({what})", src.display());
+    let mut r = BufReader::with_capacity(1 << 20, File::open(src).map_err(|e| format!("{}: {e}", src.display()))?);
     let mut cmd: Vec<u8> = Vec::new();
     let mut line = Vec::new();
     loop {
         cmd.clear();
         line.clear();
         if r.read_until(b'\n', &mut line).map_err(|e| e.to_string())? == 0 {
-            break;
+            return Ok(());
         }
         let n: usize = parse_len(&line, b'*').ok_or_else(|| bad("array header"))?;
         cmd.extend_from_slice(&line);
@@ -412,14 +442,8 @@ pub fn split_by_slot(src: &Path, owner: &[u8], dst: &[PathBuf]) -> R<Vec<u64>> {
             }
         }
         let key = key_at.ok_or_else(|| bad("a command without a key"))?;
-        let node = owner[df2redis::target::slots::key_slot(&cmd[key]) as usize] as usize;
-        outs[node].write_all(&cmd).map_err(|e| e.to_string())?;
-        counts[node] += 1;
+        f(&cmd, &cmd[key])?;
     }
-    for o in outs.iter_mut() {
-        o.flush().map_err(|e| e.to_string())?;
-    }
-    Ok(counts)
 }
 
 fn parse_len(line: &[u8], prefix: u8) -> Option<usize> {
