@@ -75,13 +75,31 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     if cpu >= CPU_SET_BYTES * 8 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("CPU {cpu} out of range")));
     }
-    let mut set = [0u8; CPU_SET_BYTES];
-    set[cpu / 8] |= 1 << (cpu % 8);
-    // SAFETY: pid 0 is the calling thread; the mask is CPU_SET_BYTES long.
-    if unsafe { sched_setaffinity(0, CPU_SET_BYTES, set.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    CpuMask::of(&[cpu]).apply()
+}
+
+/// A set of CPUs in the form `sched_setaffinity` takes (CPUs beyond 1023 are left out).
+#[derive(Clone, Copy)]
+pub struct CpuMask([u8; CPU_SET_BYTES]);
+
+impl CpuMask {
+    pub fn of(cpus: &[usize]) -> CpuMask {
+        let mut set = [0u8; CPU_SET_BYTES];
+        for &c in cpus.iter().filter(|&&c| c < CPU_SET_BYTES * 8) {
+            set[c / 8] |= 1 << (c % 8);
+        }
+        CpuMask(set)
+    }
+
+    /// Restrict the calling thread, and the threads and processes it starts from now on, to
+    /// these CPUs. One system call, so it may also run between fork and exec.
+    pub fn apply(&self) -> std::io::Result<()> {
+        // SAFETY: pid 0 is the calling thread; the mask is CPU_SET_BYTES long.
+        if unsafe { sched_setaffinity(0, CPU_SET_BYTES, self.0.as_ptr()) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 }
 

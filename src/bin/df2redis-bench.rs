@@ -3,7 +3,10 @@
 //!
 //! Everything runs in one process tree on 127.0.0.1: its own redis-server (and a 3-master
 //! cluster), the Dragonfly-master emulator in process with pre-encoded snapshots, and
-//! `df2redis` / `redis-cli --pipe` / `redis-benchmark` as children. Children are stopped by
+//! `df2redis` / `redis-cli --pipe` / `redis-benchmark` as children. By default the standalone
+//! redis-server gets the last CPU to itself and everything else the others (`--redis-cpu`):
+//! on a 2-core machine the three processes otherwise take CPU from each other in proportions
+//! that move from run to run, and a real target has a host of its own. Children are stopped by
 //! PID (and die with the bench: PR_SET_PDEATHSIG). Datasets are generated, loaded and
 //! pre-encoded, and their RESP files written, before the clock starts; each copy is checked
 //! (DBSIZE and sampled values; the journal run compares every key) after it stops.
@@ -66,9 +69,11 @@ are in the table):
   <ds>_vs_pipe  <ds>_vs_restore_pipe  <ds>.restore_pipe_keys_per_s  and the same for
       cluster_<ds>, for <ds> in small, hashes, zsets, lists20, sets (the RESTORE ceiling: the
       piped copy's own DUMP payloads piped back as `RESTORE key 0 payload` into the flushed
-      target, in the same run)
+      target, in the same run, in the dataset's order: in the server's own SCAN order every
+      insert would land next to the previous one, which no copy from a master does)
   <ds>.restore_keys_per_s  <ds>.restore_vs_pipe  <ds>.restore_peak_rss_mb  for <ds> in small and \
-hashes: `df2redis restore` of the piped copy's own RDB file (SAVE), against the pipe of the same data
+hashes: `df2redis restore` of the dataset's RDB file (SAVEd by a separate redis-server, for the \
+same reason), against the pipe of the same data
   rss_growth  benchmark_set_ops_per_s  journal_max_ops_per_s  lag_p99_ms  journal_vs_benchmark
       (information only: a one-key SET benchmark, about twice as fast as the journal's mix)
   journal.peak_rss_mb  max_source_stall_ms
@@ -195,6 +200,13 @@ struct Args {
     /// first timed run pays for Redis' memory growing (page faults) and the later one does not.
     #[arg(long)]
     no_warmup: bool,
+    /// Where the standalone redis-server runs: `auto` (default) gives it the machine's last
+    /// CPU to itself and keeps the bench (the emulated source), df2redis and redis-cli on the
+    /// others, as when the target has a host of its own; `shared` lets every process run on
+    /// every CPU; a number picks Redis's CPU. With one CPU, `auto` is `shared`. A cluster's
+    /// masters always share every CPU.
+    #[arg(long, default_value = "auto")]
+    redis_cpu: String,
     /// Exit 3 when a target is missed.
     #[arg(long)]
     strict: bool,
@@ -270,9 +282,9 @@ impl Plan {
                 if s {
                     vec![2000, 5000]
                 } else {
-                    // Up to the mix pipe's own rate here (1.6M-2.1M ops/s): the ladder stops at
-                    // the first rate that does not hold, and the table shows which process ran
-                    // out of CPU there.
+                    // Up to the mix pipe's own rate here (1.3M-2.1M ops/s): the ladder stops at
+                    // the first rate that does not hold, tries up to two rates halfway below it,
+                    // and the table shows which process ran out of CPU at the lowest miss.
                     vec![
                         50_000, 100_000, 200_000, 400_000, 600_000, 800_000, 1_000_000, 1_200_000, 1_400_000, 1_600_000,
                         1_800_000,
@@ -629,9 +641,16 @@ impl Bench {
         Ok(Pipe { wall, redis_cpu, cli_cpu, cmds })
     }
 
-    /// SAVE what `redis` holds and keep the file as `<name>.rdb` in the bench folder.
-    fn save_rdb(&self, redis: &RedisServer, name: &str) -> R<PathBuf> {
-        let mut c = redis.conn()?;
+    /// The dataset as an RDB file, `<name>.rdb` in the bench folder, SAVEd by a redis-server of
+    /// its own. Not by the target: its SAVE writes keys in its own hash table's bucket order,
+    /// and loading that back into the same process inserts bucket after bucket (the same
+    /// seed), which made 1M strings' SETs take a third of their usual time inside Redis. A
+    /// real snapshot comes from another server, in an order the target's table does not share.
+    fn save_rdb(&self, ds: &Dataset, name: &str) -> R<PathBuf> {
+        let saver = RedisServer::start(&self.args.redis_server, &self.dir, &format!("{name}-saver"), false)?;
+        let resp = ds.resp.clone().expect("RESP file");
+        self.pipe(&Target::Standalone(&saver), &[(resp, saver.port)], ds, &format!("{name}-saver"))?;
+        let mut c = saver.conn()?;
         let () = redis::cmd("SAVE").query(&mut c).map_err(|e| format!("SAVE: {e}"))?;
         let get = |c: &mut redis::Connection, k: &str| -> R<String> {
             let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(k).query(c).map_err(|e| format!("CONFIG GET {k}: {e}"))?;
@@ -642,7 +661,7 @@ impl Bench {
         std::fs::rename(&saved, &path)
             .or_else(|_| std::fs::copy(&saved, &path).map(|_| ()))
             .map_err(|e| format!("{} -> {}: {e}", saved.display(), path.display()))?;
-        say(format!("{name}: the piped copy SAVEd as {} ({:.1} MB) for df2redis restore", path.display(), mb(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0))));
+        say(format!("{name}: a separate redis-server SAVEd the dataset as {} ({:.1} MB) for df2redis restore", path.display(), mb(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0))));
         Ok(path)
     }
 
@@ -682,7 +701,7 @@ impl Bench {
         }
         // `df2redis restore` of the same data as a snapshot file: the piped copy SAVEd by Redis.
         let rdb_file = match (standalone, part) {
-            (true, Part::Small | Part::Hashes) if restore_file.is_some() => Some(self.save_rdb(redis, &spec.name)?),
+            (true, Part::Small | Part::Hashes) if restore_file.is_some() => Some(self.save_rdb(&ds, &spec.name)?),
             _ => None,
         };
         if standalone || rss_base {
@@ -928,8 +947,15 @@ impl Bench {
         let cpus = sys::cpus();
         let _ = writeln!(
             t,
-            "\n==== df2redis benchmark: {} flows, {:?} snapshots, {} CPUs (source, df2redis and Redis share them) ====",
-            self.args.flows, self.args.compression, cpus
+            "\n==== df2redis benchmark: {} flows, {:?} snapshots, {} CPUs ({}) ====",
+            self.args.flows,
+            self.args.compression,
+            cpus,
+            if servers::redis_has_own_cpu() {
+                "standalone Redis on a CPU of its own; source, df2redis and redis-cli on the rest; cluster masters on all"
+            } else {
+                "source, df2redis and Redis share them"
+            }
         );
         let _ = writeln!(
             t,
@@ -1053,10 +1079,11 @@ impl Bench {
                 );
             }
             let _ = writeln!(t, "(src = the bench process: paced release of the pre-encoded journal, emulator flow writers, live probe writes and probe poller; busy = all four, of {} % for this machine's {} cores; ops/df-core = achieved ops/s per core df2redis used)", 100 * cpus, cpus);
-            if let Some(s) = j.steps.last().filter(|s| !s.pass) {
+            let first_missed = j.steps.iter().filter(|s| !s.pass).min_by_key(|s| s.rate);
+            if let Some(s) = first_missed {
                 let _ = writeln!(t, "{}", journal_limit(s));
             }
-            if j.steps.last().is_some_and(|s| !s.pass && s.achieved < s.rate as f64 * 0.95) {
+            if first_missed.is_some_and(|s| s.achieved < s.rate as f64 * 0.95) {
                 let _ = writeln!(
                     t,
                     "note: the ladder stopped because the source could not stream faster on this machine; \
@@ -1242,6 +1269,24 @@ fn median_by_wall<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> T {
     runs.swap_remove(mid)
 }
 
+/// `--redis-cpu`: `auto`, `shared` or a CPU number, against the CPUs this process may use.
+fn cpu_layout(arg: &str) -> R<Option<servers::CpuLayout>> {
+    let all = df2redis::affinity::available_cpus();
+    let redis = match arg {
+        "shared" => return Ok(None),
+        "auto" if all.len() < 2 => return Ok(None),
+        "auto" => *all.last().expect("two CPUs or more"),
+        n => {
+            let c: usize = n.parse().map_err(|_| format!("{n:?} is not auto, shared or a CPU number"))?;
+            if !all.contains(&c) || all.len() < 2 {
+                return Err(format!("CPU {c} is not one of the {} CPUs this process may use ({all:?})", all.len()));
+            }
+            c
+        }
+    };
+    Ok(Some(servers::CpuLayout { redis, all }))
+}
+
 /// The median migrate by wall time, with the highest peak RSS of all its runs.
 /// The CPU the step's processes and the rest of the machine used, % of one core.
 fn busy_pct(s: &journal::Step) -> f64 {
@@ -1353,6 +1398,27 @@ fn main() -> ExitCode {
             df2redis.display()
         );
         return ExitCode::from(2);
+    }
+    sys::cpus(); // counted before --redis-cpu narrows the bench's own CPUs
+    match cpu_layout(&args.redis_cpu) {
+        Ok(Some(l)) => {
+            // Before any thread or child exists, so that all of them inherit the mask.
+            let rest: Vec<usize> = l.all.iter().copied().filter(|&c| c != l.redis).collect();
+            if let Err(e) = df2redis::affinity::CpuMask::of(&rest).apply() {
+                eprintln!("df2redis-bench: --redis-cpu: cannot restrict the bench to CPUs {rest:?}: {e}");
+                return ExitCode::from(2);
+            }
+            say(format!(
+                "CPU layout: redis-server on CPU {} alone; the bench (source), df2redis and redis-cli on CPUs {rest:?} (--redis-cpu shared to mix them)",
+                l.redis
+            ));
+            servers::set_cpu_layout(l);
+        }
+        Ok(None) => say("CPU layout: every process on every CPU (--redis-cpu shared)".to_string()),
+        Err(e) => {
+            eprintln!("df2redis-bench: --redis-cpu: {e}");
+            return ExitCode::from(2);
+        }
     }
     if args.flows == 0 || plan.journal_rates.is_empty() || args.rss_factor == 0 {
         eprintln!("df2redis-bench: --flows, --rss-factor and --journal-rates must be positive / not empty");

@@ -81,6 +81,10 @@ const POOL: usize = 1 << 16;
 const PROBE_EVERY: Duration = Duration::from_millis(10);
 /// The paced release hands the records due to the flows this often.
 const TICK: Duration = Duration::from_millis(1);
+/// Steps halfway between the highest rate that held and the lowest that did not.
+const REFINE_STEPS: usize = 2;
+/// No halving once the two are this close (ops/s).
+const REFINE_MIN: u64 = 50_000;
 /// How long after a step the probe thread still waits for its last probes.
 const GRACE: Duration = Duration::from_secs(2);
 
@@ -329,7 +333,9 @@ pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(S
     let mut steps: Vec<Step> = Vec::new();
     let mut probe_n: u64 = 0;
     let mut pool_at: usize = 0;
-    for &rate in &cfg.rates {
+    let mut ladder = cfg.rates.iter().copied();
+    let mut refine_left = REFINE_STEPS;
+    while let Some(rate) = next_rate(&steps, &mut ladder, &mut refine_left) {
         // Before the clock: this step's records, applied to the data model and encoded.
         let n_ops = (rate as f64 * cfg.step.as_secs_f64()).round() as usize;
         let t_prep = Instant::now();
@@ -420,14 +426,10 @@ pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(S
             s.other_cpu_pct,
             if s.pass { "holds".to_string() } else { format!("missed: {}", s.why) }
         ));
-        let pass = s.pass;
         steps.push(s);
         // Let df2redis drain what is queued before the next step (or the check).
         if !emu.wait_acked_all(Duration::from_secs(120)) {
             return Err(fail(&mut df, format!("df2redis did not catch up within 120 s after the {rate} ops/s step")));
-        }
-        if !pass {
-            break;
         }
     }
 
@@ -447,13 +449,30 @@ pub fn run(cfg: &JournalCfg, redis: &RedisServer, epoch: Instant, say: &dyn Fn(S
             err.display()
         ));
     }
-    let best = steps.iter().take_while(|s| s.pass).count().checked_sub(1);
+    let best = steps.iter().enumerate().filter(|(_, s)| s.pass).max_by_key(|(_, s)| s.rate).map(|(i, _)| i);
     let max_stall_ms = emu.max_stall_ms();
     let violations = emu.violations();
     if !violations.is_empty() {
         return Err(format!("the emulator saw protocol violations: {violations:?}"));
     }
     Ok(JournalResult { steps, best, max_stall_ms, verified_keys: verified, peak_rss: e.peak_rss })
+}
+
+/// The next rate to try: the ladder's, up to its first rate that does not hold; then up to
+/// [`REFINE_STEPS`] rates halfway between the highest that held and the lowest that did not,
+/// while they are more than [`REFINE_MIN`] apart. The ladder's steps are 0.2M apart near the
+/// limit, a tenth of the mix pipe's rate: without the halving the figure would move by that
+/// much on one step's luck.
+fn next_rate(steps: &[Step], ladder: &mut impl Iterator<Item = u64>, refine_left: &mut usize) -> Option<u64> {
+    let Some(missed) = steps.iter().filter(|s| !s.pass).map(|s| s.rate).min() else {
+        return ladder.next();
+    };
+    let held = steps.iter().filter(|s| s.pass).map(|s| s.rate).max()?;
+    if *refine_left == 0 || missed.saturating_sub(held) <= REFINE_MIN {
+        return None;
+    }
+    *refine_left -= 1;
+    Some((held + missed) / 2 / 10_000 * 10_000)
 }
 
 /// Compare every key of the emulator's db 0 with the target (strings, hashes, lists, zsets).

@@ -18,6 +18,25 @@ pub struct RedisServer {
     proc: Proc,
 }
 
+/// Where the bench's Redis servers run (see `--redis-cpu`): a standalone server on `redis`
+/// alone, a cluster's masters on `all`. Unset: wherever the bench runs.
+pub struct CpuLayout {
+    pub redis: usize,
+    pub all: Vec<usize>,
+}
+
+static CPU_LAYOUT: std::sync::OnceLock<CpuLayout> = std::sync::OnceLock::new();
+
+/// Give standalone Redis servers started from now on CPU `layout.redis` alone.
+pub fn set_cpu_layout(layout: CpuLayout) {
+    let _ = CPU_LAYOUT.set(layout);
+}
+
+/// Whether a CPU layout was set (standalone Redis on a CPU of its own).
+pub fn redis_has_own_cpu() -> bool {
+    CPU_LAYOUT.get().is_some()
+}
+
 impl RedisServer {
     /// Start a redis-server (`--save "" --appendonly no`) on a free port; `cluster` adds
     /// `--cluster-enabled yes` with an explicit, free `--cluster-port` (port + 10000 overflows
@@ -50,6 +69,13 @@ impl RedisServer {
                 ]);
             }
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            if let Some(l) = CPU_LAYOUT.get() {
+                let mask = df2redis::affinity::CpuMask::of(if cluster { &l.all } else { std::slice::from_ref(&l.redis) });
+                // SAFETY: one sched_setaffinity call between fork and exec.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || mask.apply());
+                }
+            }
             let proc =
                 sys::spawn(&format!("{name} :{port}"), cmd).map_err(|e| format!("start {}: {e}", bin.display()))?;
             let mut s = RedisServer { port, proc };

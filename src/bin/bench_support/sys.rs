@@ -309,6 +309,9 @@ pub fn free_port() -> u16 {
 }
 
 /// Number of CPUs this process may run on.
+/// The CPUs the bench was started with (the first call decides: `main` makes it before
+/// `--redis-cpu` narrows the bench's own CPUs to the ones Redis does not use).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
