@@ -1414,7 +1414,7 @@ fn main() -> ExitCode {
             ));
             servers::set_cpu_layout(l);
         }
-        Ok(None) => say("CPU layout: every process on every CPU (--redis-cpu shared)".to_string()),
+        Ok(None) => say("CPU layout: every process on every CPU (--redis-cpu shared)"),
         Err(e) => {
             eprintln!("df2redis-bench: --redis-cpu: {e}");
             return ExitCode::from(2);

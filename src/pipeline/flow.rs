@@ -119,6 +119,25 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.cmds.is_empty() && self.last_lsn.is_none()
     }
+    /// Payload bytes of its commands.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+    /// Append `later`, the next batch of the same flow, leaving it empty (for the reader to
+    /// reuse). The result is what the two would have been as one batch.
+    pub(super) fn absorb(&mut self, later: &mut Batch) {
+        debug_assert_eq!(self.flow, later.flow);
+        self.cmds.append(&mut later.cmds);
+        self.slots.append(&mut later.slots);
+        self.unsafe_twice.append(&mut later.unsafe_twice);
+        self.lsns.append(&mut later.lsns);
+        self.last_lsn = later.last_lsn.or(self.last_lsn);
+        self.records += later.records;
+        self.force_ack |= later.force_ack;
+        self.checkpoint = later.checkpoint.or(self.checkpoint);
+        self.bytes += later.bytes;
+        later.reset();
+    }
     fn reset(&mut self) {
         self.cmds.clear();
         self.last_lsn = None;
@@ -616,5 +635,43 @@ impl FlowError {
     }
     fn after_stop(message: String) -> Self {
         FlowError { message, benign_after_stop: true, fault: Fault::Transient }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(keys: &[&str], lsn: Option<u64>, checkpoint: Option<u64>) -> Batch {
+        let mut b = Batch::new(3, 4);
+        for k in keys {
+            b.cmds.push(Cmd::new(0, &[b"SET", k.as_bytes(), b"v"]));
+            b.slots.push(1);
+            b.unsafe_twice.push(false);
+            b.lsns.push(lsn.unwrap_or(0));
+            b.bytes += 10;
+        }
+        b.last_lsn = lsn;
+        b.records = keys.len() as u64;
+        b.checkpoint = checkpoint;
+        b
+    }
+
+    #[test]
+    fn absorbing_the_next_batch_is_one_batch_read_at_once() {
+        let mut a = batch(&["a", "b"], Some(7), Some(8));
+        let mut b = batch(&["c"], Some(9), Some(10));
+        b.force_ack = true;
+        a.absorb(&mut b);
+        let keys: Vec<String> = a.cmds.iter().map(|c| c.describe()).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(keys[2].contains('c'), "{keys:?}");
+        assert_eq!((a.last_lsn, a.checkpoint, a.records, a.force_ack, a.bytes()), (Some(9), Some(10), 3, true, 30));
+        assert_eq!((a.slots.len(), a.unsafe_twice.len(), a.lsns.len()), (3, 3, 3));
+        assert!(b.is_empty() && b.slots.is_empty() && b.bytes() == 0);
+        // A batch without records (a snapshot batch) keeps the earlier LSN and checkpoint.
+        let mut c = batch(&["d"], None, None);
+        a.absorb(&mut c);
+        assert_eq!((a.last_lsn, a.checkpoint, a.cmds.len()), (Some(9), Some(10), 4));
     }
 }

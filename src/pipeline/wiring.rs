@@ -222,6 +222,9 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
             markers: markers.clone().map(|id| (cfg.name.clone(), id, n)),
             inflight: VecDeque::new(),
             sent_at: VecDeque::new(),
+            held: None,
+            merge_cmds: cfg.batch_cmds,
+            merge_bytes: cfg.batch_bytes,
         };
         let cpu = cfg.pin_writers.as_ref().map(|l| l.cpu_for(wi + cfg.source_index));
         w.writers.push(spawn(thread_name("writer", cfg, wi), cpu, move || writer.run())?);
