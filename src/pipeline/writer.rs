@@ -4,8 +4,9 @@
 //! Per-key order holds because a flow never spreads over writers: the master already
 //! partitioned keys into flows by shard, so partitioning by flow is partitioning by key, and
 //! each writer applies a flow's batches in the order the reader queued them. A writer keeps up
-//! to two pipelines in flight (sending the next while the previous is answered), under the
-//! session-wide [`Semaphore`]. An LSN counts as applied, for ACKs, only once the target has
+//! to [`PER_WRITER_INFLIGHT`] pipelines in flight (sending the next while the earlier ones are
+//! answered), under the session-wide [`Semaphore`]; a small batch waits while one is in flight
+//! and takes in its flow's next batches ([`Writer::offer`]). An LSN counts as applied, for ACKs, only once the target has
 //! answered every command of its batch and of every batch before it.
 
 use std::collections::VecDeque;
@@ -221,7 +222,8 @@ impl Writer {
         }
     }
 
-    /// Send a batch as a pipeline (waiting for a permit), keeping at most two in flight.
+    /// Send a batch as a pipeline (waiting for a permit), keeping at most
+    /// [`PER_WRITER_INFLIGHT`] in flight (one for a batch that needs the connection alone).
     fn start(&mut self, b: Batch) -> Result<(), Failure> {
         // --max-ops-per-s / --max-bytes-per-s: wait for the batch's slot with nothing in flight,
         // so that our permits serve the other writers meanwhile.
