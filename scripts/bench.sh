@@ -6,6 +6,8 @@
 #   scripts/bench.sh --only small,hashes --small-keys 500000
 #   scripts/bench.sh --only journal --journal-secs 10 --journal-rates 50000,100000,200000
 #   scripts/bench.sh --df2redis-arg=--inflight=16 --df2redis-arg=--batch-cmds=4000
+#   scripts/bench.sh --redis-cpu shared              every process on every CPU (default: the
+#                                                    standalone Redis on a CPU of its own)
 #   scripts/bench.sh --help                          every flag (sizes, flows, rates, ...)
 #
 # It installs redis-server/redis-tools if missing, builds df2redis, the emulator and the bench

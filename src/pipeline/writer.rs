@@ -6,8 +6,9 @@
 //! each writer applies a flow's batches in the order the reader queued them. A writer keeps up
 //! to [`PER_WRITER_INFLIGHT`] pipelines in flight (sending the next while the earlier ones are
 //! answered), under the session-wide [`Semaphore`]; a small batch waits while one is in flight
-//! and takes in its flow's next batches ([`Writer::offer`]). An LSN counts as applied, for ACKs, only once the target has
-//! answered every command of its batch and of every batch before it.
+//! and takes in its flow's next batches ([`Writer::offer`]). An LSN counts as applied, for
+//! ACKs, only once the target has answered every command of its batch and of every batch
+//! before it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -184,7 +185,7 @@ impl Writer {
     /// (five times larger reads) the same run held 1.1M ops/s. So, as Nagle's algorithm does
     /// for TCP segments, a small batch is held while an earlier pipeline of this writer is
     /// still unanswered, the batches its flow queues meanwhile are merged into it, and it goes
-    /// when that answer arrives or it has grown to a full pipeline. Redis gets fewer, larger
+    /// when that answer arrives or it has grown to half a pipeline. Redis gets fewer, larger
     /// pipelines exactly when it is busy; when it keeps up, nothing is in flight and a batch
     /// goes at once, so the added delay is at most one round trip. Per-key order holds: only
     /// one flow's consecutive batches merge, in order, and nothing of that flow is sent before
