@@ -143,8 +143,8 @@ impl Writer {
                 for &k in &open {
                     sel.recv(&self.flows[k].1);
                 }
-                let idle = self.inflight.is_empty() && self.held.is_none();
-                let op = if idle { Some(sel.select()) } else { sel.try_select().ok() };
+                // (Nothing in flight means nothing held either: it was sent just above.)
+                let op = if self.inflight.is_empty() { Some(sel.select()) } else { sel.try_select().ok() };
                 op.map(|op| {
                     let k = open[op.index()];
                     (k, op.recv(&self.flows[k].1))
@@ -200,19 +200,23 @@ impl Writer {
                 h.absorb(&mut b);
                 // The emptied batch goes back to its reader (full: dropped here).
                 let _ = self.recycle[b.flow].try_send(b);
-                if h.cmds.len() * 2 >= self.merge_cmds || h.bytes() * 2 >= self.merge_bytes {
+                if !self.is_small(self.held.as_ref().expect("just merged into")) {
                     self.send_held()?;
                 }
                 return Ok(());
             }
             self.send_held()?;
         }
-        let small = b.cmds.len() * 2 < self.merge_cmds && b.bytes() * 2 < self.merge_bytes;
-        if small && !self.inflight.is_empty() {
+        if self.is_small(&b) && !self.inflight.is_empty() {
             self.held = Some(b);
             return Ok(());
         }
         self.start(b)
+    }
+
+    /// Under half a pipeline in commands and in bytes: worth holding for more.
+    fn is_small(&self, b: &Batch) -> bool {
+        b.cmds.len() * 2 < self.merge_cmds && b.bytes() * 2 < self.merge_bytes
     }
 
     /// Send the held batch, if any.
