@@ -66,6 +66,31 @@ fn assert_exact(exp: &Dataset, act: &Dataset, what: &str, log: &str) {
     assert!(compared > 0 && compared == exp.values().map(|k| k.len()).sum::<usize>(), "{what}: {compared} keys compared");
 }
 
+/// A 3-node cluster holding `fill(.., keys)`, a standalone Redis, and `replicate --name <name>`
+/// from node 0 into it, returned once every node's flows are in stable sync.
+fn replicating_into_redis(keys: usize, name: &str) -> (DragonflyCluster, RedisServer, String, std::process::Child) {
+    let c = DragonflyCluster::start(3, node_config());
+    fill(&c, "", keys);
+    let srv = RedisServer::start(&[]);
+    let target = format!("redis://{}", srv.addr());
+    let run = replicate(&c, &target, &["--name", name]);
+    assert!(c.nodes.iter().all(|n| wait_every_flow_acked(n, MINUTE)), "every node's flows reach stable sync");
+    (c, srv, target, run)
+}
+
+/// Wait until every node's journal is ACKed, sessions restarting meanwhile or not.
+fn every_node_caught_up(c: &DragonflyCluster) -> bool {
+    poll(MINUTE, || c.nodes.iter().all(|e| e.acked().iter().zip(e.lsns()).all(|(a, l)| *a >= l)))
+}
+
+/// Stop the run (SIGTERM); it must exit 0. Returns its log.
+fn stop_cleanly(run: std::process::Child) -> String {
+    let out = terminate(run);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    log
+}
+
 fn replicate(c: &DragonflyCluster, target: &str, extra: &[&str]) -> std::process::Child {
     let source = c.addr(0).to_string();
     let mut args = vec!["replicate", "--source", &source, "--target", target, "--progress-secs", "1", "--retry-backoff-ms", "50"];
@@ -75,12 +100,7 @@ fn replicate(c: &DragonflyCluster, target: &str, extra: &[&str]) -> std::process
 
 #[test]
 fn a_three_node_cluster_into_a_standalone_redis_with_a_kill_and_a_node_restart() {
-    let mut c = DragonflyCluster::start(3, node_config());
-    fill(&c, "", 600);
-    let srv = RedisServer::start(&[]);
-    let target = format!("redis://{}", srv.addr());
-    let run = replicate(&c, &target, &["--name", "dfc"]);
-    assert!(c.nodes.iter().all(|n| wait_every_flow_acked(n, MINUTE)), "every node's flows reach stable sync");
+    let (mut c, srv, target, run) = replicating_into_redis(600, "dfc");
     journal(&c, "j:", 400);
     assert!(all_acked(&c));
     // Each master has its own markers and its slots recorded beside them.
@@ -110,9 +130,7 @@ fn a_three_node_cluster_into_a_standalone_redis_with_a_kill_and_a_node_restart()
     fill(&c, "new:", 90);
     journal(&c, "after:", 100);
     assert!(all_acked(&c), "node 2 resynced, the others streamed");
-    let out = terminate(run);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    let log = stop_cleanly(run);
     assert!(log.contains("resuming from the target's checkpoints"), "{log}");
     assert!(log.contains("deleting only the keys in the master's hash slots"), "{log}");
     assert!(!log.contains("emptying the target"), "{log}");
@@ -140,9 +158,7 @@ fn a_three_node_cluster_into_a_redis_cluster_and_two_named_runs() {
     c.nodes.insert(1, Emulator::start_on(cfg, port).unwrap());
     fill(&c, "re:", 60);
     assert!(all_acked(&c));
-    let out = terminate(run);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    let log = stop_cleanly(run);
     assert!(log.contains("deleting only the keys in the master's hash slots"), "{log}");
     assert_exact(&union(&c), &rc.read_all(), "3 nodes into a Redis Cluster", &log);
     // check, given one node, compares the target with every master of the cluster.
@@ -169,21 +185,14 @@ fn a_three_node_cluster_into_a_redis_cluster_and_two_named_runs() {
     assert!(all_acked(&c));
     let mut logs = String::new();
     for r in runs {
-        let out = terminate(r);
-        logs.push_str(&text(&out));
-        assert_eq!(out.status.code(), Some(0), "{logs}");
+        logs.push_str(&stop_cleanly(r));
     }
     assert_exact(&union(&c), &read_all(&mut srv.conn()), "one process per node", &logs);
 }
 
 #[test]
 fn a_slot_migration_during_the_journal_ends_exact() {
-    let mut c = DragonflyCluster::start(3, node_config());
-    fill(&c, "", 600);
-    let srv = RedisServer::start(&[]);
-    let target = format!("redis://{}", srv.addr());
-    let run = replicate(&c, &target, &["--name", "mig"]);
-    assert!(c.nodes.iter().all(|n| wait_every_flow_acked(n, MINUTE)));
+    let (mut c, srv, _, run) = replicating_into_redis(600, "mig");
     journal(&c, "j:", 200);
     assert!(all_acked(&c));
     // Move the first 300 slots of node 0 to node 1, with writes to them before and after.
@@ -201,10 +210,8 @@ fn a_slot_migration_during_the_journal_ends_exact() {
     }
     journal(&c, "after:", 200);
     // Every node's journal applied (node 1's session restarts until the layout is committed).
-    assert!(poll(MINUTE, || c.nodes.iter().all(|e| e.acked().iter().zip(e.lsns()).all(|(a, l)| *a >= l))), "every node caught up");
-    let out = terminate(run);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(every_node_caught_up(&c), "every node caught up");
+    let log = stop_cleanly(run);
     assert!(log.contains("FLUSHSLOTS") || log.contains("did not own when this session started"), "the migration was seen:\n{log}");
     assert!(log.contains("hash slots changed"), "a master whose slots changed resyncs:\n{log}");
     assert_exact(&union(&c), &read_all(&mut srv.conn()), "after a slot migration", &log);
@@ -216,12 +223,7 @@ fn a_slot_migration_during_the_journal_ends_exact() {
 /// both masters resync their slots and the target is exact.
 #[test]
 fn a_migration_in_progress_holds_the_new_owner_until_the_layout_is_committed() {
-    let mut c = DragonflyCluster::start(3, node_config());
-    fill(&c, "", 400);
-    let srv = RedisServer::start(&[]);
-    let target = format!("redis://{}", srv.addr());
-    let run = replicate(&c, &target, &["--name", "step"]);
-    assert!(c.nodes.iter().all(|n| wait_every_flow_acked(n, MINUTE)));
+    let (mut c, srv, _, run) = replicating_into_redis(400, "step");
     let moving = SlotRange { start: c.layout()[2].slots[0].start, end: c.layout()[2].slots[0].start + 499 };
     let mut n = 0;
     for _ in 0..40 {
@@ -242,10 +244,8 @@ fn a_migration_in_progress_holds_the_new_owner_until_the_layout_is_committed() {
     }
     c.commit(2, 0);
     journal(&c, "after:", 100);
-    assert!(poll(MINUTE, || c.nodes.iter().all(|e| e.acked().iter().zip(e.lsns()).all(|(a, l)| *a >= l))), "every node caught up");
-    let out = terminate(run);
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(every_node_caught_up(&c), "every node caught up");
+    let log = stop_cleanly(run);
     assert!(log.contains("a slot migration into it is in progress"), "{log}");
     assert!(log.contains("hash slots changed"), "{log}");
     assert_exact(&union(&c), &read_all(&mut srv.conn()), "after a watched slot migration", &log);
