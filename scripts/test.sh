@@ -12,6 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A fresh clone's build and test run fill about 8 GB under target/. A full disk shows up later as
+# a pip or linker error far from its cause, so say it first (a warning: an incremental build
+# needs far less).
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  echo "scripts/test.sh: warning: $((free_kb / 1024)) MB free on $(df -P . | awk 'NR==2 {print $6}'); a fresh build and test run needs about 8 GB" >&2
+fi
+
 source scripts/ensure-redis.sh
 source scripts/ensure-targets.sh
 
