@@ -17,7 +17,8 @@
 //! to its last marker, plus perhaps a prefix of the safe commands sent before the next script:
 //! sending those again changes nothing. On resume each flow continues at its lowest marker
 //! and skips, per slot, the records below the marker of the node that owns it
-//! ([`SlotSkip`]). Measured with `redis-cli --pipe` on the bench's journal mix (2 commands in 7
+//! ([`SlotSkip`]); until it has passed them all, a node that was ahead keeps its marker
+//! ([`SlotSkip::marker_lsn`]). Measured with `redis-cli --pipe` on the bench's journal mix (2 commands in 7
 //! not safe to replay): +20% of Redis's time, against +37% for one MULTI per unsafe command
 //! and +60% to +95% for scripts per command or per whole pipeline (`scripts/bench.sh` reports
 //! `cluster_checkpoint_cost`).
@@ -149,12 +150,46 @@ pub struct SlotSkip {
     done: HashMap<u16, u64>,
     /// No record from this LSN on is skipped.
     until: u64,
+    /// Per master address: the next LSN its marker said at the resume.
+    nodes: HashMap<String, u64>,
+    /// The cluster's layout at the resume (the markers' fingerprint).
+    layout: String,
 }
 
 impl SlotSkip {
     /// The LSN from which nothing is skipped.
     pub fn until(&self) -> u64 {
         self.until
+    }
+
+    /// What the marker written now on the master at `addr` may say, after a batch that ends
+    /// before `next_lsn`, the cluster being in layout `layout`; `None`: the marker must say
+    /// the layout is unstable (a resume from it is then a full resync).
+    ///
+    /// Why: every pipeline writes the flow's marker on every master, and until the flow
+    /// passes [`until`](Self::until) some master was ahead of it at the resume: it holds
+    /// records at and above `next_lsn` already (they are left out for it). Its marker written
+    /// as `next_lsn` would go back, and a crash then makes the next resume apply those
+    /// records on it again (an INCR twice, an XADD refused). So it keeps its own. If the
+    /// layout changed meanwhile, slots may have moved between masters that were ahead and
+    /// behind, and no LSN says what each holds: unstable, until the flow passes `until`.
+    /// (A FLUSHALL or FLUSHDB cannot fall inside that window: it removes every master's
+    /// markers before any is written again, and a resume without them is a full resync.)
+    pub fn marker_lsn(&self, addr: &str, next_lsn: u64, layout: &str) -> Option<u64> {
+        if next_lsn >= self.until {
+            return Some(next_lsn);
+        }
+        if layout != self.layout {
+            return None;
+        }
+        Some(self.nodes.get(addr).map_or(next_lsn, |&held| held.max(next_lsn)))
+    }
+
+    /// Where each master's marker stood at the resume: `addr next-LSN, ...` (for the log).
+    pub fn describe(&self) -> String {
+        let mut n: Vec<_> = self.nodes.iter().collect();
+        n.sort();
+        n.iter().map(|(a, l)| format!("{a} {l}")).collect::<Vec<_>>().join(", ")
     }
 
     /// Drop from `cmds[from..]` (the commands of the record at `lsn`) what the target holds
@@ -268,8 +303,9 @@ pub fn decide(found: &Found, replid: &str, flows: usize) -> Resume {
         let below: Vec<u64> = found.owner.iter().map(|&o| next[o as usize][f]).collect();
         let lowest = masters.iter().map(|&n| next[n][f]).min().unwrap_or(0);
         let until = below.iter().copied().chain(done.values().map(|d| d + 1)).max().unwrap_or(0);
+        let nodes = masters.iter().map(|&n| (found.nodes[n].0.clone(), next[n][f])).collect();
         lsns.push(lowest);
-        skip.push(std::sync::Arc::new(SlotSkip { below, done, until }));
+        skip.push(std::sync::Arc::new(SlotSkip { below, done, until, nodes, layout: found.layout.fingerprint.clone() }));
     }
     Resume::At(ResumeAt { lsns, skip: Some(skip) })
 }
@@ -350,6 +386,13 @@ d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
         assert_eq!(cmds[0].key(), Some(key0.as_bytes()));
         let mut cmds = vec![Cmd::new(0, &[b"INCR", key1.as_bytes()])];
         assert_eq!(skip.filter(12, &mut cmds, 0), 0);
+
+        // Markers written meanwhile: a master ahead keeps its own (node1 holds up to 12), one
+        // behind gets the batch's; past `until` all do; a layout change makes them unstable.
+        let fp = l.fingerprint.as_str();
+        assert_eq!([skip.marker_lsn("node0", 11, fp), skip.marker_lsn("node1", 11, fp)], [Some(11), Some(12)]);
+        assert_eq!([skip.marker_lsn("node1", 12, fp), skip.marker_lsn("node1", 20, "other")], [Some(12), Some(20)]);
+        assert_eq!(skip.marker_lsn("node0", 11, "other"), None);
 
         // Missing, foreign, unstable and outdated markers are not resumed from.
         assert!(matches!(decide(&found([[Some(1), None], [Some(1), Some(1)], [Some(1), Some(1)]], &l), "id", 2), Resume::Unusable(_)));

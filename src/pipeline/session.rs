@@ -368,11 +368,16 @@ impl Session {
         }
         let (mut master, info, conns, opening) = Self::open_flows(cfg, master, info, &mut first_target, owned.as_ref(), resume)?;
         let skip = skip.filter(|_| opening.resumes());
-        if skip.is_some() {
+        if let Some(s) = &skip {
             log::info!(
                 "the target is a Redis Cluster: each flow resumes at its lowest marker among the masters, and what a \
                  master holds already is left out, slot by slot"
             );
+            // Where each master stands: what a resume that applied a record twice or left one
+            // out would be debugged from.
+            for (f, k) in s.iter().enumerate() {
+                log::info!("flow {f}: next LSN per master: {}", k.describe());
+            }
         }
         // The master's size now, just before its snapshot, for the full-sync estimate.
         let master_size = if opening == Opening::Full { MasterSize::ask(&mut master) } else { MasterSize::default() };

@@ -23,6 +23,7 @@ use super::gate::{GateError, GlobalGate};
 use super::limit;
 use super::semaphore::Semaphore;
 use super::shared::{Failure, Shared};
+use crate::checkpoint::cluster::SlotSkip;
 use crate::checkpoint::Stamp;
 use crate::config::OnReject;
 use crate::target::{Marks, Target, TargetError};
@@ -47,6 +48,9 @@ pub struct Writer {
     /// Checkpoint markers: the run name their keys carry, the master's replid and flow count
     /// they hold (`None`: no markers).
     pub markers: Option<(String, String, usize)>,
+    /// Per flow (by index), on a cluster resumed from markers: what each master held then,
+    /// which its marker must not go below ([`Marks::resumed`]).
+    pub resumed: Vec<Option<Arc<SlotSkip>>>,
     /// Per flow: where applied batches go back to the reader for reuse.
     pub recycle: Vec<crossbeam_channel::Sender<Batch>>,
     /// Pipelines sent and not yet answered, oldest first.
@@ -250,6 +254,7 @@ impl Writer {
                 stamp: Stamp { run, flow: b.flow, replid, flows: *flows, next_lsn },
                 unsafe_twice: &b.unsafe_twice,
                 lsns: &b.lsns,
+                resumed: self.resumed.get(b.flow).and_then(|r| r.as_deref()),
             }),
             _ => None,
         };
@@ -339,7 +344,8 @@ impl Writer {
     /// Write one flow's marker on its own (after a global command), with nothing in flight.
     fn write_marker(&mut self, flow: usize, next_lsn: u64) -> Result<(), Failure> {
         let Some((run, replid, flows)) = &self.markers else { return Ok(()) };
-        let marks = Marks { stamp: Stamp { run, flow, replid, flows: *flows, next_lsn }, unsafe_twice: &[], lsns: &[] };
+        // (No resume floor: a global command removed every master's markers.)
+        let marks = Marks { stamp: Stamp { run, flow, replid, flows: *flows, next_lsn }, unsafe_twice: &[], lsns: &[], resumed: None };
         self.conn.send_batch(&[], &[], Some(&marks)).and_then(|()| self.conn.recv(&[])).map_err(|e| self.describe(e))
     }
 

@@ -20,7 +20,7 @@ use super::resp::{self, Reply};
 use super::slots::key_slot;
 use super::standalone::{Standalone, TargetError};
 use super::Marks;
-use crate::checkpoint::cluster::{self as ck, UNSTABLE};
+use crate::checkpoint::cluster::{self as ck, SlotSkip, UNSTABLE};
 use crate::checkpoint::Stamp;
 use crate::protocol::cursor::show;
 use crate::replay::Cmd;
@@ -337,6 +337,7 @@ impl Cluster {
     /// its checkpoint ([`crate::checkpoint::cluster`]). A cross-slot RENAME is carried out
     /// synchronously here (the caller made sure nothing else is in flight).
     pub fn send(&mut self, cmds: &[Cmd], hints: &[u16], marks: Option<&Marks>) -> Result<(), TargetError> {
+        let resumed = marks.and_then(|m| m.resumed);
         let mut routed: Vec<Routed> = Vec::with_capacity(cmds.len());
         for (i, c) in cmds.iter().enumerate() {
             Self::check_db(c)?;
@@ -347,13 +348,13 @@ impl Cluster {
                     // RENAME is a record of its own), then the emulation, then the rest.
                     let lsn = marks.and_then(|m| m.lsns.get(i).copied());
                     let before = marks.zip(lsn).map(|(m, l)| Stamp { next_lsn: l, ..m.stamp });
-                    self.dispatch(cmds, std::mem::take(&mut routed), before)?;
+                    self.dispatch(cmds, std::mem::take(&mut routed), before, resumed)?;
                     self.recv(cmds)?;
                     self.cross_slot(c, &reason, marks.zip(lsn).map(|(m, l)| (m.stamp.run, m.stamp.flow, l)))?;
                 }
             }
         }
-        self.dispatch(cmds, routed, marks.map(|m| m.stamp))
+        self.dispatch(cmds, routed, marks.map(|m| m.stamp), resumed)
     }
 
     /// Route command `i` (split per slot where its keys span slots); a cross-slot command
@@ -378,8 +379,8 @@ impl Cluster {
         None
     }
 
-    fn dispatch(&mut self, cmds: &[Cmd], routed: Vec<Routed>, stamp: Option<Stamp>) -> Result<(), TargetError> {
-        let (parts, markers) = self.plan(cmds, &routed, stamp)?;
+    fn dispatch(&mut self, cmds: &[Cmd], routed: Vec<Routed>, stamp: Option<Stamp>, resumed: Option<&SlotSkip>) -> Result<(), TargetError> {
+        let (parts, markers) = self.plan(cmds, &routed, stamp, resumed)?;
         for (n, (part, marker)) in parts.iter().zip(&markers).enumerate() {
             if part.plain.is_empty() && part.tail == Tail::None {
                 continue;
@@ -400,6 +401,7 @@ impl Cluster {
         cmds: &[Cmd],
         routed: &[Routed],
         stamp: Option<Stamp>,
+        resumed: Option<&SlotSkip>,
     ) -> Result<(Vec<NodePart>, Vec<Option<Marker>>), TargetError> {
         let mut parts: Vec<NodePart> = (0..self.nodes.len()).map(|_| NodePart::default()).collect();
         let marking = stamp.is_some();
@@ -441,7 +443,16 @@ impl Cluster {
         let mut markers = Vec::with_capacity(parts.len());
         for (n, part) in parts.iter_mut().enumerate() {
             let marker = match (stamp, self.firsts.get(n).copied().flatten()) {
-                (Some(st), Some(first)) => Some((ck::node_marker_key(st.run, first, st.flow), st.mark(Some(layout)).encode())),
+                (Some(st), Some(first)) => {
+                    // A resumed flow's marker never goes back below what the master held
+                    // ([`SlotSkip::marker_lsn`]).
+                    let (next_lsn, layout) = match resumed.map(|r| r.marker_lsn(&self.nodes[n].addr, st.next_lsn, layout)) {
+                        None => (st.next_lsn, layout),
+                        Some(Some(l)) => (l, layout),
+                        Some(None) => (st.next_lsn, UNSTABLE),
+                    };
+                    Some((ck::node_marker_key(st.run, first, st.flow), Stamp { next_lsn, ..st }.mark(Some(layout)).encode()))
+                }
                 _ => None,
             };
             if marker.is_none() && !part.script.is_empty() {
@@ -469,7 +480,7 @@ impl Cluster {
                 return Err(err("cluster", format!("{}: {reason}", c.describe())));
             }
         }
-        let (parts, markers) = self.plan(cmds, &routed, marks.map(|m| m.stamp))?;
+        let (parts, markers) = self.plan(cmds, &routed, marks.map(|m| m.stamp), marks.and_then(|m| m.resumed))?;
         let mut out = Vec::new();
         for (n, (part, marker)) in parts.iter().zip(&markers).enumerate() {
             let mut buf = Vec::new();

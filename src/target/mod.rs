@@ -25,6 +25,10 @@ pub struct Marks<'a> {
     pub stamp: Stamp<'a>,
     pub unsafe_twice: &'a [bool],
     pub lsns: &'a [u64],
+    /// A cluster flow resumed from markers that differed between masters: no master's marker
+    /// may go back below its own until the flow has passed them all
+    /// ([`SlotSkip::marker_lsn`](crate::checkpoint::cluster::SlotSkip::marker_lsn)).
+    pub resumed: Option<&'a crate::checkpoint::cluster::SlotSkip>,
 }
 
 // A handful of these live for a whole session (one per writer); boxing the standalone
