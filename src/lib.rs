@@ -10,7 +10,6 @@
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod affinity;
-pub mod alloc_tuning;
 pub mod check;
 pub mod checkpoint;
 pub mod config;

@@ -645,8 +645,12 @@ fn file_and_flags(file: Option<&std::path::Path>, flags: Vec<(&str, Option<Strin
     Ok(raw)
 }
 
+/// mimalloc, because a command's buffer is allocated on a flow thread and freed on a writer
+/// thread, which glibc's malloc serves under the flow arena's lock (Cargo.toml has the figures).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    df2redis::alloc_tuning::tune();
     let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     logger.format_timestamp_millis();
     if df2redis::console::global().is_terminal() {
