@@ -154,13 +154,28 @@ fn assert_applied_once(cluster: &RedisCluster, reference: &mut redis::Connection
     assert!(compared > 50, "{compared}");
 }
 
+/// A 3-master cluster, the reference server, and how many trials a test runs
+/// (`DF2REDIS_CUT_TRIALS`, 40 by default).
+fn servers() -> (RedisCluster, RedisServer, usize) {
+    let trials = std::env::var("DF2REDIS_CUT_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    (RedisCluster::start(), RedisServer::start(&[]), trials)
+}
+
+/// Empty every master and the reference before a trial; the reference's connection.
+fn flush_both(cluster: &RedisCluster, reference: &RedisServer) -> redis::Connection {
+    for i in 0..3 {
+        redis::cmd("FLUSHALL").query::<()>(&mut cluster.conn(i)).unwrap();
+    }
+    let mut conn = reference.conn();
+    redis::cmd("FLUSHALL").query::<()>(&mut conn).unwrap();
+    conn
+}
+
 #[test]
 fn any_prefix_a_crash_leaves_on_the_nodes_resumes_exactly() {
-    let cluster = RedisCluster::start();
-    let reference = RedisServer::start(&[]);
+    let (cluster, reference, trials) = servers();
     let seeds = vec![cluster.seed()];
     let mut r = Rng(0x9E3779B97F4A7C15);
-    let trials: usize = std::env::var("DF2REDIS_CUT_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
     let (mut differing_markers, mut skipped_total) = (0, 0);
     for trial in 0..trials {
         let journal = journal(&mut r, 600);
@@ -170,11 +185,7 @@ fn any_prefix_a_crash_leaves_on_the_nodes_resumes_exactly() {
             let next = (bounds.last().unwrap() + 20 + r.below(120) as usize).min(journal.len());
             bounds.push(next);
         }
-        for i in 0..3 {
-            redis::cmd("FLUSHALL").query::<()>(&mut cluster.conn(i)).unwrap();
-        }
-        let mut reference_conn = reference.conn();
-        redis::cmd("FLUSHALL").query::<()>(&mut reference_conn).unwrap();
+        let mut reference_conn = flush_both(&cluster, &reference);
 
         let mut t = Target::connect(&seeds, None, None).unwrap();
         let crash = 1 + r.below(bounds.len() as u64 - 3) as usize;
@@ -212,19 +223,13 @@ fn any_prefix_a_crash_leaves_on_the_nodes_resumes_exactly() {
 /// on that node again (an INCR twice, an XADD refused).
 #[test]
 fn a_second_crash_before_the_resume_caught_up_resumes_exactly() {
-    let cluster = RedisCluster::start();
-    let reference = RedisServer::start(&[]);
+    let (cluster, reference, trials) = servers();
     let seeds = vec![cluster.seed()];
     let mut r = Rng(0x2545F4914F6CDD1D);
-    let trials: usize = std::env::var("DF2REDIS_CUT_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
     let mut in_window = 0;
     for trial in 0..trials {
         let journal = journal(&mut r, 600);
-        for i in 0..3 {
-            redis::cmd("FLUSHALL").query::<()>(&mut cluster.conn(i)).unwrap();
-        }
-        let mut reference_conn = reference.conn();
-        redis::cmd("FLUSHALL").query::<()>(&mut reference_conn).unwrap();
+        let mut reference_conn = flush_both(&cluster, &reference);
 
         // The first session: applied up to 200, then crashed with two batches in flight.
         let mut t = Target::connect(&seeds, None, None).unwrap();
