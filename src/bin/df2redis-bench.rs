@@ -1254,15 +1254,15 @@ impl Bench {
     }
 }
 
-/// `flow-* 35% writer-* 30% ...` for one migrate.
-/// The run with the median wall time (the upper median for an even count). Timed pairs are
-/// repeated because this machine's run-to-run spread (±15% for `redis-cli --pipe` alone) is
-/// larger than the differences the ratios are meant to show.
+/// The median of `v` (the upper one for an even count; 0 when empty).
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The run with the median wall time (the upper median for an even count). Timed pairs are
+/// repeated because this machine's run-to-run spread (±15% for `redis-cli --pipe` alone) is
+/// larger than the differences the ratios are meant to show.
 fn median_by_wall<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> f64) -> T {
     runs.sort_by(|a, b| wall(a).total_cmp(&wall(b)));
     let mid = runs.len() / 2;
@@ -1287,7 +1287,6 @@ fn cpu_layout(arg: &str) -> R<Option<servers::CpuLayout>> {
     Ok(Some(servers::CpuLayout { redis, all }))
 }
 
-/// The median migrate by wall time, with the highest peak RSS of all its runs.
 /// The CPU the step's processes and the rest of the machine used, % of one core.
 fn busy_pct(s: &journal::Step) -> f64 {
     s.df2redis_cpu_pct + s.redis_cpu_pct + s.source_cpu_pct + s.other_cpu_pct
@@ -1310,16 +1309,18 @@ fn journal_limit(s: &journal::Step) -> String {
     }
 }
 
+/// The median migrate by wall time, with the highest peak RSS of all its runs and the median
+/// CPU per key.
 fn median_migrate(runs: Vec<Migrate>) -> Migrate {
     let peak = runs.iter().map(|m| m.peak_rss).max().unwrap_or(0);
     let mut cpu: Vec<f64> = runs.iter().map(|m| m.cpu_per_100k).collect();
-    cpu.sort_by(f64::total_cmp);
     let mut m = median_by_wall(runs, |m| m.wall);
     m.peak_rss = peak;
-    m.cpu_per_100k = cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN);
+    m.cpu_per_100k = median(&mut cpu);
     m
 }
 
+/// `flow-* 35% writer-* 30% ...` for one migrate.
 fn thread_line(m: &Migrate) -> String {
     let mut v: Vec<(&String, &f64)> = m.threads.iter().filter(|(_, c)| **c > 0.0).collect();
     v.sort_by(|a, b| b.1.total_cmp(a.1));

@@ -220,7 +220,7 @@ pub fn wire(plan: Plan) -> Result<Wired, String> {
             kicks: kicks_tx.clone(),
             recycle: recycle_tx.clone(),
             markers: markers.clone().map(|id| (cfg.name.clone(), id, n)),
-            resumed: (0..n).map(|i| skip.as_ref().map(|s| s[i].clone())).collect(),
+            resumed: skip.clone(),
             inflight: VecDeque::new(),
             sent_at: VecDeque::new(),
             held: None,

@@ -48,9 +48,9 @@ pub struct Writer {
     /// Checkpoint markers: the run name their keys carry, the master's replid and flow count
     /// they hold (`None`: no markers).
     pub markers: Option<(String, String, usize)>,
-    /// Per flow (by index), on a cluster resumed from markers: what each master held then,
-    /// which its marker must not go below ([`Marks::resumed`]).
-    pub resumed: Vec<Option<Arc<SlotSkip>>>,
+    /// On a cluster resumed from markers, per flow (by index): what each master held then,
+    /// which its marker must not go below ([`Marks::resumed`]); the flows' own `skip`.
+    pub resumed: Option<Vec<Arc<SlotSkip>>>,
     /// Per flow: where applied batches go back to the reader for reuse.
     pub recycle: Vec<crossbeam_channel::Sender<Batch>>,
     /// Pipelines sent and not yet answered, oldest first.
@@ -254,7 +254,7 @@ impl Writer {
                 stamp: Stamp { run, flow: b.flow, replid, flows: *flows, next_lsn },
                 unsafe_twice: &b.unsafe_twice,
                 lsns: &b.lsns,
-                resumed: self.resumed.get(b.flow).and_then(|r| r.as_deref()),
+                resumed: self.resumed.as_ref().map(|s| &*s[b.flow]),
             }),
             _ => None,
         };

@@ -308,8 +308,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-/// Number of CPUs this process may run on.
-/// The CPUs the bench was started with (the first call decides: `main` makes it before
+/// How many CPUs the bench was started with (the first call decides: `main` makes it before
 /// `--redis-cpu` narrows the bench's own CPUs to the ones Redis does not use).
 pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
